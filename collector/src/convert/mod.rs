@@ -1,0 +1,1 @@
+//! OTLP to Arrow conversion.

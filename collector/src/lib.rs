@@ -1,0 +1,2 @@
+//! The bulkhead server process.
+pub mod convert;

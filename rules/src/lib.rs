@@ -1,0 +1,2 @@
+//! Tenant identity and policy model.
+pub mod tenant;

@@ -1,0 +1,2 @@
+//! Per-tenant Parquet storage.
+pub mod schema;
