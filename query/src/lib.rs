@@ -1,1 +1,17 @@
-//! placeholder
+//! Tenant-scoped, sandboxed SQL with Apache DataFusion.
+//!
+//! Start with [`QueryEngine`]: for each request it builds a session whose
+//! catalog holds only the caller's tables ([`catalog`]), so isolation comes
+//! from what the session can name, never from a WHERE clause. [`sandbox`]
+//! refuses everything but read queries and bounds time, memory and rows;
+//! [`format`] encodes results; [`http`] is the `/api/v1/query` endpoint.
+
+pub mod catalog;
+pub mod error;
+pub mod format;
+pub mod http;
+pub mod sandbox;
+pub mod udf;
+
+pub use error::QueryError;
+pub use sandbox::{QueryEngine, QueryLimits, QueryOutput};

@@ -1,2 +1,18 @@
-//! Tenant identity and policy model.
+//! Tenant identity, API keys and the policy-as-code model of Bulkhead.
+//!
+//! Pure: no I/O beyond reading policy text, no async. Start reading at
+//! [`TenantId`] (the validated tenant, carried everywhere), then [`keys`]
+//! (how a presented credential becomes a [`Principal`]) and [`policy`] (the
+//! per-tenant policy files and the [`Keyring`] built from them).
+
+pub mod clock;
+pub mod error;
+pub mod keys;
+pub mod policy;
 pub mod tenant;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{AuthError, PolicyError};
+pub use keys::{ApiKey, KeyRecord, Principal, Scope, Scopes};
+pub use policy::{Authenticator, Keyring, PolicySet, TenantPolicy};
+pub use tenant::TenantId;

@@ -1,0 +1,238 @@
+//! The tenant catalog: a per-request set of tables (`logs`, `spans`,
+//! `metrics`) that read only the caller's partition tree and buffers.
+//!
+//! Scans prune by event time: bounds on `timestamp` in the query's filters
+//! select the `date=/hour=` directories to list, and the same filters go to
+//! the Parquet reader for row-group pruning.
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bulkhead_rules::TenantId;
+use bulkhead_store::{Signal, Store, TimeRange};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{
+    utils::conjunction, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// One table of one tenant.
+#[derive(Debug)]
+pub struct TenantTable {
+    tenant: TenantId,
+    signal: Signal,
+    store: Arc<Store>,
+    schema: SchemaRef,
+}
+
+impl TenantTable {
+    pub fn new(tenant: TenantId, signal: Signal, store: Arc<Store>) -> Self {
+        Self {
+            tenant,
+            signal,
+            store,
+            schema: signal.schema(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for TenantTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used for pruning only; DataFusion still applies every filter.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let range = time_range(filters);
+        let snapshot = self
+            .store
+            .snapshot(&self.tenant, self.signal, range)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !snapshot.files.is_empty() {
+            let mut source = ParquetSource::new(self.schema.clone());
+            if let Some(predicate) = conjunction(filters.to_vec()) {
+                let df_schema = DFSchema::try_from(self.schema.clone())?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+            let groups_wanted = state.config().target_partitions().max(1);
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); groups_wanted.min(snapshot.files.len())];
+            for (i, (path, size)) in snapshot.files.iter().enumerate() {
+                let n = groups.len();
+                groups[i % n].push(PartitionedFile::new(
+                    path.to_string_lossy().trim_start_matches('/').to_string(),
+                    *size,
+                ));
+            }
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        if !snapshot.buffered.is_empty() {
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[snapshot.buffered],
+                self.schema.clone(),
+                projection.cloned(),
+            )?);
+        }
+        if inputs.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+/// The event-time range implied by bounds on `timestamp` among `filters`
+/// (all combined with AND). Anything it does not understand widens the range.
+pub fn time_range(filters: &[Expr]) -> TimeRange {
+    let mut range = TimeRange::ALL;
+    for f in filters {
+        narrow(f, &mut range);
+    }
+    range
+}
+
+fn narrow(expr: &Expr, range: &mut TimeRange) {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
+            narrow(left, range);
+            narrow(right, range);
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = match (left.as_ref(), right.as_ref()) {
+                (l, r) if is_timestamp_column(l) => (*op, timestamp_nanos(r)),
+                (l, r) if is_timestamp_column(r) => match op.swap() {
+                    Some(op) => (op, timestamp_nanos(l)),
+                    None => return,
+                },
+                _ => return,
+            };
+            let Some(v) = value else { return };
+            match op {
+                Operator::Eq => {
+                    range.start = range.start.max(v);
+                    range.end = range.end.min(v);
+                }
+                Operator::Gt | Operator::GtEq => range.start = range.start.max(v),
+                Operator::Lt | Operator::LtEq => range.end = range.end.min(v),
+                _ => {}
+            }
+        }
+        Expr::Between(b) if !b.negated && is_timestamp_column(&b.expr) => {
+            if let Some(lo) = timestamp_nanos(&b.low) {
+                range.start = range.start.max(lo);
+            }
+            if let Some(hi) = timestamp_nanos(&b.high) {
+                range.end = range.end.min(hi);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_timestamp_column(e: &Expr) -> bool {
+    match e {
+        Expr::Column(c) => c.name == "timestamp",
+        Expr::Cast(c) => is_timestamp_column(&c.expr),
+        _ => false,
+    }
+}
+
+fn timestamp_nanos(e: &Expr) -> Option<i64> {
+    let Expr::Literal(v, _) = e else { return None };
+    match v {
+        ScalarValue::TimestampNanosecond(Some(n), _) => Some(*n),
+        ScalarValue::TimestampMicrosecond(Some(n), _) => n.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(n), _) => n.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(n), _) => n.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    fn ts(n: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(n),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn bounds_on_timestamp_narrow_the_range() {
+        let r = time_range(&[col("timestamp")
+            .gt_eq(ts(10))
+            .and(col("timestamp").lt(ts(20)))]);
+        assert_eq!(r, TimeRange { start: 10, end: 20 });
+        let r = time_range(&[ts(30).gt(col("timestamp"))]);
+        assert_eq!(
+            r,
+            TimeRange {
+                start: i64::MIN,
+                end: 30
+            }
+        );
+        let r = time_range(&[col("timestamp").between(ts(1), ts(2))]);
+        assert_eq!(r, TimeRange { start: 1, end: 2 });
+        let ms = lit(ScalarValue::TimestampMillisecond(Some(5), None));
+        assert_eq!(
+            time_range(&[col("timestamp").eq(ms)]),
+            TimeRange {
+                start: 5_000_000,
+                end: 5_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn other_filters_leave_the_range_open() {
+        let r = time_range(&[
+            col("timestamp").gt(ts(1)).or(col("timestamp").lt(ts(0))),
+            col("severity_number").gt(lit(5)),
+            col("timestamp").not_between(ts(1), ts(2)),
+        ]);
+        assert_eq!(r, TimeRange::ALL);
+    }
+}

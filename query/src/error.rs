@@ -1,0 +1,46 @@
+//! Errors of the query side, and their HTTP statuses.
+use axum::http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement is not a read query (DDL, DML, COPY, SET, ...).
+    #[error("only read queries are allowed: {0}")]
+    NotAllowed(String),
+    /// The SQL does not parse or plan (unknown table or column, syntax, types).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("query exceeded its time limit of {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("query result exceeds {0} rows; add a LIMIT or aggregate")]
+    TooManyRows(usize),
+    #[error("query exceeded its memory limit: {0}")]
+    Memory(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// The one place a query error becomes an HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            QueryError::NotAllowed(_) | QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            QueryError::Timeout(_) | QueryError::TooManyRows(_) | QueryError::Memory(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub(crate) fn from_datafusion(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        match e.find_root() {
+            D::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
+            D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => {
+                QueryError::Invalid(e.find_root().to_string())
+            }
+            D::Execution(m) => QueryError::Invalid(m.clone()),
+            D::ArrowError(..) => QueryError::Invalid(e.find_root().to_string()),
+            _ => QueryError::Internal(e.to_string()),
+        }
+    }
+}
