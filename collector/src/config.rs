@@ -1,0 +1,357 @@
+//! The server's configuration: one TOML file (see `deploy/bulkhead.toml`),
+//! every field defaulted, environment overrides for containers.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name of this node, stamped on every record it receives (`received_by`).
+    pub node_name: String,
+    /// Root of the tenant store.
+    pub data_dir: PathBuf,
+    /// Tenant policy files; defaults to `<data_dir>/policies`.
+    pub policy_dir: Option<PathBuf>,
+    pub listen: Listen,
+    pub ingest: Ingest,
+    pub flush: Flush,
+    pub query: Query,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// OTLP/gRPC.
+    pub grpc: SocketAddr,
+    /// OTLP/HTTP.
+    pub http: SocketAddr,
+    /// Query API.
+    pub api: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    /// Largest request accepted, after decompression.
+    pub max_body_size: ByteSize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Flush {
+    /// A tenant's buffer for one signal and hour becomes a file after this long...
+    pub max_age: HumanDuration,
+    /// ... or once it holds this much.
+    pub max_buffer_size: ByteSize,
+    /// Above this much buffered in total, ingest answers "retry later".
+    pub max_total_buffer: ByteSize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Query {
+    pub timeout: HumanDuration,
+    pub max_rows: usize,
+    pub memory_limit: ByteSize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: "local".into(),
+            data_dir: PathBuf::from("./bulkhead-data"),
+            policy_dir: None,
+            listen: Listen::default(),
+            ingest: Ingest::default(),
+            flush: Flush::default(),
+            query: Query::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            api: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Self {
+            max_body_size: ByteSize(64 << 20),
+        }
+    }
+}
+
+impl Default for Flush {
+    fn default() -> Self {
+        Self {
+            max_age: HumanDuration(Duration::from_secs(30)),
+            max_buffer_size: ByteSize(64 << 20),
+            max_total_buffer: ByteSize(1 << 30),
+        }
+    }
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Self {
+            timeout: HumanDuration(Duration::from_secs(30)),
+            max_rows: 100_000,
+            memory_limit: ByteSize(512 << 20),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file, then applies environment overrides.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses TOML text; reports the first syntax problem with its line, or
+    /// every semantic problem at once.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `BULKHEAD_*` environment overrides from `env`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let mut addr = |var: &str, slot: &mut SocketAddr| {
+            if let Some(v) = env(var) {
+                match v.parse() {
+                    Ok(a) => *slot = a,
+                    Err(e) => errors.push(format!("{var}={v:?}: {e}")),
+                }
+            }
+        };
+        addr("BULKHEAD_GRPC_LISTEN", &mut self.listen.grpc);
+        addr("BULKHEAD_HTTP_LISTEN", &mut self.listen.http);
+        addr("BULKHEAD_API_LISTEN", &mut self.listen.api);
+        if let Some(v) = env("BULKHEAD_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("BULKHEAD_POLICY_DIR") {
+            self.policy_dir = Some(PathBuf::from(v));
+        }
+        if errors.is_empty() {
+            self.validate()
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Every semantic problem, each naming its setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if self.node_name.is_empty() {
+            errors.push("node_name: must not be empty".to_string());
+        }
+        let l = &self.listen;
+        for (a, b, an, bn) in [
+            (l.grpc, l.http, "listen.grpc", "listen.http"),
+            (l.grpc, l.api, "listen.grpc", "listen.api"),
+            (l.http, l.api, "listen.http", "listen.api"),
+        ] {
+            if a == b && a.port() != 0 {
+                errors.push(format!("{an} and {bn}: both are {a}"));
+            }
+        }
+        if self.ingest.max_body_size.0 < 1024 {
+            errors.push("ingest.max_body_size: must be at least 1KiB".into());
+        }
+        if self.flush.max_age.0.is_zero() {
+            errors.push("flush.max_age: must be more than 0".into());
+        }
+        if self.flush.max_buffer_size.0 == 0 {
+            errors.push("flush.max_buffer_size: must be more than 0".into());
+        }
+        if self.flush.max_total_buffer.0 < self.flush.max_buffer_size.0 {
+            errors.push("flush.max_total_buffer: must be at least flush.max_buffer_size".into());
+        }
+        if self.query.timeout.0.is_zero() {
+            errors.push("query.timeout: must be more than 0".into());
+        }
+        if self.query.max_rows == 0 {
+            errors.push("query.max_rows: must be more than 0".into());
+        }
+        if self.query.memory_limit.0 < (1 << 20) {
+            errors.push("query.memory_limit: must be at least 1MiB".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policy_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+
+    /// Where the tenant store keeps its partition trees.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+/// A size written as `64MiB`, `512KiB`, `1GiB`, `10MB` or a plain byte count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("size {s:?} must start with a whole number, e.g. \"64MiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => return Err(format!("size {s:?}: unknown unit {other:?}; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written as `500ms`, `30s`, `5m`, `2h` or `30d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("duration {s:?} must start with a whole number, e.g. \"30s\""))?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3_600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            other => return Err(format!("duration {s:?}: unknown unit {other:?}; use ms, s, m, h or d")),
+        };
+        Ok(HumanDuration(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HumanDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
+        assert_eq!(ByteSize::parse("10 MB").unwrap().0, 10_000_000);
+        assert_eq!(ByteSize::parse("123").unwrap().0, 123);
+        assert!(ByteSize::parse("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(ByteSize::parse("MiB").is_err());
+        assert_eq!(HumanDuration::parse("30d").unwrap().0, Duration::from_secs(30 * 86_400));
+        assert_eq!(HumanDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert!(HumanDuration::parse("3 weeks").is_err());
+    }
+
+    #[test]
+    fn empty_config_is_the_local_default() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen.grpc.to_string(), "127.0.0.1:4317");
+        assert_eq!(c.listen.http.to_string(), "127.0.0.1:4318");
+        assert_eq!(c.listen.api.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.policy_dir(), PathBuf::from("./bulkhead-data/policies"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let e = Config::parse("[listen]\ngrpc = \"127.0.0.1:1\"\nhtpp = \"x\"\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("htpp"), "{e}");
+        let e = Config::parse("[flush]\nmax_age = \"3 fortnights\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("fortnights"), "{e}");
+        let e = Config::parse("[query]\nmax_rows = 0\n[flush]\nmax_age = \"0s\"\n").unwrap_err();
+        assert!(e.contains("query.max_rows") && e.contains("flush.max_age"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_apply() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "BULKHEAD_GRPC_LISTEN" => Some("0.0.0.0:14317".into()),
+            "BULKHEAD_DATA_DIR" => Some("/var/lib/bulkhead".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.grpc.to_string(), "0.0.0.0:14317");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/bulkhead"));
+        let e = c.apply_env(|k| (k == "BULKHEAD_API_LISTEN").then(|| "nope".into())).unwrap_err();
+        assert!(e.contains("BULKHEAD_API_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn deploy_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/bulkhead.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.listen.grpc.to_string(), "0.0.0.0:4317");
+        assert_eq!(c.ingest.max_body_size, ByteSize(64 << 20));
+    }
+}
