@@ -1,1 +1,165 @@
-//! OTLP to Arrow conversion.
+//! OTLP to Arrow conversion: one `RecordBatch` per export request, in the
+//! schemas of [`bulkhead_store::schema`].
+//!
+//! Each signal walks resource -> scope -> record and appends to column
+//! builders. Resource and scope columns are built once per resource/scope and
+//! expanded to rows with `take` ([`common`]). A record that fails validation
+//! (bad id length, out-of-range time, histogram shape, metric without data)
+//! is rejected on its own; the rest of the request is kept, as OTLP partial
+//! success requires.
+use arrow::array::{ArrayRef, StringBuilder};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+mod attrs;
+mod common;
+mod logs;
+mod metrics;
+mod traces;
+
+#[cfg(test)]
+mod tests;
+
+/// Who received a request, for whom, under which policy: the values of the
+/// `tenant` and lineage columns of every row.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    pub tenant: &'a str,
+    pub policy_version: &'a str,
+    pub node: &'a str,
+    pub received_at_nanos: i64,
+}
+
+/// The outcome of converting one export request.
+#[derive(Debug)]
+pub struct Converted {
+    /// The accepted records; `None` when none was accepted.
+    pub batch: Option<RecordBatch>,
+    /// Rows in `batch` (log records, spans or data points).
+    pub accepted: u64,
+    /// Records left out because they were invalid.
+    pub rejected: u64,
+    /// The first few distinct reasons for rejections, each naming where.
+    pub errors: Vec<String>,
+}
+
+/// Converts logs to a batch in [`bulkhead_store::schema::logs_schema`].
+pub fn logs(req: &ExportLogsServiceRequest, stamp: &Stamp<'_>) -> Converted {
+    logs::convert(req, stamp)
+}
+
+/// Converts spans to a batch in [`bulkhead_store::schema::spans_schema`].
+pub fn spans(req: &ExportTraceServiceRequest, stamp: &Stamp<'_>) -> Converted {
+    traces::convert(req, stamp)
+}
+
+/// Converts metrics to a batch in [`bulkhead_store::schema::metrics_schema`],
+/// one row per data point.
+pub fn metrics(req: &ExportMetricsServiceRequest, stamp: &Stamp<'_>) -> Converted {
+    metrics::convert(req, stamp)
+}
+
+/// How many distinct rejection messages a [`Converted`] carries at most.
+const MAX_ERRORS: usize = 5;
+
+/// Counts rejected records and keeps the first few distinct messages.
+#[derive(Debug, Default)]
+pub(crate) struct Rejections {
+    count: u64,
+    messages: Vec<String>,
+}
+
+impl Rejections {
+    /// Rejects one or more records; `message` is only formatted while there
+    /// is room for it, so a flood of bad records costs no allocations.
+    pub(crate) fn add(&mut self, records: u64, message: impl FnOnce() -> String) {
+        self.count += records;
+        if self.messages.len() < MAX_ERRORS {
+            let m = message();
+            tracing::debug!(reason = %m, "rejected OTLP record");
+            if !self.messages.contains(&m) {
+                self.messages.push(m);
+            }
+        }
+    }
+}
+
+/// Assembles the batch from columns in schema order.
+pub(crate) fn finish(
+    schema: SchemaRef,
+    columns: Result<Vec<ArrayRef>, ArrowError>,
+    accepted: u64,
+    mut rejections: Rejections,
+) -> Converted {
+    if accepted == 0 {
+        return Converted {
+            batch: None,
+            accepted,
+            rejected: rejections.count,
+            errors: rejections.messages,
+        };
+    }
+    match columns.and_then(|columns| RecordBatch::try_new(schema, columns)) {
+        Ok(batch) => Converted {
+            batch: Some(batch),
+            accepted,
+            rejected: rejections.count,
+            errors: rejections.messages,
+        },
+        // Only a bug in this module can get here; refuse the records rather
+        // than store something mis-shaped, and say so.
+        Err(e) => {
+            tracing::error!(error = %e, "OTLP conversion built a batch that does not fit its schema");
+            rejections.add(accepted, || {
+                format!("internal error converting the request: {e}")
+            });
+            Converted {
+                batch: None,
+                accepted: 0,
+                rejected: rejections.count,
+                errors: rejections.messages,
+            }
+        }
+    }
+}
+
+/// A time in OTLP's `u64` nanoseconds as Arrow's `i64`; times after 2262
+/// do not fit.
+pub(crate) fn nanos(v: u64, field: &str) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| format!("{field} {v} is out of range (after the year 2262)"))
+}
+
+/// Checks a trace (16 bytes) or span (8 bytes) id; empty passes unless required.
+pub(crate) fn check_id(id: &[u8], len: usize, field: &str, required: bool) -> Result<(), String> {
+    match id.len() {
+        0 if required => Err(format!("{field} is required")),
+        0 => Ok(()),
+        n if n == len => Ok(()),
+        n => Err(format!("{field} must be {len} bytes, got {n}")),
+    }
+}
+
+/// Appends an id (already checked to be at most 16 bytes) as lower-case hex,
+/// or null when empty.
+pub(crate) fn append_id(b: &mut StringBuilder, id: &[u8]) {
+    let mut buf = [0u8; 32];
+    match id.len() {
+        0 => b.append_null(),
+        n if n <= 16 => {
+            let out = &mut buf[..2 * n];
+            // Both cannot fail: the buffer is exactly twice the input and hex is ASCII.
+            if hex::encode_to_slice(id, out).is_ok() {
+                if let Ok(s) = std::str::from_utf8(out) {
+                    b.append_value(s);
+                    return;
+                }
+            }
+            b.append_null();
+        }
+        _ => b.append_value(hex::encode(id)),
+    }
+}
