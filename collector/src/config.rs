@@ -239,7 +239,9 @@ impl ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            other => return Err(format!("size {s:?}: unknown unit {other:?}; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")),
+            other => return Err(format!(
+                "size {s:?}: unknown unit {other:?}; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            )),
         };
         n.checked_mul(mult)
             .map(ByteSize)
@@ -284,7 +286,11 @@ impl HumanDuration {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3_600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            other => return Err(format!("duration {s:?}: unknown unit {other:?}; use ms, s, m, h or d")),
+            other => {
+                return Err(format!(
+                    "duration {s:?}: unknown unit {other:?}; use ms, s, m, h or d"
+                ))
+            }
         };
         Ok(HumanDuration(d))
     }
@@ -306,10 +312,18 @@ mod tests {
         assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
         assert_eq!(ByteSize::parse("10 MB").unwrap().0, 10_000_000);
         assert_eq!(ByteSize::parse("123").unwrap().0, 123);
-        assert!(ByteSize::parse("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(ByteSize::parse("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(ByteSize::parse("MiB").is_err());
-        assert_eq!(HumanDuration::parse("30d").unwrap().0, Duration::from_secs(30 * 86_400));
-        assert_eq!(HumanDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            HumanDuration::parse("30d").unwrap().0,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            HumanDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
         assert!(HumanDuration::parse("3 weeks").is_err());
     }
 
@@ -329,7 +343,10 @@ mod tests {
         let e = Config::parse("[flush]\nmax_age = \"3 fortnights\"\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("fortnights"), "{e}");
         let e = Config::parse("[query]\nmax_rows = 0\n[flush]\nmax_age = \"0s\"\n").unwrap_err();
-        assert!(e.contains("query.max_rows") && e.contains("flush.max_age"), "{e}");
+        assert!(
+            e.contains("query.max_rows") && e.contains("flush.max_age"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -343,7 +360,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.grpc.to_string(), "0.0.0.0:14317");
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/bulkhead"));
-        let e = c.apply_env(|k| (k == "BULKHEAD_API_LISTEN").then(|| "nope".into())).unwrap_err();
+        let e = c
+            .apply_env(|k| (k == "BULKHEAD_API_LISTEN").then(|| "nope".into()))
+            .unwrap_err();
         assert!(e.contains("BULKHEAD_API_LISTEN"), "{e}");
     }
 

@@ -1,2 +1,18 @@
-//! The bulkhead server process.
+//! The bulkhead server process: OTLP receivers, authentication, OTLP to
+//! Arrow conversion, the ingest pipeline and the command line.
+//!
+//! Start reading at [`server::start`], which wires everything together;
+//! then [`receiver`] (gRPC and HTTP), [`pipeline`] (tenant stamping and
+//! buffering) and [`convert`] (OTLP to Arrow). [`tenants`] holds the
+//! policies and keys; [`config`] the TOML configuration.
+
+pub mod config;
 pub mod convert;
+pub mod error;
+pub mod pipeline;
+pub mod receiver;
+pub mod server;
+pub mod tenants;
+
+pub use config::Config;
+pub use server::{start, RunningServer};

@@ -1,1 +1,180 @@
-fn main() {}
+//! The `bulkhead` command.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bulkhead_collector::config::Config;
+use bulkhead_collector::tenants;
+use bulkhead_rules::{PolicySet, Scopes, SystemClock, TenantId};
+use clap::{Parser, Subcommand};
+
+/// Bulkhead: a tenant-isolated OpenTelemetry pipeline.
+#[derive(Parser)]
+#[command(name = "bulkhead", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Without --config: a local try-out on 127.0.0.1 with
+    /// data under ./bulkhead-data and two demo tenants.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (a policy file with no keys yet).
+    Create {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key for a tenant; the key is printed once, as the last line.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated: ingest, query (extract and admin are reserved).
+        #[arg(long, default_value = "ingest")]
+        scopes: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    let mut config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    config.apply_env(|k| std::env::var(k).ok())?;
+    Ok(config)
+}
+
+const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
+
+/// Try-out mode: make sure the demo tenants exist, printing fresh keys for
+/// any created now (the only time their secrets are shown).
+fn ensure_demo_tenants(config: &Config) -> Result<(), String> {
+    let dir = config.policy_dir();
+    for name in DEMO_TENANTS {
+        let tenant = TenantId::new(name)?;
+        if PolicySet::path_for(&dir, &tenant).exists() {
+            continue;
+        }
+        tenants::create_tenant(&dir, name)?;
+        let key = tenants::create_key(&dir, name, Scopes::parse_list("ingest,query")?)?;
+        println!(
+            "demo tenant {name}: key (scopes ingest,query) {}",
+            key.expose()
+        );
+    }
+    Ok(())
+}
+
+async fn serve(path: Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(path.as_ref())?;
+    if path.is_none() {
+        ensure_demo_tenants(&config)?;
+        println!(
+            "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query",
+            config.data_dir.display(),
+            config.listen.grpc,
+            config.listen.http,
+            config.listen.api
+        );
+        println!("  (keys of existing demo tenants were printed when they were created; make another with 'bulkhead key create --tenant demo-a --scopes ingest,query')");
+    }
+    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        token.cancel();
+    });
+    server.stopped().await;
+    tracing::info!("stopping: finishing requests and flushing buffers");
+    server.shutdown().await.map(|_| ())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(serve(config))),
+        Command::Tenant {
+            command: TenantCommand::Create { name, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let p = tenants::create_tenant(&c.policy_dir(), &name)?;
+            println!(
+                "created tenant {} ({})",
+                p.tenant,
+                PolicySet::path_for(&c.policy_dir(), &p.tenant).display()
+            );
+            Ok(())
+        }),
+        Command::Key {
+            command: KeyCommand::Create { tenant, scopes, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let scopes = Scopes::parse_list(&scopes)?;
+            let key = tenants::create_key(&c.policy_dir(), &tenant, scopes)?;
+            println!("created key {} for tenant {tenant} with scopes {scopes}; store it now, it is not shown again:", key.id());
+            println!("{}", key.expose());
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The ingest pipeline: an authenticated export request becomes that
+//! tenant's Arrow batch, stamped with tenant and lineage, buffered in the store.
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_rules::{Clock, Principal, Scope};
+use bulkhead_store::{Signal, Store};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::sync::Notify;
+
+use crate::convert::{self, Stamp};
+use crate::error::ReceiveError;
+use crate::tenants::TenantDirectory;
+
+/// How long a client is asked to wait when the store is saturated.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One decoded OTLP export request.
+#[derive(Debug)]
+pub enum Export {
+    Logs(ExportLogsServiceRequest),
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+}
+
+/// The outcome of an accepted request: full or partial success.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub accepted: u64,
+    /// Records refused as invalid; 0 means full success.
+    pub rejected: u64,
+    pub error_message: String,
+}
+
+/// Everything a receiver hands its requests to.
+#[derive(Debug)]
+pub struct Pipeline {
+    store: Arc<Store>,
+    tenants: Arc<TenantDirectory>,
+    node: String,
+    clock: Arc<dyn Clock>,
+    flush_wanted: Arc<Notify>,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Arc<Store>,
+        tenants: Arc<TenantDirectory>,
+        node: String,
+        clock: Arc<dyn Clock>,
+        flush_wanted: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            tenants,
+            node,
+            clock,
+            flush_wanted,
+        }
+    }
+
+    pub fn tenants(&self) -> &Arc<TenantDirectory> {
+        &self.tenants
+    }
+
+    /// Converts and buffers one request for the caller's tenant. The tenant
+    /// comes from the principal only; nothing in the request can choose it.
+    pub fn ingest(&self, principal: &Principal, export: &Export) -> Result<Outcome, ReceiveError> {
+        principal.require(Scope::Ingest)?;
+        let version = self.tenants.policy_version(&principal.tenant);
+        let stamp = Stamp {
+            tenant: principal.tenant.as_str(),
+            policy_version: &version,
+            node: &self.node,
+            received_at_nanos: self.clock.now_nanos(),
+        };
+        let (converted, signal) = match export {
+            Export::Logs(r) => (convert::logs(r, &stamp), Signal::Logs),
+            Export::Traces(r) => (convert::spans(r, &stamp), Signal::Spans),
+            Export::Metrics(r) => (convert::metrics(r, &stamp), Signal::Metrics),
+        };
+        if let Some(batch) = converted.batch {
+            match self.store.append(&principal.tenant, signal, batch) {
+                Ok(true) => self.flush_wanted.notify_one(),
+                Ok(false) => {}
+                Err(e) if e.is_transient() => {
+                    return Err(ReceiveError::Unavailable {
+                        message: format!("{e}"),
+                        retry_after: RETRY_AFTER,
+                    })
+                }
+                Err(e) => {
+                    return Err(ReceiveError::Internal(format!(
+                        "tenant {}: {e}",
+                        principal.tenant
+                    )))
+                }
+            }
+        }
+        if converted.rejected > 0 {
+            tracing::debug!(tenant = %principal.tenant, %signal, rejected = converted.rejected, "partial success");
+        }
+        Ok(Outcome {
+            accepted: converted.accepted,
+            rejected: converted.rejected,
+            error_message: converted.errors.join("; "),
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! OTLP/gRPC: the three collector services. Credentials are checked by an
+//! interceptor, before the request body is decoded.
+use std::sync::Arc;
+
+use bulkhead_rules::{Authenticator, Principal, Scope};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::error::ReceiveError;
+use crate::pipeline::{Export, Outcome, Pipeline};
+use crate::receiver::bearer_token;
+
+/// The gRPC receiver; one value serves all three services.
+#[derive(Clone, Debug)]
+pub struct GrpcReceiver {
+    pipeline: Arc<Pipeline>,
+}
+
+/// Authenticates from the `authorization` metadata and requires `ingest`.
+#[derive(Clone)]
+pub struct Authenticate(Arc<dyn Authenticator>);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let value = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let principal = bearer_token(value)
+            .and_then(|t| self.0.authenticate(t))
+            .and_then(|p| p.require(Scope::Ingest).map(|_| p))
+            .map_err(|e| ReceiveError::Auth(e).grpc_status())?;
+        req.extensions_mut().insert(principal);
+        Ok(req)
+    }
+}
+
+pub type Service<S> = InterceptedService<S, Authenticate>;
+
+impl GrpcReceiver {
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        Self { pipeline }
+    }
+
+    /// The three services, with size limit and compression configured.
+    #[allow(clippy::type_complexity)]
+    pub fn services(
+        self,
+        max_message_size: usize,
+    ) -> (
+        Service<LogsServiceServer<GrpcReceiver>>,
+        Service<TraceServiceServer<GrpcReceiver>>,
+        Service<MetricsServiceServer<GrpcReceiver>>,
+    ) {
+        let auth = Authenticate(self.pipeline.tenants().clone() as Arc<dyn Authenticator>);
+        let logs = LogsServiceServer::new(self.clone())
+            .max_decoding_message_size(max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+        let traces = TraceServiceServer::new(self.clone())
+            .max_decoding_message_size(max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+        let metrics = MetricsServiceServer::new(self)
+            .max_decoding_message_size(max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+        (
+            InterceptedService::new(logs, auth.clone()),
+            InterceptedService::new(traces, auth.clone()),
+            InterceptedService::new(metrics, auth),
+        )
+    }
+
+    async fn run<T>(
+        &self,
+        req: Request<T>,
+        wrap: impl FnOnce(T) -> Export,
+    ) -> Result<Outcome, Status> {
+        let principal = req
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                ReceiveError::Internal("request without principal".into()).grpc_status()
+            })?;
+        let span =
+            tracing::info_span!("otlp_grpc", tenant = %principal.tenant, key = %principal.key_id);
+        let export = wrap(req.into_inner());
+        async { self.pipeline.ingest(&principal, &export) }
+            .instrument(span)
+            .await
+            .map_err(|e| e.grpc_status())
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let o = self.run(request, Export::Logs).await?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: o.rejected as i64,
+                error_message: o.error_message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let o = self.run(request, Export::Traces).await?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: o.rejected as i64,
+                error_message: o.error_message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let o = self.run(request, Export::Metrics).await?;
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: o.rejected as i64,
+                error_message: o.error_message,
+            }),
+        }))
+    }
+}

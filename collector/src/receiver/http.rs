@@ -1,0 +1,352 @@
+//! OTLP/HTTP: `POST /v1/logs`, `/v1/traces`, `/v1/metrics`, protobuf or JSON,
+//! uncompressed, gzip or zstd. Responses use the request's encoding.
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bulkhead_rules::{Authenticator, Principal, Scope};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+use serde::de::DeserializeOwned;
+
+use crate::error::ReceiveError;
+use crate::pipeline::{Export, Outcome, Pipeline};
+use crate::receiver::bearer_token;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// The body encodings OTLP/HTTP allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Logs,
+    Traces,
+    Metrics,
+}
+
+struct HttpState {
+    pipeline: Arc<Pipeline>,
+    max_body: usize,
+}
+
+/// The OTLP/HTTP routes. Other methods on these paths get 405.
+pub fn router(pipeline: Arc<Pipeline>, max_body: usize) -> Router {
+    let state = Arc::new(HttpState { pipeline, max_body });
+    Router::new()
+        .route("/v1/logs", post(|s, h, b| export(s, h, b, Kind::Logs)))
+        .route("/v1/traces", post(|s, h, b| export(s, h, b, Kind::Traces)))
+        .route(
+            "/v1/metrics",
+            post(|s, h, b| export(s, h, b, Kind::Metrics)),
+        )
+        // The compressed body is bounded here; the decompressed one in `decompress`.
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// `google.rpc.Status`, the body of every OTLP/HTTP error response.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn error_response(err: &ReceiveError, encoding: Encoding) -> Response {
+    err.log();
+    let status = RpcStatus {
+        code: err.grpc_code() as i32,
+        message: err.to_string(),
+    };
+    let body = match encoding {
+        Encoding::Protobuf => status.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({
+            "code": status.code,
+            "message": status.message,
+        }))
+        .unwrap_or_default(),
+    };
+    let mut resp = (
+        err.http_status(),
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response();
+    if let Some(after) = err.retry_after() {
+        let secs = after.as_secs().max(1).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, ReceiveError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        PROTOBUF => Ok(Encoding::Protobuf),
+        JSON => Ok(Encoding::Json),
+        "" => Err(ReceiveError::UnsupportedMediaType(
+            "missing Content-Type: use application/x-protobuf or application/json".into(),
+        )),
+        other => Err(ReceiveError::UnsupportedMediaType(format!(
+            "unsupported Content-Type {other:?}: use application/x-protobuf or application/json"
+        ))),
+    }
+}
+
+/// Undoes `Content-Encoding`, refusing bodies that inflate past `limit`
+/// without ever holding more than `limit + 1` bytes.
+fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ReceiveError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let read_limited = |reader: &mut dyn Read, name: &str| -> Result<Bytes, ReceiveError> {
+        let mut out = Vec::new();
+        reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                ReceiveError::BadRequest(format!("{name} body could not be decompressed: {e}"))
+            })?;
+        if out.len() > limit {
+            return Err(ReceiveError::TooLarge { limit });
+        }
+        Ok(Bytes::from(out))
+    };
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => {
+            if body.len() > limit {
+                return Err(ReceiveError::TooLarge { limit });
+            }
+            Ok(body)
+        }
+        Some("gzip") | Some("x-gzip") => {
+            read_limited(&mut flate2::read::GzDecoder::new(&body[..]), "gzip")
+        }
+        Some("zstd") => {
+            let mut decoder = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
+                ReceiveError::BadRequest(format!("zstd body could not be decompressed: {e}"))
+            })?;
+            read_limited(&mut decoder, "zstd")
+        }
+        Some(other) => Err(ReceiveError::UnsupportedMediaType(format!(
+            "unsupported Content-Encoding {other:?}: use gzip, zstd or none"
+        ))),
+    }
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, ReceiveError> {
+    match encoding {
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            ReceiveError::BadRequest(format!("body is not a valid OTLP protobuf message: {e}"))
+        }),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            ReceiveError::BadRequest(format!("body is not a valid OTLP JSON message: {e}"))
+        }),
+    }
+}
+
+fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, ReceiveError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = bearer_token(value).and_then(|t| state.pipeline.tenants().authenticate(t))?;
+    principal.require(Scope::Ingest)?;
+    Ok(principal)
+}
+
+async fn export(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: Kind,
+) -> Response {
+    let encoding = match request_encoding(&headers) {
+        Ok(e) => e,
+        Err(e) => return error_response(&e, Encoding::Json),
+    };
+    let result = (|| {
+        let principal = authenticate(&state, &headers)?;
+        let span =
+            tracing::info_span!("otlp_http", tenant = %principal.tenant, key = %principal.key_id);
+        let _entered = span.enter();
+        let body = decompress(&headers, body, state.max_body)?;
+        let export = match kind {
+            Kind::Logs => Export::Logs(decode(encoding, &body)?),
+            Kind::Traces => Export::Traces(decode(encoding, &body)?),
+            Kind::Metrics => Export::Metrics(decode(encoding, &body)?),
+        };
+        state.pipeline.ingest(&principal, &export)
+    })();
+    match result {
+        Ok(outcome) => success_response(kind, encoding, outcome),
+        Err(e) => error_response(&e, encoding),
+    }
+}
+
+fn success_response(kind: Kind, encoding: Encoding, o: Outcome) -> Response {
+    let partial = o.rejected > 0;
+    let body = match encoding {
+        Encoding::Protobuf => match kind {
+            Kind::Logs => ExportLogsServiceResponse {
+                partial_success: partial.then(|| ExportLogsPartialSuccess {
+                    rejected_log_records: o.rejected as i64,
+                    error_message: o.error_message,
+                }),
+            }
+            .encode_to_vec(),
+            Kind::Traces => ExportTraceServiceResponse {
+                partial_success: partial.then(|| ExportTracePartialSuccess {
+                    rejected_spans: o.rejected as i64,
+                    error_message: o.error_message,
+                }),
+            }
+            .encode_to_vec(),
+            Kind::Metrics => ExportMetricsServiceResponse {
+                partial_success: partial.then(|| ExportMetricsPartialSuccess {
+                    rejected_data_points: o.rejected as i64,
+                    error_message: o.error_message,
+                }),
+            }
+            .encode_to_vec(),
+        },
+        Encoding::Json => {
+            let value = if partial {
+                // int64 counts are strings in OTLP/JSON.
+                let field = match kind {
+                    Kind::Logs => "rejectedLogRecords",
+                    Kind::Traces => "rejectedSpans",
+                    Kind::Metrics => "rejectedDataPoints",
+                };
+                serde_json::json!({ "partialSuccess": { field: o.rejected.to_string(), "errorMessage": o.error_message } })
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn content_types_are_recognised() {
+        let enc = |ct| request_encoding(&headers(&[("content-type", ct)]));
+        assert_eq!(enc("application/x-protobuf").unwrap(), Encoding::Protobuf);
+        assert_eq!(
+            enc("application/json; charset=utf-8").unwrap(),
+            Encoding::Json
+        );
+        assert!(enc("text/plain")
+            .unwrap_err()
+            .to_string()
+            .contains("text/plain"));
+        assert!(request_encoding(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_with_bounded_memory() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&chunk).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 128 << 10);
+        let err = decompress(
+            &headers(&[("content-encoding", "gzip")]),
+            Bytes::from(bomb),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ReceiveError::TooLarge { limit } if limit == 1 << 20));
+    }
+
+    #[test]
+    fn zstd_and_identity_bodies_pass_and_unknown_encodings_are_named() {
+        let data = b"hello otlp".to_vec();
+        let z = zstd::encode_all(&data[..], 3).unwrap();
+        let out = decompress(
+            &headers(&[("content-encoding", "zstd")]),
+            Bytes::from(z),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(&out[..], &data[..]);
+        let out = decompress(&HeaderMap::new(), Bytes::from(data.clone()), 1024).unwrap();
+        assert_eq!(&out[..], &data[..]);
+        let err = decompress(
+            &headers(&[("content-encoding", "br")]),
+            Bytes::from(data),
+            1024,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"br\""));
+        let err = decompress(
+            &headers(&[("content-encoding", "gzip")]),
+            Bytes::from_static(b"not gzip"),
+            1024,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ReceiveError::BadRequest(_)));
+    }
+}

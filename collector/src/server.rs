@@ -1,0 +1,231 @@
+//! Start-up wiring: the one place the store, tenants, pipeline, receivers,
+//! query API and background flusher are put together.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use bulkhead_query::http::ApiState;
+use bulkhead_query::{QueryEngine, QueryLimits};
+use bulkhead_rules::{Authenticator, Clock};
+use bulkhead_store::{FlushConfig, FlushStats, Store};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::receiver::grpc::GrpcReceiver;
+use crate::tenants::TenantDirectory;
+
+/// A started server. Drop does not stop it: call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    store: Arc<Store>,
+    tenants: Arc<TenantDirectory>,
+    shutdown: CancellationToken,
+    servers: Vec<JoinHandle<Result<(), String>>>,
+    flusher: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+/// Starts every listener and background task of `config`.
+pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServer, String> {
+    let flush = FlushConfig {
+        max_buffer_bytes: config.flush.max_buffer_size.as_usize(),
+        max_age: config.flush.max_age.0,
+        max_total_bytes: config.flush.max_total_buffer.as_usize(),
+    };
+    let store_dir = config.store_dir();
+    let store =
+        Arc::new(Store::open(&store_dir, flush.clone(), clock.clone()).map_err(|e| e.to_string())?);
+    let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?);
+    let flush_wanted = Arc::new(Notify::new());
+    let pipeline = Arc::new(Pipeline::new(
+        store.clone(),
+        tenants.clone(),
+        config.node_name.clone(),
+        clock,
+        flush_wanted.clone(),
+    ));
+    let engine = Arc::new(
+        QueryEngine::new(
+            store.clone(),
+            QueryLimits {
+                timeout: config.query.timeout.0,
+                max_rows: config.query.max_rows,
+                memory_bytes: config.query.memory_limit.as_usize(),
+            },
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
+    let grpc_listener = bind(config.listen.grpc, "OTLP/gRPC").await?;
+    let http_listener = bind(config.listen.http, "OTLP/HTTP").await?;
+    let api_listener = bind(config.listen.api, "the query API").await?;
+    let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let (grpc_addr, http_addr, api_addr) = (
+        addr(&grpc_listener)?,
+        addr(&http_listener)?,
+        addr(&api_listener)?,
+    );
+
+    let shutdown = CancellationToken::new();
+    let max_body = config.ingest.max_body_size.as_usize();
+    let mut servers = Vec::new();
+
+    let (logs, traces, metrics) = GrpcReceiver::new(pipeline.clone()).services(max_body);
+    let token = shutdown.clone();
+    servers.push(tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(logs)
+            .add_service(traces)
+            .add_service(metrics)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                token.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| format!("OTLP/gRPC server: {e}"))
+    }));
+
+    let http = crate::receiver::http::router(pipeline.clone(), max_body);
+    servers.push(serve_axum(
+        http_listener,
+        http,
+        shutdown.clone(),
+        "OTLP/HTTP",
+    ));
+
+    let api = bulkhead_query::http::router(ApiState {
+        engine,
+        auth: tenants.clone() as Arc<dyn Authenticator>,
+    })
+    .route("/healthz", get(|| async { "ok\n" }));
+    servers.push(serve_axum(api_listener, api, shutdown.clone(), "query API"));
+
+    let flusher = tokio::spawn(run_flusher(
+        store.clone(),
+        flush.max_age,
+        flush_wanted,
+        shutdown.clone(),
+    ));
+    tracing::info!(%grpc_addr, %http_addr, %api_addr, store = %store_dir.display(), "bulkhead started");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        api_addr,
+        store,
+        tenants,
+        shutdown,
+        servers,
+        flusher,
+    })
+}
+
+fn serve_axum(
+    listener: TcpListener,
+    router: axum::Router,
+    token: CancellationToken,
+    what: &'static str,
+) -> JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .map_err(|e| format!("{what} server: {e}"))
+    })
+}
+
+/// Flushes due buffers on a timer, or at once when a buffer fills. Whether a
+/// buffer is due is decided by the store's injected clock.
+async fn run_flusher(
+    store: Arc<Store>,
+    max_age: Duration,
+    wanted: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let period = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+            _ = wanted.notified() => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush_due()).await {
+            Ok(Ok(stats)) if stats.files > 0 => {
+                tracing::debug!(
+                    files = stats.files,
+                    rows = stats.rows,
+                    bytes = stats.bytes,
+                    "flushed"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "flush failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "flush task panicked"),
+        }
+    }
+}
+
+impl RunningServer {
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn tenants(&self) -> &Arc<TenantDirectory> {
+        &self.tenants
+    }
+
+    /// A token that stops the server when cancelled (signal handlers use it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Resolves when the server has been asked to stop.
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await
+    }
+
+    /// Stops accepting, finishes requests in flight, then commits everything
+    /// buffered. Returns what the final flush wrote.
+    pub async fn shutdown(self) -> Result<FlushStats, String> {
+        self.shutdown.cancel();
+        let mut errors = Vec::new();
+        for s in self.servers {
+            match s.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let _ = self.flusher.await;
+        let store = self.store.clone();
+        let stats = tokio::task::spawn_blocking(move || store.flush_all())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("final flush: {e}"))?;
+        tracing::info!(
+            files = stats.files,
+            rows = stats.rows,
+            "shut down; buffers flushed"
+        );
+        if errors.is_empty() {
+            Ok(stats)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The tenant directory: every tenant's policy and the keyring built from
+//! them, reloaded when the policy files change.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bulkhead_rules::{
+    ApiKey, AuthError, Authenticator, KeyRecord, Keyring, PolicySet, Principal, Scopes, TenantId,
+    TenantPolicy,
+};
+
+/// How often an unknown key may trigger a look at the policy directory.
+const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+struct Loaded {
+    policies: PolicySet,
+    keyring: Keyring,
+    fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+}
+
+/// Policies and keys of all tenants, shared by the receivers and the API.
+pub struct TenantDirectory {
+    dir: PathBuf,
+    current: RwLock<Arc<Loaded>>,
+    last_check: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for TenantDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TenantDirectory({})", self.dir.display())
+    }
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.modified().ok(), m.len()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn load(dir: &Path) -> Result<Loaded, String> {
+    let fingerprint = fingerprint(dir);
+    let policies = PolicySet::load_dir(dir).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let keyring = Keyring::from_policies(&policies);
+    Ok(Loaded {
+        policies,
+        keyring,
+        fingerprint,
+    })
+}
+
+impl TenantDirectory {
+    /// Loads every policy in `dir`; refuses to start on any problem.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let loaded = load(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            current: RwLock::new(Arc::new(loaded)),
+            last_check: Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.current.read().expect("tenant directory lock").clone()
+    }
+
+    /// Re-reads the policy directory when its files changed. A directory with
+    /// problems is not taken: the previous policies stay in force.
+    pub fn reload_if_changed(&self) -> bool {
+        if fingerprint(&self.dir) == self.current().fingerprint {
+            return false;
+        }
+        match load(&self.dir) {
+            Ok(loaded) => {
+                tracing::info!(
+                    tenants = loaded.policies.policies.len(),
+                    keys = loaded.keyring.len(),
+                    "policies reloaded"
+                );
+                *self.current.write().expect("tenant directory lock") = Arc::new(loaded);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy change refused; previous policies stay in force");
+                false
+            }
+        }
+    }
+
+    fn reload_rate_limited(&self) -> bool {
+        {
+            let mut last = self.last_check.lock().expect("reload lock");
+            if last.is_some_and(|t| t.elapsed() < RELOAD_AT_MOST_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        self.reload_if_changed()
+    }
+
+    /// The version of `tenant`'s policy in force (lineage).
+    pub fn policy_version(&self, tenant: &TenantId) -> String {
+        self.current()
+            .policies
+            .get(tenant)
+            .map(|p| p.version.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.current().policies.policies.keys().cloned().collect()
+    }
+}
+
+impl Authenticator for TenantDirectory {
+    fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
+        match self.current().keyring.authenticate(presented) {
+            // A key created since the last load: look again, at most once a second.
+            Err(AuthError::Unknown) if self.reload_rate_limited() => {
+                self.current().keyring.authenticate(presented)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Creates a tenant's policy file. Fails if the tenant exists.
+pub fn create_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
+    let tenant = TenantId::new(name)?;
+    let path = PolicySet::path_for(policy_dir, &tenant);
+    if path.exists() {
+        return Err(format!(
+            "tenant {tenant} already exists ({})",
+            path.display()
+        ));
+    }
+    let policy = TenantPolicy::new(tenant);
+    write_policy(policy_dir, &policy)?;
+    Ok(policy)
+}
+
+/// Creates a key for an existing tenant and stores its hash. The returned key
+/// is the only copy of the secret.
+pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKey, String> {
+    let tenant = TenantId::new(name)?;
+    let path = PolicySet::path_for(policy_dir, &tenant);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("no tenant {tenant}: create it first with 'bulkhead tenant create {tenant}'")
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })?;
+    let mut policy = TenantPolicy::parse(&path, &text).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let key = ApiKey::from_random(rand::random(), rand::random());
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    policy.add_key(KeyRecord::new(&key, scopes, created));
+    write_policy(policy_dir, &policy)?;
+    Ok(key)
+}
+
+/// Writes a policy file atomically (temporary name, fsync, rename).
+fn write_policy(policy_dir: &Path, policy: &TenantPolicy) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(policy_dir).map_err(|e| format!("{}: {e}", policy_dir.display()))?;
+    let path = PolicySet::path_for(policy_dir, &policy.tenant);
+    let temp = policy_dir.join(format!(".{}.toml.tmp", policy.tenant));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(policy.to_toml().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, &path)?;
+        std::fs::File::open(policy_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_rules::Scope;
+
+    #[test]
+    fn created_keys_authenticate_without_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        create_tenant(dir.path(), "acme").unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        assert!(create_tenant(dir.path(), "acme")
+            .unwrap_err()
+            .contains("already exists"));
+        let key = create_key(dir.path(), "acme", Scopes::parse_list("ingest").unwrap()).unwrap();
+        let p = tenants.authenticate(&key.expose()).unwrap();
+        assert_eq!(p.tenant.as_str(), "acme");
+        assert!(p.scopes.contains(Scope::Ingest));
+        let text = std::fs::read_to_string(dir.path().join("acme.toml")).unwrap();
+        assert!(!text.contains(&key.expose()));
+    }
+
+    #[test]
+    fn keys_need_an_existing_valid_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = create_key(dir.path(), "ghost", Scopes::parse_list("query").unwrap()).unwrap_err();
+        assert!(e.contains("tenant create ghost"), "{e}");
+        assert!(create_tenant(dir.path(), "../evil").is_err());
+        assert!(create_key(dir.path(), "a/b", Scopes::parse_list("query").unwrap()).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
+    }
+
+    #[test]
+    fn a_broken_policy_does_not_replace_a_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        create_tenant(dir.path(), "acme").unwrap();
+        let key = create_key(dir.path(), "acme", Scopes::parse_list("ingest").unwrap()).unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("broken.toml"), "tenant = 5\n").unwrap();
+        assert!(!tenants.reload_if_changed());
+        assert!(tenants.authenticate(&key.expose()).is_ok());
+    }
+}
