@@ -1,0 +1,156 @@
+//! What is acknowledged and buffered is committed as Parquet on graceful
+//! shutdown, readable after a restart and by any Parquet reader, in the
+//! hive-style partition tree of its tenant and event hour.
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use bulkhead_e2e::TestServer;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use prost::Message;
+use serde_json::json;
+
+// 2024-03-05T07:10:00Z and 2024-03-05T08:20:00Z
+const T1: u64 = 1_709_622_600_000_000_000;
+const T2: u64 = 1_709_626_800_000_000_000;
+
+fn logs(times: &[u64]) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: times
+                    .iter()
+                    .map(|t| LogRecord {
+                        time_unix_nano: *t,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("at {t}"))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn post_logs(srv: &TestServer, key: &str, body: Vec<u8>) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/logs", srv.http_endpoint()))
+        .bearer_auth(key)
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(parquet_files(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_buffers_and_a_restart_reads_them_back() {
+    let data = tempfile::tempdir().unwrap();
+    let mut srv = TestServer::builder()
+        .tenant("acme", "ingest,query")
+        .flush_max_age(std::time::Duration::from_secs(3600))
+        .data_dir(data.path())
+        .start()
+        .await;
+    let key = srv.key("acme", "ingest,query");
+    post_logs(&srv, &key, logs(&[T1, T1 + 1, T2])).await;
+    // nothing is on disk yet: the buffers are young
+    let store = srv.store_dir();
+    assert!(parquet_files(&store).is_empty());
+    let stats = srv.shutdown().await;
+    assert_eq!((stats.files, stats.rows), (2, 3));
+
+    let files = parquet_files(&store);
+    let rel: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&store)
+                .unwrap()
+                .parent()
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        rel,
+        vec![
+            "tenant=acme/signal=logs/date=2024-03-05/hour=07",
+            "tenant=acme/signal=logs/date=2024-03-05/hour=08"
+        ]
+    );
+    // any Parquet reader can read them
+    let rows: usize = files
+        .iter()
+        .map(|f| {
+            ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap().num_rows())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(rows, 3);
+
+    // restart over the same directory: the same key and rows are there
+    let srv = TestServer::builder().data_dir(data.path()).start().await;
+    let n = srv.scalar(&key, "SELECT count(*) FROM logs").await;
+    assert_eq!(n, json!(3));
+    // time pruning answers from the right partition
+    let r = srv
+        .query(
+            &key,
+            "SELECT body FROM logs WHERE timestamp >= '2024-03-05T08:00:00Z' AND timestamp < '2024-03-05T09:00:00Z'",
+        )
+        .await;
+    assert_eq!(r.rows(), &vec![json!({"body": format!("at {T2}")})]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_store_asks_clients_to_retry() {
+    let srv = TestServer::builder()
+        .tenant("acme", "ingest,query")
+        .max_total_buffer(2048)
+        .flush_max_age(std::time::Duration::from_secs(3600))
+        .start()
+        .await;
+    let key = srv.key("acme", "ingest,query");
+    // the first request fills the buffer past its limit; the next is refused
+    post_logs(&srv, &key, logs(&vec![T1; 200])).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/logs", srv.http_endpoint()))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-protobuf")
+        .body(logs(&[T1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        srv.scalar(&key, "SELECT count(*) FROM logs").await,
+        json!(200)
+    );
+}
