@@ -283,6 +283,18 @@ impl Keyring {
     }
 }
 
+/// Anything that can turn a presented key into a principal; the servers hold
+/// one of these (the collector's reloads itself when policies change).
+pub trait Authenticator: Send + Sync {
+    fn authenticate(&self, presented: &str) -> Result<Principal, AuthError>;
+}
+
+impl Authenticator for Keyring {
+    fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
+        Keyring::authenticate(self, presented)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,17 +396,5 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(PolicySet::load_dir(&dir).unwrap().policies.is_empty());
-    }
-}
-
-/// Anything that can turn a presented key into a principal; the servers hold
-/// one of these (the collector's reloads itself when policies change).
-pub trait Authenticator: Send + Sync {
-    fn authenticate(&self, presented: &str) -> Result<Principal, AuthError>;
-}
-
-impl Authenticator for Keyring {
-    fn authenticate(&self, presented: &str) -> Result<Principal, AuthError> {
-        Keyring::authenticate(self, presented)
     }
 }

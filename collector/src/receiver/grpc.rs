@@ -7,19 +7,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use crate::error::ReceiveError;
 use crate::pipeline::{Export, Outcome, Pipeline};
-use crate::receiver::bearer_token;
+use crate::receiver::{bearer_token, logs_response, metrics_response, traces_response};
 
 /// The gRPC receiver; one value serves all three services.
 #[derive(Clone, Debug)]
@@ -124,12 +124,7 @@ impl LogsService for GrpcReceiver {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let o = self.run(request, Export::Logs).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: o.rejected as i64,
-                error_message: o.error_message,
-            }),
-        }))
+        Ok(Response::new(logs_response(o)))
     }
 }
 
@@ -140,12 +135,7 @@ impl TraceService for GrpcReceiver {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let o = self.run(request, Export::Traces).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: o.rejected as i64,
-                error_message: o.error_message,
-            }),
-        }))
+        Ok(Response::new(traces_response(o)))
     }
 }
 
@@ -156,11 +146,6 @@ impl MetricsService for GrpcReceiver {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let o = self.run(request, Export::Metrics).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: o.rejected as i64,
-                error_message: o.error_message,
-            }),
-        }))
+        Ok(Response::new(metrics_response(o)))
     }
 }

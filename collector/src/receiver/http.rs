@@ -4,27 +4,19 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bulkhead_rules::{Authenticator, Principal, Scope};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use prost::Message;
 use serde::de::DeserializeOwned;
 
 use crate::error::ReceiveError;
 use crate::pipeline::{Export, Outcome, Pipeline};
-use crate::receiver::bearer_token;
+use crate::receiver::{bearer_token, logs_response, metrics_response, traces_response};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -200,7 +192,7 @@ fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, Rec
 async fn export(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
     kind: Kind,
 ) -> Response {
     let encoding = match request_encoding(&headers) {
@@ -212,6 +204,13 @@ async fn export(
         let span =
             tracing::info_span!("otlp_http", tenant = %principal.tenant, key = %principal.key_id);
         let _entered = span.enter();
+        // A body over `DefaultBodyLimit` gets a google.rpc.Status like any other error.
+        let body = body.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ReceiveError::TooLarge {
+                limit: state.max_body,
+            },
+            _ => ReceiveError::BadRequest(format!("request body could not be read: {e}")),
+        })?;
         let body = decompress(&headers, body, state.max_body)?;
         let export = match kind {
             Kind::Logs => Export::Logs(decode(encoding, &body)?),
@@ -230,27 +229,9 @@ fn success_response(kind: Kind, encoding: Encoding, o: Outcome) -> Response {
     let partial = o.rejected > 0;
     let body = match encoding {
         Encoding::Protobuf => match kind {
-            Kind::Logs => ExportLogsServiceResponse {
-                partial_success: partial.then(|| ExportLogsPartialSuccess {
-                    rejected_log_records: o.rejected as i64,
-                    error_message: o.error_message,
-                }),
-            }
-            .encode_to_vec(),
-            Kind::Traces => ExportTraceServiceResponse {
-                partial_success: partial.then(|| ExportTracePartialSuccess {
-                    rejected_spans: o.rejected as i64,
-                    error_message: o.error_message,
-                }),
-            }
-            .encode_to_vec(),
-            Kind::Metrics => ExportMetricsServiceResponse {
-                partial_success: partial.then(|| ExportMetricsPartialSuccess {
-                    rejected_data_points: o.rejected as i64,
-                    error_message: o.error_message,
-                }),
-            }
-            .encode_to_vec(),
+            Kind::Logs => logs_response(o).encode_to_vec(),
+            Kind::Traces => traces_response(o).encode_to_vec(),
+            Kind::Metrics => metrics_response(o).encode_to_vec(),
         },
         Encoding::Json => {
             let value = if partial {
