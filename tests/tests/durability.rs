@@ -126,6 +126,16 @@ async fn shutdown_commits_buffers_and_a_restart_reads_them_back() {
         )
         .await;
     assert_eq!(r.rows(), &vec![json!({"body": format!("at {T2}")})]);
+    // ... and only that partition's file is in the plan
+    let plan = srv
+        .query(
+            &key,
+            "EXPLAIN SELECT body FROM logs WHERE timestamp >= '2024-03-05T08:00:00Z' AND timestamp < '2024-03-05T09:00:00Z'",
+        )
+        .await;
+    let text = plan.body.to_string();
+    assert!(text.contains("hour=08"), "{text}");
+    assert!(!text.contains("hour=07"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
