@@ -187,9 +187,18 @@ async fn main() -> Result<(), String> {
     let bytes = dir_size(&store);
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!("logs over OTLP/gRPC (gzip), {} clients, {} records per request", args.clients, args.batch);
-    println!("records acknowledged: {sent} in {:.2} s", elapsed.as_secs_f64());
-    println!("throughput: {:.0} records/s", sent as f64 / elapsed.as_secs_f64());
+    println!(
+        "logs over OTLP/gRPC (gzip), {} clients, {} records per request",
+        args.clients, args.batch
+    );
+    println!(
+        "records acknowledged: {sent} in {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "throughput: {:.0} records/s",
+        sent as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "request latency: p50 {:.1} ms, p99 {:.1} ms",
         pct(0.50).as_secs_f64() * 1e3,
