@@ -68,6 +68,19 @@ impl ReceiveError {
         }
     }
 
+    /// A fixed label for the self-metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReceiveError::Auth(AuthError::Forbidden { .. }) => "forbidden",
+            ReceiveError::Auth(_) => "unauthenticated",
+            ReceiveError::BadRequest(_) => "bad_request",
+            ReceiveError::TooLarge { .. } => "too_large",
+            ReceiveError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ReceiveError::Unavailable { .. } => "unavailable",
+            ReceiveError::Internal(_) => "internal",
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ReceiveError::Unavailable { retry_after, .. } => Some(*retry_after),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod pipeline;
 pub mod receiver;
 pub mod server;
+pub mod telemetry;
 pub mod tenants;
 
 pub use config::Config;

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::convert::{self, Stamp};
 use crate::error::ReceiveError;
+use crate::telemetry::Telemetry;
 use crate::tenants::TenantDirectory;
 
 /// How long a client is asked to wait when the store is saturated.
@@ -42,6 +43,7 @@ pub struct Pipeline {
     node: String,
     clock: Arc<dyn Clock>,
     flush_wanted: Arc<Notify>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Pipeline {
@@ -51,6 +53,7 @@ impl Pipeline {
         node: String,
         clock: Arc<dyn Clock>,
         flush_wanted: Arc<Notify>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Self {
             store,
@@ -58,7 +61,17 @@ impl Pipeline {
             node,
             clock,
             flush_wanted,
+            telemetry,
         }
+    }
+
+    /// Counts a request refused as a whole.
+    pub fn refused(&self, err: &ReceiveError) {
+        self.telemetry.add(
+            "bulkhead_requests_refused_total",
+            &[("reason", err.reason())],
+            1,
+        );
     }
 
     pub fn tenants(&self) -> &Arc<TenantDirectory> {
@@ -99,6 +112,20 @@ impl Pipeline {
                 }
             }
         }
+        let labels = [
+            ("tenant", principal.tenant.as_str()),
+            ("signal", signal.name()),
+        ];
+        self.telemetry.add(
+            "bulkhead_records_accepted_total",
+            &labels,
+            converted.accepted,
+        );
+        self.telemetry.add(
+            "bulkhead_records_rejected_total",
+            &labels,
+            converted.rejected,
+        );
         if converted.rejected > 0 {
             tracing::debug!(tenant = %principal.tenant, %signal, rejected = converted.rejected, "partial success");
         }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::receiver::grpc::GrpcReceiver;
+use crate::telemetry::Telemetry;
 use crate::tenants::TenantDirectory;
 
 /// A started server. Drop does not stop it: call [`RunningServer::shutdown`].
@@ -50,12 +51,14 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         Arc::new(Store::open(&store_dir, flush.clone(), clock.clone()).map_err(|e| e.to_string())?);
     let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?);
     let flush_wanted = Arc::new(Notify::new());
+    let telemetry = Arc::new(Telemetry::default());
     let pipeline = Arc::new(Pipeline::new(
         store.clone(),
         tenants.clone(),
         config.node_name.clone(),
         clock,
         flush_wanted.clone(),
+        telemetry.clone(),
     ));
     let engine = Arc::new(
         QueryEngine::new(
@@ -110,7 +113,22 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         engine,
         auth: tenants.clone() as Arc<dyn Authenticator>,
     })
-    .route("/healthz", get(|| async { "ok\n" }));
+    .route("/healthz", get(|| async { "ok\n" }))
+    .route(
+        "/metrics",
+        get({
+            let (telemetry, store) = (telemetry.clone(), store.clone());
+            move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    telemetry.render(&store),
+                )
+            }
+        }),
+    );
     servers.push(serve_axum(api_listener, api, shutdown.clone(), "query API"));
 
     let flusher = tokio::spawn(run_flusher(

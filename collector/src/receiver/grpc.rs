@@ -38,7 +38,7 @@ pub struct GrpcReceiver {
 
 /// Authenticates from the `authorization` metadata and requires `ingest`.
 #[derive(Clone)]
-pub struct Authenticate(Arc<dyn Authenticator>);
+pub struct Authenticate(Arc<dyn Authenticator>, Arc<Pipeline>);
 
 impl tonic::service::Interceptor for Authenticate {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -49,7 +49,11 @@ impl tonic::service::Interceptor for Authenticate {
         let principal = bearer_token(value)
             .and_then(|t| self.0.authenticate(t))
             .and_then(|p| p.require(Scope::Ingest).map(|_| p))
-            .map_err(|e| ReceiveError::Auth(e).grpc_status())?;
+            .map_err(|e| {
+                let e = ReceiveError::Auth(e);
+                self.1.refused(&e);
+                e.grpc_status()
+            })?;
         req.extensions_mut().insert(principal);
         Ok(req)
     }
@@ -72,7 +76,10 @@ impl GrpcReceiver {
         Service<TraceServiceServer<GrpcReceiver>>,
         Service<MetricsServiceServer<GrpcReceiver>>,
     ) {
-        let auth = Authenticate(self.pipeline.tenants().clone() as Arc<dyn Authenticator>);
+        let auth = Authenticate(
+            self.pipeline.tenants().clone() as Arc<dyn Authenticator>,
+            self.pipeline.clone(),
+        );
         let logs = LogsServiceServer::new(self.clone())
             .max_decoding_message_size(max_message_size)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -113,7 +120,10 @@ impl GrpcReceiver {
         async { self.pipeline.ingest(&principal, &export) }
             .instrument(span)
             .await
-            .map_err(|e| e.grpc_status())
+            .map_err(|e| {
+                self.pipeline.refused(&e);
+                e.grpc_status()
+            })
     }
 }
 

@@ -197,7 +197,10 @@ async fn export(
 ) -> Response {
     let encoding = match request_encoding(&headers) {
         Ok(e) => e,
-        Err(e) => return error_response(&e, Encoding::Json),
+        Err(e) => {
+            state.pipeline.refused(&e);
+            return error_response(&e, Encoding::Json);
+        }
     };
     let result = (|| {
         let principal = authenticate(&state, &headers)?;
@@ -221,7 +224,10 @@ async fn export(
     })();
     match result {
         Ok(outcome) => success_response(kind, encoding, outcome),
-        Err(e) => error_response(&e, encoding),
+        Err(e) => {
+            state.pipeline.refused(&e);
+            error_response(&e, encoding)
+        }
     }
 }
 

@@ -1,0 +1,41 @@
+//! `/metrics` counts what each tenant sent and what was refused.
+use bulkhead_e2e::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_accepted_rejected_and_refused() {
+    let srv = TestServer::builder().tenant("acme", "ingest").start().await;
+    let http = reqwest::Client::new();
+    let post = |key: Option<String>, body: &'static str| {
+        let mut req = http
+            .post(format!("{}/v1/traces", srv.http_endpoint()))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    // two spans, one with a 5-byte trace id: one accepted, one rejected
+    let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"ok","startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000000000001"},
+        {"traceId":"0102030405","spanId":"0102030405060708","name":"bad","startTimeUnixNano":"1700000000000000000"}]}]}]}"#;
+    let resp = post(Some(srv.key("acme", "ingest")), body).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(post(None, body).await.unwrap().status(), 401);
+
+    let text = http
+        .get(format!("{}/metrics", srv.api_endpoint()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "bulkhead_records_accepted_total{tenant=\"acme\",signal=\"spans\"} 1",
+        "bulkhead_records_rejected_total{tenant=\"acme\",signal=\"spans\"} 1",
+        "bulkhead_requests_refused_total{reason=\"unauthenticated\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+}
