@@ -1,0 +1,633 @@
+//! Tenant isolation (shared/SECURITY.md): forged tenant hints, key scopes,
+//! SQL that tries to leave the tenant's sandbox, and a seeded property test
+//! where every result row must belong to the caller.
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bulkhead_e2e::TestServer;
+use common::*;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+use tonic::Request;
+
+async fn channel(srv: &TestServer) -> Channel {
+    Channel::from_shared(srv.grpc_endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("gRPC connect")
+}
+
+fn grpc_req<T>(msg: T, key: &str, extra: &[(&'static str, &str)]) -> Request<T> {
+    let mut req = Request::new(msg);
+    let md = req.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii"),
+    );
+    for (k, v) in extra {
+        md.insert(*k, v.parse().expect("ascii"));
+    }
+    req
+}
+
+/// SECURITY row 1: a tenant-B header and resource attribute sent with A's key
+/// store data under A only, over OTLP/HTTP (protobuf, JSON) and gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tenant_hints_store_under_the_sender() {
+    let srv = TestServer::builder()
+        .tenant("a", "ingest,query")
+        .tenant("b", "ingest,query")
+        .start()
+        .await;
+    let (ka, kb) = (srv.key("a", "ingest,query"), srv.key("b", "ingest,query"));
+    let forged = vec![kv("tenant.id", "b"), kv("service.name", "forger")];
+    let req = logs_request(vec![log("pb", 0)], forged.clone());
+    let a = Post::new("/v1/logs", &ka, PROTOBUF, req.encode_to_vec())
+        .header("X-Scope-OrgID", "b")
+        .header("X-Tenant", "b")
+        .send(&srv)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let req = logs_request(vec![log("json", 1)], forged.clone());
+    let body = serde_json::to_vec(&req).expect("OTLP/JSON");
+    let a = Post::new("/v1/logs", &ka, JSON, body)
+        .header("X-Scope-OrgID", "b")
+        .send(&srv)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let ch = channel(&srv).await;
+    let req = logs_request(vec![log("grpc", 2)], forged.clone());
+    LogsServiceClient::new(ch.clone())
+        .export(grpc_req(req, &ka, &[("x-scope-orgid", "b")]))
+        .await
+        .expect("gRPC logs");
+    let mut spans = traces_request(vec![span("forged-span", id(16, 1), id(8, 1))]);
+    spans.resource_spans[0].resource = resource(forged);
+    TraceServiceClient::new(ch)
+        .export(grpc_req(spans, &ka, &[("x-scope-orgid", "b")]))
+        .await
+        .expect("gRPC traces");
+
+    // B sees nothing at all.
+    for table in ["logs", "spans", "metrics"] {
+        let n = count(&srv, &kb, &format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(n, 0, "B sees A's {table}");
+    }
+    // A sees all of it, as tenant a.
+    let r = srv
+        .query(
+            &ka,
+            "SELECT tenant, body, service_name FROM logs ORDER BY body",
+        )
+        .await;
+    assert_eq!(
+        r.rows(),
+        &vec![
+            json!({"tenant": "a", "body": "grpc", "service_name": "forger"}),
+            json!({"tenant": "a", "body": "json", "service_name": "forger"}),
+            json!({"tenant": "a", "body": "pb", "service_name": "forger"}),
+        ]
+    );
+    let r = srv.query(&ka, "SELECT tenant, name FROM spans").await;
+    assert_eq!(
+        r.rows(),
+        &vec![json!({"tenant": "a", "name": "forged-span"})]
+    );
+    // Even filtering on the forged attribute, B finds nothing.
+    let n = count(
+        &srv,
+        &kb,
+        "SELECT count(*) FROM logs WHERE resource_attributes['tenant.id'] = 'b'",
+    )
+    .await;
+    assert_eq!(n, 0);
+}
+
+/// SECURITY row 2: scopes. An ingest key cannot query; a query key cannot ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_separate_ingest_and_query() {
+    let srv = TestServer::builder()
+        .tenant("a", "ingest")
+        .tenant("a", "query")
+        .start()
+        .await;
+    let (ingest, query) = (srv.key("a", "ingest"), srv.key("a", "query"));
+    let body = logs_request(vec![log("x", 0)], vec![]).encode_to_vec();
+    let a = Post::new("/v1/logs", &ingest, PROTOBUF, body.clone())
+        .send(&srv)
+        .await;
+    assert_eq!(a.status, 200);
+
+    let r = srv.query(&ingest, "SELECT body FROM logs").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.error().contains("query"), "{}", r.body);
+    for bad in ["", "bhk_0000000000000000_00", "not-a-key"] {
+        let r = srv.query(bad, "SELECT 1").await;
+        assert_eq!(r.status, 401, "{bad:?}: {}", r.body);
+    }
+
+    let a = Post::new("/v1/logs", &query, PROTOBUF, body.clone())
+        .send(&srv)
+        .await;
+    assert_eq!(a.status, 403);
+    let s = RpcStatus::decode(&a.body[..]).expect("google.rpc.Status");
+    assert!(s.message.contains("ingest"), "{s:?}");
+    let e = LogsServiceClient::new(channel(&srv).await)
+        .export(grpc_req(
+            logs_request(vec![log("y", 0)], vec![]),
+            &query,
+            &[],
+        ))
+        .await
+        .expect_err("query key on gRPC");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Only the ingest key's record is there.
+    let r = srv.query(&query, "SELECT body, tenant FROM logs").await;
+    assert_eq!(r.rows(), &vec![json!({"body": "x", "tenant": "a"})]);
+}
+
+/// Every file under `dir` with its size and modification time.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let m = e.metadata().expect("metadata");
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.insert(e.path(), (m.len(), m.modified().expect("mtime")));
+        }
+    }
+    out
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    tree(dir)
+        .into_keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
+}
+
+/// SECURITY row 3: with A's query key, statements that would write, change
+/// settings, or read outside A's catalog are refused with a clear 400, return
+/// no data and touch no file. B's data is on disk in Parquet files, so the
+/// paths named are real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_cannot_leave_the_tenant_sandbox() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut first = TestServer::builder()
+        .data_dir(dir.path())
+        .tenant("a", "ingest,query")
+        .tenant("b", "ingest,query")
+        .start()
+        .await;
+    for t in ["a", "b"] {
+        let req = logs_request(vec![log(&format!("{t}-secret"), 0)], vec![]);
+        let key = first.key(t, "ingest,query");
+        let a = Post::new("/v1/logs", &key, PROTOBUF, req.encode_to_vec())
+            .send(&first)
+            .await;
+        assert_eq!(a.status, 200);
+    }
+    first.shutdown().await; // flushes both tenants to Parquet
+    let srv = TestServer::builder()
+        .data_dir(dir.path())
+        .tenant("a", "query")
+        .tenant("b", "query")
+        .start()
+        .await;
+    let (ka, kb) = (srv.key("a", "query"), srv.key("b", "query"));
+    let b_dir = srv.store_dir().join("tenant=b");
+    let b_files = parquet_files(&b_dir);
+    assert_eq!(b_files.len(), 1, "{b_files:?}");
+    let b_file = b_files[0].display().to_string();
+    let b_logs = b_dir.join("signal=logs").display().to_string();
+    // B reads its own file back: the target is real.
+    let r = srv.query(&kb, "SELECT tenant, body FROM logs").await;
+    assert_eq!(r.rows(), &vec![json!({"tenant": "b", "body": "b-secret"})]);
+
+    let out = tempfile::tempdir().expect("temp dir");
+    let copy_to = out.path().join("x.parquet").display().to_string();
+    let tmp_x = Path::new("/tmp/x.parquet");
+    let tmp_x_before = tmp_x.metadata().ok().map(|m| m.modified().expect("mtime"));
+    let before = tree(dir.path());
+
+    let not_allowed = "only read queries are allowed";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(
+                "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '{}'",
+                b_dir.display()
+            ),
+            "DDL not supported: CreateExternalTable",
+        ),
+        (
+            format!("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '{b_file}'"),
+            "DDL not supported",
+        ),
+        (
+            "COPY (SELECT 1) TO '/tmp/x.parquet'".into(),
+            "DML not supported: COPY",
+        ),
+        (
+            format!("COPY (SELECT * FROM logs) TO '{copy_to}'"),
+            "DML not supported: COPY",
+        ),
+        (
+            format!("COPY logs TO '{b_logs}/evil.parquet'"),
+            "DML not supported: COPY",
+        ),
+        (
+            "INSERT INTO logs (tenant, body) VALUES ('b', 'x')".into(),
+            "DML not supported: Insert Into",
+        ),
+        (
+            "INSERT INTO logs SELECT * FROM logs".into(),
+            "DML not supported: Insert Into",
+        ),
+        ("DELETE FROM logs".into(), "DML not supported"),
+        ("UPDATE logs SET tenant = 'b'".into(), "DML not supported"),
+        (
+            "CREATE VIEW v AS SELECT 1".into(),
+            "DDL not supported: CreateView",
+        ),
+        ("CREATE TABLE t AS SELECT 1".into(), "DDL not supported"),
+        ("DROP TABLE logs".into(), "DDL not supported: DropTable"),
+        (
+            "SET datafusion.execution.batch_size = 1".into(),
+            "Statement not supported: SetVariable",
+        ),
+        (
+            "SET datafusion.catalog.default_catalog = 'b'".into(),
+            "Statement not supported: SetVariable",
+        ),
+        // DataFusion plans EXPLAIN of DDL as the DDL itself: refused, not read.
+        (
+            "EXPLAIN CREATE TABLE t AS SELECT 1".into(),
+            "DDL not supported",
+        ),
+        (
+            "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1".into(),
+            "DDL not supported",
+        ),
+        (
+            format!("EXPLAIN COPY (SELECT 1) TO '{copy_to}'"),
+            "DML not supported: COPY",
+        ),
+        (
+            "PREPARE p AS SELECT 1".into(),
+            "Statement not supported: Prepare",
+        ),
+    ];
+    for (sql, needle) in &cases {
+        let r = srv.query(&ka, sql).await;
+        assert_eq!(r.status, 400, "{sql}: {}", r.body);
+        assert!(r.error().starts_with(not_allowed), "{sql}: {}", r.body);
+        assert!(r.error().contains(needle), "{sql}: {}", r.body);
+    }
+    let reads: Vec<(String, &str)> = vec![
+        (format!("SELECT * FROM '{b_file}'"), "not found"),
+        (format!("SELECT * FROM '{b_logs}'"), "not found"),
+        (
+            format!("SELECT * FROM read_parquet('{b_file}')"),
+            "table function 'read_parquet' not found",
+        ),
+        (
+            format!("SELECT * FROM read_csv('{b_file}')"),
+            "table function 'read_csv' not found",
+        ),
+        (
+            format!("SELECT * FROM read_json('{b_file}')"),
+            "table function 'read_json' not found",
+        ),
+        (
+            "SELECT * FROM b.public.logs".into(),
+            "table 'b.public.logs' not found",
+        ),
+        (
+            "SELECT * FROM datafusion.public.logs".into(),
+            "table 'datafusion.public.logs' not found",
+        ),
+        (
+            "SELECT * FROM logs UNION ALL SELECT * FROM b.public.logs".into(),
+            "not found",
+        ),
+        ("SELECT 1; SELECT 2".into(), "single SQL statement"),
+        (
+            "SELECT body FROM logs; DROP TABLE logs".into(),
+            "single SQL statement",
+        ),
+    ];
+    for (sql, needle) in &reads {
+        let r = srv.query(&ka, sql).await;
+        assert_eq!(r.status, 400, "{sql}: {}", r.body);
+        assert!(r.error().contains(needle), "{sql}: {}", r.body);
+        assert!(!r.body.to_string().contains("b-secret"), "{sql}");
+    }
+    // Nothing was written anywhere.
+    assert_eq!(tree(dir.path()), before, "the data directory changed");
+    assert!(!Path::new(&copy_to).exists());
+    assert_eq!(
+        tmp_x.metadata().ok().map(|m| m.modified().expect("mtime")),
+        tmp_x_before,
+        "/tmp/x.parquet was written"
+    );
+
+    // information_schema lists only A's catalog: its own tables (logs,
+    // spans, metrics, and any table the server adds for every tenant) and
+    // the information_schema views.
+    let sql = "SELECT table_catalog AS c, table_schema AS s, table_name AS t \
+               FROM information_schema.tables ORDER BY s, t";
+    let listed = rows(&srv, &ka, sql).await;
+    assert!(
+        listed.iter().all(|r| r["c"] == json!("tenant")),
+        "{listed:?}"
+    );
+    let names = |schema: &str| -> Vec<String> {
+        let of = listed.iter().filter(|r| r["s"] == json!(schema));
+        of.map(|r| r["t"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let views = [
+        "columns",
+        "df_settings",
+        "parameters",
+        "routines",
+        "schemata",
+        "tables",
+        "views",
+    ];
+    assert_eq!(names("information_schema"), views);
+    let public = names("public");
+    for t in ["logs", "metrics", "spans"] {
+        assert!(public.iter().any(|p| p == t), "{t} not in {public:?}");
+    }
+    assert_eq!(
+        names("public").len() + views.len(),
+        listed.len(),
+        "{listed:?}"
+    );
+    // DataFusion resolves `<any catalog>.information_schema` to the session's
+    // own: another catalog's name still lists only A's tables.
+    for catalog in ["b", "datafusion"] {
+        let sql =
+            format!("SELECT DISTINCT table_catalog AS c FROM {catalog}.information_schema.tables");
+        let r = srv.query(&ka, &sql).await;
+        assert_eq!(r.rows(), &vec![json!({"c": "tenant"})], "{sql}");
+    }
+    let r = srv
+        .query(
+            &ka,
+            "SELECT DISTINCT catalog_name, schema_name FROM information_schema.schemata ORDER BY 2",
+        )
+        .await;
+    assert_eq!(
+        r.rows(),
+        &vec![json!({"catalog_name": "tenant", "schema_name": "public"})]
+    );
+    // The qualified name of A's own table is A's data, and only A's.
+    let r = srv
+        .query(
+            &ka,
+            "SELECT tenant, body FROM tenant.public.logs UNION ALL SELECT tenant, body FROM logs",
+        )
+        .await;
+    assert_eq!(
+        r.rows(),
+        &vec![
+            json!({"tenant": "a", "body": "a-secret"}),
+            json!({"tenant": "a", "body": "a-secret"})
+        ]
+    );
+}
+
+/// What one tenant sent in the property test.
+#[derive(Default)]
+struct Sent {
+    /// (body, severity, trace id seed) per log record.
+    logs: Vec<(String, i32, u8)>,
+    span_traces: Vec<u8>,
+}
+
+/// Random tenants, random data, several allowed queries: every row is the
+/// caller's and every count is what the caller sent. All tenants draw trace
+/// ids from one small pool and claim random `tenant.id`s, so a join or a
+/// filter that crossed tenants would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_every_row_belongs_to_the_caller() {
+    let tenants = ["alpha", "bravo", "charlie"];
+    let (mut total_logs, mut total_pairs) = (0, 0);
+    for seed in [7_u64, 1234, 99_991, 4_242_424] {
+        let mut b = TestServer::builder();
+        for t in tenants {
+            b = b.tenant(t, "ingest,query");
+        }
+        let srv = b.start().await;
+        let ch = channel(&srv).await;
+        let mut rng = Rng::new(seed);
+        let mut sent: BTreeMap<&str, Sent> =
+            tenants.iter().map(|t| (*t, Sent::default())).collect();
+        for _ in 0..rng.range(4, 12) {
+            let t = tenants[rng.range(0, 2) as usize];
+            let key = srv.key(t, "ingest,query");
+            let s = sent.get_mut(t).expect("tenant");
+            let mut records = Vec::new();
+            for i in 0..rng.range(0, 25) {
+                let body = rng.word();
+                let mut r = log(&body, i);
+                r.severity_number = rng.range(1, 24) as i32;
+                let trace = rng.range(0, 3) as u8;
+                r.trace_id = id(16, trace);
+                s.logs.push((body, r.severity_number, trace));
+                records.push(r);
+            }
+            let spans: Vec<_> = (0..rng.range(0, 4))
+                .map(|i| {
+                    let trace = rng.range(0, 3) as u8;
+                    s.span_traces.push(trace);
+                    span(&format!("{t}-{i}"), id(16, trace), id(8, i as u8))
+                })
+                .collect();
+            let claimed = tenants[rng.range(0, 2) as usize];
+            let req = logs_request(records, vec![kv("tenant.id", claimed)]);
+            send_logs(&srv, &ch, &key, req, rng.range(0, 2)).await;
+            if !spans.is_empty() {
+                TraceServiceClient::new(ch.clone())
+                    .export(grpc_req(traces_request(spans), &key, &[]))
+                    .await
+                    .expect("spans");
+            }
+        }
+        for t in tenants {
+            // A body some other tenant sent (if any), to look for by value.
+            let foreign: Vec<&String> = sent
+                .iter()
+                .filter(|(o, _)| **o != t)
+                .flat_map(|(_, s)| s.logs.iter().map(|l| &l.0))
+                .collect();
+            let probe = if foreign.is_empty() {
+                "nothing".to_string()
+            } else {
+                foreign[rng.range(0, foreign.len() as u64 - 1) as usize].clone()
+            };
+            total_pairs += check_tenant(&srv, t, &sent[t], &probe).await;
+            total_logs += sent[t].logs.len();
+        }
+    }
+    // The seeds exercise something: many records, and joins that match.
+    assert!(
+        total_logs > 200 && total_pairs > 50,
+        "{total_logs} {total_pairs}"
+    );
+}
+
+/// Sends logs over HTTP protobuf (0), HTTP JSON (1) or gRPC (2).
+async fn send_logs(
+    srv: &TestServer,
+    ch: &Channel,
+    key: &str,
+    req: ExportLogsServiceRequest,
+    how: u64,
+) {
+    match how {
+        0 => {
+            let a = Post::new("/v1/logs", key, PROTOBUF, req.encode_to_vec())
+                .send(srv)
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text());
+            assert_eq!(a.body, b"");
+        }
+        1 => {
+            let body = serde_json::to_vec(&req).expect("OTLP/JSON");
+            let a = Post::new("/v1/logs", key, JSON, body).send(srv).await;
+            assert_eq!((a.status, a.json()), (200, json!({})));
+        }
+        _ => {
+            let r = LogsServiceClient::new(ch.clone())
+                .export(grpc_req(req, key, &[]))
+                .await
+                .expect("gRPC logs");
+            assert_eq!(r.into_inner().partial_success, None);
+        }
+    }
+}
+
+/// One tenant's queries and what they must return.
+/// Returns how many log-span pairs the join found.
+async fn check_tenant(srv: &TestServer, t: &str, s: &Sent, probe: &str) -> usize {
+    let key = srv.key(t, "ingest,query");
+    let q = |sql: String| {
+        let key = key.clone();
+        async move { srv.query(&key, &sql).await }
+    };
+    let own = |rows: usize, row: Value| if rows == 0 { vec![] } else { vec![row] };
+    // Every row, with its tenant and body.
+    let r = q("SELECT tenant, body FROM logs ORDER BY body".into()).await;
+    let mut bodies: Vec<&str> = s.logs.iter().map(|l| l.0.as_str()).collect();
+    bodies.sort();
+    assert!(
+        r.rows().iter().all(|r| r["tenant"] == json!(t)),
+        "{t}: {}",
+        r.body
+    );
+    let got: Vec<&str> = r
+        .rows()
+        .iter()
+        .map(|r| r["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(got, bodies, "{t}");
+    // Group by tenant, and by a claimed tenant in the payload.
+    let r = q("SELECT tenant, count(*) AS n FROM logs GROUP BY tenant".into()).await;
+    let n = s.logs.len();
+    assert_eq!(r.rows(), &own(n, json!({"tenant": t, "n": n})), "{t}");
+    let r = q(
+        "SELECT DISTINCT tenant FROM logs WHERE resource_attributes['tenant.id'] <> tenant".into(),
+    )
+    .await;
+    assert!(r.rows().iter().all(|r| r["tenant"] == json!(t)), "{t}");
+    // Group by severity.
+    let r = q("SELECT severity_number AS s, count(*) AS n FROM logs GROUP BY 1 ORDER BY 1".into())
+        .await;
+    let mut sev: BTreeMap<i32, u64> = BTreeMap::new();
+    for l in &s.logs {
+        *sev.entry(l.1).or_default() += 1;
+    }
+    let expected: Vec<Value> = sev.iter().map(|(k, v)| json!({"s": k, "n": v})).collect();
+    assert_eq!(r.rows(), &expected, "{t}");
+    // Filters, including on a value another tenant sent.
+    let n = count(
+        srv,
+        &key,
+        "SELECT count(*) FROM logs WHERE body LIKE '%a%' AND severity_number > 12",
+    )
+    .await;
+    let expected = s
+        .logs
+        .iter()
+        .filter(|l| l.0.contains('a') && l.1 > 12)
+        .count();
+    assert_eq!(n, expected as u64, "{t}");
+    let sql = format!(
+        "SELECT count(*) FROM logs WHERE body = '{}'",
+        probe.replace('\'', "''")
+    );
+    let expected = s.logs.iter().filter(|l| l.0 == probe).count();
+    assert_eq!(count(srv, &key, &sql).await, expected as u64, "{t}: {sql}");
+    // Logs joined with spans on trace id: only the tenant's own pairs.
+    let r = q("SELECT count(*) AS n, count(DISTINCT l.tenant) AS lt, \
+               count(DISTINCT s.tenant) AS st, min(s.tenant) AS who \
+               FROM logs l JOIN spans s ON l.trace_id = s.trace_id"
+        .into())
+    .await;
+    let pairs: usize = s
+        .logs
+        .iter()
+        .map(|l| s.span_traces.iter().filter(|st| **st == l.2).count())
+        .sum();
+    let who = if pairs == 0 { Value::Null } else { json!(t) };
+    let d = usize::from(pairs > 0);
+    assert_eq!(
+        r.rows(),
+        &vec![json!({"n": pairs, "lt": d, "st": d, "who": who})],
+        "{t}"
+    );
+    // UNION of both tables.
+    let r = q("SELECT tenant, count(*) AS n FROM \
+               (SELECT tenant FROM logs UNION ALL SELECT tenant FROM spans) GROUP BY tenant"
+        .into())
+    .await;
+    let total = s.logs.len() + s.span_traces.len();
+    assert_eq!(
+        r.rows(),
+        &own(total, json!({"tenant": t, "n": total})),
+        "{t}"
+    );
+    let r = q(
+        "SELECT tenant FROM logs UNION SELECT tenant FROM spans UNION SELECT tenant FROM metrics"
+            .into(),
+    )
+    .await;
+    assert_eq!(r.rows(), &own(total, json!({"tenant": t})), "{t}");
+    // Spans: all the caller's, named by the caller.
+    let r = q(
+        "SELECT tenant, split_part(name, '-', 1) AS owner, count(*) AS n FROM spans GROUP BY 1, 2"
+            .into(),
+    )
+    .await;
+    let n = s.span_traces.len();
+    assert_eq!(
+        r.rows(),
+        &own(n, json!({"tenant": t, "owner": t, "n": n})),
+        "{t}"
+    );
+    pairs
+}
