@@ -5,6 +5,7 @@
 //! (how a presented credential becomes a [`Principal`]) and [`policy`] (the
 //! per-tenant policy files and the [`Keyring`] built from them).
 
+pub mod anomaly;
 pub mod clock;
 pub mod error;
 pub mod keys;
