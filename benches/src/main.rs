@@ -42,6 +42,7 @@ fn kv(k: &str, v: String) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(v)),
         }),
+        ..Default::default()
     }
 }
 
@@ -54,13 +55,13 @@ fn request(client: usize, seq: usize, batch: usize, base_nanos: u64) -> ExportLo
             LogRecord {
                 time_unix_nano: base_nanos + n as u64 * 1_000_000,
                 observed_time_unix_nano: base_nanos + n as u64 * 1_000_000 + 5_000,
-                severity_number: if n % 50 == 0 { 17 } else { 9 },
-                severity_text: if n % 50 == 0 { "ERROR".into() } else { "INFO".into() },
+                severity_number: if n.is_multiple_of(50) { 17 } else { 9 },
+                severity_text: if n.is_multiple_of(50) { "ERROR".into() } else { "INFO".into() },
                 body: Some(AnyValue {
                     value: Some(any_value::Value::StringValue(format!(
                         "GET /api/v1/orders/{} completed with status {} in {} ms for user u-{} from region eu-west-1",
                         n % 10_000,
-                        if n % 50 == 0 { 500 } else { 200 },
+                        if n.is_multiple_of(50) { 500 } else { 200 },
                         n % 997,
                         n % 3_000
                     ))),
@@ -68,7 +69,7 @@ fn request(client: usize, seq: usize, batch: usize, base_nanos: u64) -> ExportLo
                 attributes: vec![
                     kv("http.method", "GET".into()),
                     kv("http.route", "/api/v1/orders/{id}".into()),
-                    kv("http.status_code", if n % 50 == 0 { "500" } else { "200" }.into()),
+                    kv("http.status_code", if n.is_multiple_of(50) { "500" } else { "200" }.into()),
                     kv("user.id", format!("u-{}", n % 3_000)),
                 ],
                 trace_id: (n as u128 * 7919 + 1).to_be_bytes().to_vec(),
@@ -124,8 +125,10 @@ fn dir_size(p: &Path) -> u64 {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     config.listen.http = config.listen.grpc;
     config.listen.api = config.listen.grpc;
@@ -182,7 +185,16 @@ async fn main() -> Result<(), String> {
     let sent = requests * args.batch;
     let store = config.store_dir();
     let flush_started = Instant::now();
+    let store_handle = server.store().clone();
     let stats = server.shutdown().await?;
+    let committed = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let total_rows = committed(&store_handle.stats().rows_committed);
+    let total_files = committed(&store_handle.stats().files_committed);
+    if total_rows != sent as u64 {
+        return Err(format!(
+            "{sent} records acknowledged but {total_rows} committed"
+        ));
+    }
     let flush_elapsed = flush_started.elapsed();
     let bytes = dir_size(&store);
     latencies.sort();
@@ -210,6 +222,7 @@ async fn main() -> Result<(), String> {
         stats.rows,
         flush_elapsed.as_secs_f64()
     );
+    println!("committed in all: {total_files} files, {total_rows} rows");
     println!(
         "parquet on disk: {bytes} bytes, {:.1} bytes/record",
         bytes as f64 / sent as f64
