@@ -6,6 +6,8 @@
 //! buffering) and [`convert`] (OTLP to Arrow). [`tenants`] holds the
 //! policies and keys; [`config`] the TOML configuration.
 
+pub mod anomaly;
+pub mod backtest;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -34,6 +34,27 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Anomaly detection tools.
+    Anomaly {
+        #[command(subcommand)]
+        command: AnomalyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnomalyCommand {
+    /// Run the streaming detector over a CSV series (header `timestamp,value`)
+    /// and write `timestamp,value,score,anomaly,expected,lower,upper`.
+    Backtest {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Detector settings: a TOML file, or `key=value,...` such as
+        /// `sensitivity=0.7,seasonality=daily,warmup_points=60`.
+        #[arg(long)]
+        settings: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +188,22 @@ fn main() -> ExitCode {
             let key = tenants::create_key(&c.policy_dir(), &tenant, scopes)?;
             println!("created key {} for tenant {tenant} with scopes {scopes}; store it now, it is not shown again:", key.id());
             println!("{}", key.expose());
+            Ok(())
+        }),
+        Command::Anomaly {
+            command: AnomalyCommand::Backtest { input, output, settings },
+        } => bulkhead_collector::backtest::parse_settings(settings.as_deref()).and_then(|s| {
+            let summary = bulkhead_collector::backtest::run(&input, &output, &s)?;
+            for (line, why) in &summary.skipped {
+                eprintln!("warning: {}: line {line} skipped: {why}", input.display());
+            }
+            println!(
+                "scored {} points, {} anomalies, {} lines skipped; settings: {}",
+                summary.points,
+                summary.anomalies,
+                summary.skipped.len(),
+                s.describe()
+            );
             Ok(())
         }),
     };

@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::Notify;
 
+use crate::anomaly::{self, AnomalyEngine};
 use crate::convert::{self, Stamp};
 use crate::error::ReceiveError;
 use crate::telemetry::Telemetry;
@@ -44,6 +45,7 @@ pub struct Pipeline {
     clock: Arc<dyn Clock>,
     flush_wanted: Arc<Notify>,
     telemetry: Arc<Telemetry>,
+    anomalies: Arc<AnomalyEngine>,
 }
 
 impl Pipeline {
@@ -54,6 +56,7 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
         flush_wanted: Arc<Notify>,
         telemetry: Arc<Telemetry>,
+        anomalies: Arc<AnomalyEngine>,
     ) -> Self {
         Self {
             store,
@@ -62,6 +65,31 @@ impl Pipeline {
             clock,
             flush_wanted,
             telemetry,
+            anomalies,
+        }
+    }
+
+    /// Stores anomaly findings in the tenant's `anomalies` table.
+    pub fn record_anomalies(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        findings: &[anomaly::Finding],
+    ) {
+        if findings.is_empty() {
+            return;
+        }
+        let version = self.tenants.policy_version(tenant);
+        let batch = anomaly::to_batch(
+            tenant,
+            findings,
+            &version,
+            &self.node,
+            self.clock.now_nanos(),
+        );
+        match batch.map(|b| self.store.append(tenant, Signal::Anomalies, b)) {
+            Ok(Ok(_)) => tracing::info!(%tenant, count = findings.len(), "anomalies detected"),
+            Ok(Err(e)) => tracing::error!(%tenant, error = %e, "anomalies not stored"),
+            Err(e) => tracing::error!(%tenant, error = %e, "anomalies not stored"),
         }
     }
 
@@ -95,7 +123,7 @@ impl Pipeline {
             Export::Metrics(r) => (convert::metrics(r, &stamp), Signal::Metrics),
         };
         if let Some(batch) = converted.batch {
-            match self.store.append(&principal.tenant, signal, batch) {
+            match self.store.append(&principal.tenant, signal, batch.clone()) {
                 Ok(true) => self.flush_wanted.notify_one(),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {
@@ -110,6 +138,12 @@ impl Pipeline {
                         principal.tenant
                     )))
                 }
+            }
+            if let Some(policy) = self.tenants.policy(&principal.tenant) {
+                let findings =
+                    self.anomalies
+                        .observe(&principal.tenant, &policy.anomaly, signal, &batch);
+                self.record_anomalies(&principal.tenant, &findings);
             }
         }
         let labels = [

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::anomaly::AnomalyEngine;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::receiver::grpc::GrpcReceiver;
@@ -28,6 +29,7 @@ pub struct RunningServer {
     pub api_addr: SocketAddr,
     store: Arc<Store>,
     tenants: Arc<TenantDirectory>,
+    anomalies: Arc<AnomalyEngine>,
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<Result<(), String>>>,
     flusher: JoinHandle<()>,
@@ -52,6 +54,11 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
     let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?);
     let flush_wanted = Arc::new(Notify::new());
     let telemetry = Arc::new(Telemetry::default());
+    let anomalies = Arc::new(AnomalyEngine::new(
+        config.data_dir.join("anomaly"),
+        clock.clone(),
+        telemetry.clone(),
+    ));
     let pipeline = Arc::new(Pipeline::new(
         store.clone(),
         tenants.clone(),
@@ -59,6 +66,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         clock,
         flush_wanted.clone(),
         telemetry.clone(),
+        anomalies.clone(),
     ));
     let engine = Arc::new(
         QueryEngine::new(
@@ -90,6 +98,9 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
     let token = shutdown.clone();
     servers.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                crate::receiver::grpc::otlp_status_codes::<tonic::body::Body>,
+            ))
             .add_service(logs)
             .add_service(traces)
             .add_service(metrics)
@@ -136,6 +147,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         flush.max_age,
         flush_wanted,
         shutdown.clone(),
+        pipeline.clone(),
+        anomalies.clone(),
     ));
     tracing::info!(%grpc_addr, %http_addr, %api_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
@@ -144,6 +157,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         api_addr,
         store,
         tenants,
+        anomalies,
         shutdown,
         servers,
         flusher,
@@ -171,7 +185,11 @@ async fn run_flusher(
     max_age: Duration,
     wanted: Arc<Notify>,
     shutdown: CancellationToken,
+    pipeline: Arc<Pipeline>,
+    anomalies: Arc<AnomalyEngine>,
 ) {
+    const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+    let mut last_checkpoint = tokio::time::Instant::now();
     let period = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,6 +198,20 @@ async fn run_flusher(
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
             _ = wanted.notified() => {}
+        }
+        // the wall clock closes minutes of live tenants (a silent tenant is a zero)
+        let tenants = pipeline.tenants().clone();
+        for (tenant, findings) in anomalies.tick(|t| tenants.policy(t).map(|p| p.anomaly.clone())) {
+            pipeline.record_anomalies(&tenant, &findings);
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            last_checkpoint = tokio::time::Instant::now();
+            let a = anomalies.clone();
+            match tokio::task::spawn_blocking(move || a.checkpoint_all()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "anomaly checkpoint failed"),
+                Err(e) => tracing::error!(error = %e, "anomaly checkpoint task panicked"),
+                Ok(Ok(())) => {}
+            }
         }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.flush_due()).await {
@@ -230,6 +262,9 @@ impl RunningServer {
             }
         }
         let _ = self.flusher.await;
+        if let Err(e) = self.anomalies.checkpoint_all() {
+            tracing::error!(error = %e, "anomaly checkpoint at shutdown failed");
+        }
         let store = self.store.clone();
         let stats = tokio::task::spawn_blocking(move || store.flush_all())
             .await

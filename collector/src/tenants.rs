@@ -14,6 +14,7 @@ const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 struct Loaded {
     policies: PolicySet,
+    by_tenant: std::collections::HashMap<TenantId, Arc<TenantPolicy>>,
     keyring: Keyring,
     fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
 }
@@ -55,8 +56,14 @@ fn load(dir: &Path) -> Result<Loaded, String> {
             .join("\n")
     })?;
     let keyring = Keyring::from_policies(&policies);
+    let by_tenant = policies
+        .policies
+        .iter()
+        .map(|(t, p)| (t.clone(), Arc::new(p.clone())))
+        .collect();
     Ok(Loaded {
         policies,
+        by_tenant,
         keyring,
         fingerprint,
     })
@@ -118,6 +125,11 @@ impl TenantDirectory {
             .get(tenant)
             .map(|p| p.version.clone())
             .unwrap_or_default()
+    }
+
+    /// The policy in force for `tenant`.
+    pub fn policy(&self, tenant: &TenantId) -> Option<Arc<TenantPolicy>> {
+        self.current().by_tenant.get(tenant).cloned()
     }
 
     pub fn tenants(&self) -> Vec<TenantId> {

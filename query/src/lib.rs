@@ -12,6 +12,7 @@ pub mod format;
 pub mod http;
 pub mod sandbox;
 pub mod udf;
+pub mod udwf;
 
 pub use error::QueryError;
 pub use sandbox::{QueryEngine, QueryLimits, QueryOutput};

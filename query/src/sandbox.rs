@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::catalog::TenantTable;
 use crate::error::QueryError;
-use crate::udf;
+use crate::{udf, udwf};
 
 /// Bounds every tenant query runs within.
 #[derive(Clone, Debug)]
@@ -87,6 +87,8 @@ impl QueryEngine {
                 .map_err(QueryError::from_datafusion)?;
         }
         ctx.register_udf(udf::attr());
+        ctx.register_udwf(udwf::anomaly_score());
+        ctx.register_udwf(udwf::anomaly_detect());
         Ok(ctx)
     }
 

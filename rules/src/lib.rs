@@ -6,12 +6,14 @@
 //! per-tenant policy files and the [`Keyring`] built from them).
 
 pub mod anomaly;
+pub mod anomaly_policy;
 pub mod clock;
 pub mod error;
 pub mod keys;
 pub mod policy;
 pub mod tenant;
 
+pub use anomaly_policy::{AnomalyPolicy, SeriesKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, PolicyError};
 pub use keys::{ApiKey, KeyRecord, Principal, Scope, Scopes};

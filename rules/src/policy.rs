@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::anomaly_policy::AnomalyPolicy;
 use crate::error::{AuthError, PolicyError};
 use crate::keys::{digest_eq, ApiKey, KeyRecord, Principal, Scopes};
 use crate::tenant::TenantId;
@@ -30,13 +31,20 @@ struct PolicyFile {
     tenant: String,
     #[serde(default)]
     keys: Vec<KeyRecord>,
+    #[serde(default, skip_serializing_if = "is_default_anomaly")]
+    anomaly: AnomalyPolicy,
+}
+
+fn is_default_anomaly(a: &AnomalyPolicy) -> bool {
+    *a == AnomalyPolicy::default()
 }
 
 /// A validated tenant policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TenantPolicy {
     pub tenant: TenantId,
     pub keys: Vec<KeyRecord>,
+    pub anomaly: AnomalyPolicy,
     /// Content hash of the policy text (first 16 hex characters of its SHA-256):
     /// stamped on every stored record as lineage.
     pub version: String,
@@ -48,6 +56,7 @@ impl TenantPolicy {
         let mut p = Self {
             tenant,
             keys: Vec::new(),
+            anomaly: AnomalyPolicy::default(),
             version: String::new(),
         };
         p.version = version_of(&p.to_toml());
@@ -109,10 +118,14 @@ impl TenantPolicy {
                 ));
             }
         }
+        for problem in file.anomaly.problems() {
+            errors.push(PolicyError::new(path, find_line(text, "[anomaly"), problem));
+        }
         match (tenant, errors.is_empty()) {
             (Some(tenant), true) => Ok(Self {
                 tenant,
                 keys: file.keys,
+                anomaly: file.anomaly,
                 version: version_of(text),
             }),
             _ => Err(errors),
@@ -124,6 +137,7 @@ impl TenantPolicy {
         let file = PolicyFile {
             tenant: self.tenant.to_string(),
             keys: self.keys.clone(),
+            anomaly: self.anomaly.clone(),
         };
         let body = toml::to_string_pretty(&file).unwrap_or_default();
         format!(
@@ -368,6 +382,28 @@ mod tests {
         );
         assert!(all.iter().any(|e| e.contains("sha256")), "{all:?}");
         assert!(all.iter().any(|e| e.contains("no scopes")), "{all:?}");
+    }
+
+    #[test]
+    fn anomaly_section_parses_and_is_validated() {
+        let text = "tenant = \"a\"\n[anomaly]\nmetrics = [\"cpu.*\"]\nseries_limit = 10\n[anomaly.detector]\nsensitivity = 0.8\nseasonality = \"daily\"\n";
+        let p = TenantPolicy::parse(Path::new("a.toml"), text).unwrap();
+        assert_eq!(p.anomaly.series_limit, 10);
+        assert!(p.anomaly.selects_metric("cpu.load"));
+        assert_eq!(p.anomaly.detector.sensitivity, 0.8);
+        let back = TenantPolicy::parse(Path::new("a.toml"), &p.to_toml()).unwrap();
+        assert_eq!(back.anomaly, p.anomaly);
+        let errs = TenantPolicy::parse(
+            Path::new("a.toml"),
+            "tenant = \"a\"\n[anomaly]\nseries_limit = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].line, Some(2), "{errs:?}");
+        assert!(errs[0].message.contains("series_limit"));
+        // a fresh policy does not spell out the defaults
+        assert!(!TenantPolicy::new(TenantId::new("a").unwrap())
+            .to_toml()
+            .contains("anomaly"));
     }
 
     #[test]

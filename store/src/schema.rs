@@ -200,6 +200,33 @@ fn build(signal_columns: Vec<Field>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The `anomalies` table: one row per anomaly the baseline detectors found
+/// in the tenant's own series (see `docs/anomaly.md`). `timestamp` is the
+/// start of the minute whose value was anomalous.
+pub fn anomalies_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(TENANT_COLUMN, DataType::Utf8, false),
+            Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
+            Field::new("signal", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("series", DataType::Utf8, false),
+            Field::new("service_name", DataType::Utf8, true),
+            Field::new("observed", DataType::Float64, false),
+            Field::new("expected", DataType::Float64, false),
+            Field::new("lower", DataType::Float64, false),
+            Field::new("upper", DataType::Float64, false),
+            Field::new("score", DataType::Float64, false),
+            Field::new("severity", DataType::Utf8, false),
+            Field::new("settings", DataType::Utf8, false),
+            Field::new("policy_version", DataType::Utf8, false),
+            Field::new("detected_by", DataType::Utf8, false),
+            Field::new("detected_at", timestamp_type(), false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,17 @@ pub enum Signal {
     Logs,
     Spans,
     Metrics,
+    /// Written by the anomaly detectors, not received.
+    Anomalies,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 3] = [Signal::Logs, Signal::Spans, Signal::Metrics];
+    pub const ALL: [Signal; 4] = [
+        Signal::Logs,
+        Signal::Spans,
+        Signal::Metrics,
+        Signal::Anomalies,
+    ];
 
     /// Directory (`signal=<name>`) and table name.
     pub fn name(self) -> &'static str {
@@ -19,6 +26,7 @@ impl Signal {
             Signal::Logs => "logs",
             Signal::Spans => "spans",
             Signal::Metrics => "metrics",
+            Signal::Anomalies => "anomalies",
         }
     }
 
@@ -27,6 +35,7 @@ impl Signal {
             Signal::Logs => schema::logs_schema(),
             Signal::Spans => schema::spans_schema(),
             Signal::Metrics => schema::metrics_schema(),
+            Signal::Anomalies => schema::anomalies_schema(),
         }
     }
 

@@ -350,10 +350,8 @@ async fn partial_success_semantics() {
     assert_eq!(r.rows(), &vec![json!({"metric_name": "kept", "n": 3})]);
 }
 
-/// Item 17: a message over the size limit is refused with an error status.
-/// Observed: OUT_OF_RANGE when the message on the wire is over the limit
-/// (tonic's length check), RESOURCE_EXHAUSTED when a compressed message
-/// inflates past it. Neither carries details (no RetryInfo).
+/// Item 17: a message over the size limit is RESOURCE_EXHAUSTED without
+/// RetryInfo, whether it is over the limit on the wire or inflates past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_over_the_size_limit() {
     let (srv, key, ch) = server(1 << 20).await;
@@ -363,7 +361,7 @@ async fn message_over_the_size_limit() {
         .export(authed(big.clone(), &key))
         .await;
     let s = r.expect_err("over the limit");
-    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
     assert!(s.message().contains("too large"), "{s:?}");
     assert!(s.details().is_empty(), "no RetryInfo: {s:?}");
 
@@ -441,9 +439,7 @@ async fn raw_export(
         .map(|r| r.into_inner())
 }
 
-/// Item 19: bad data is refused with an error status and stores nothing.
-/// Observed: INTERNAL (tonic-prost maps every protobuf decode error to
-/// INTERNAL), where CONFORMANCE.md asks for INVALID_ARGUMENT.
+/// Item 19: bad data is INVALID_ARGUMENT (not retryable) and stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_refused() {
     let (srv, key, ch) = server(1 << 20).await;
@@ -475,7 +471,7 @@ async fn undecodable_messages_are_refused() {
             ("not utf-8", not_utf8.clone()),
         ] {
             let s = raw_export(&ch, service, &key, body).await.expect_err(what);
-            assert_eq!(s.code(), Code::Internal, "{service} {what}: {s:?}");
+            assert_eq!(s.code(), Code::InvalidArgument, "{service} {what}: {s:?}");
             assert!(s.message().contains("decode"), "{s:?}");
         }
     }

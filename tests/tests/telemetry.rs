@@ -36,6 +36,9 @@ async fn metrics_count_accepted_rejected_and_refused() {
         "bulkhead_records_rejected_total{tenant=\"acme\",signal=\"spans\"} 1",
         "bulkhead_requests_refused_total{reason=\"unauthenticated\"} 1",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
 }

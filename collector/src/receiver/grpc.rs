@@ -127,6 +127,38 @@ impl GrpcReceiver {
     }
 }
 
+/// Corrects two status codes tonic gives before a handler runs, to what
+/// OTLP asks for: an undecodable message is `INVALID_ARGUMENT` (tonic says
+/// `INTERNAL`, which clients may retry), and a message over the size limit
+/// is `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`). Both are
+/// trailers-only responses, so the status is in the headers.
+pub fn otlp_status_codes<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let Some(status) = Status::from_header_map(resp.headers()) else {
+        return resp;
+    };
+    let code = match status.code() {
+        tonic::Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
+            tonic::Code::InvalidArgument
+        }
+        tonic::Code::OutOfRange if status.message().contains("message length too large") => {
+            tonic::Code::ResourceExhausted
+        }
+        _ => return resp,
+    };
+    let fixed = Status::new(code, status.message().to_string());
+    let headers = resp.headers_mut();
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    if fixed.add_header(headers).is_err() {
+        tracing::debug!("could not rewrite a gRPC status header");
+    }
+    resp
+}
+
 #[tonic::async_trait]
 impl LogsService for GrpcReceiver {
     async fn export(

@@ -1,0 +1,158 @@
+//! Detector state on disk, one JSON file per tenant under
+//! `<data_dir>/anomaly/<tenant>.json`, written atomically: every series'
+//! detector and the still-open minutes, so a restart neither forgets
+//! baselines nor mistakes the open minutes for silent ones.
+use std::path::Path;
+
+use base64::Engine;
+use bulkhead_rules::anomaly::Detector;
+use bulkhead_rules::{AnomalyPolicy, SeriesKind, TenantId};
+use bulkhead_store::Signal;
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Acc, SeriesKey};
+use super::{series_settings, SeriesState, TenantState};
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    version: u32,
+    newest: Option<i64>,
+    closed: Option<i64>,
+    series: Vec<Series>,
+    pending: Vec<(i64, Vec<(Key, Acc)>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Key {
+    kind: SeriesKind,
+    signal: String,
+    service: Option<String>,
+    name: Option<String>,
+}
+
+impl From<&SeriesKey> for Key {
+    fn from(k: &SeriesKey) -> Self {
+        Key {
+            kind: k.kind,
+            signal: k.signal.name().to_string(),
+            service: k.service.clone(),
+            name: k.name.clone(),
+        }
+    }
+}
+
+impl Key {
+    fn into_series_key(self) -> Option<SeriesKey> {
+        Some(SeriesKey {
+            kind: self.kind,
+            signal: Signal::from_name(&self.signal)?,
+            service: self.service,
+            name: self.name,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Series {
+    key: Key,
+    /// `Detector::checkpoint`, base64.
+    detector: String,
+    prev_cumulative: Option<(i64, f64)>,
+    last_minute: i64,
+}
+
+fn path(dir: &Path, tenant: &TenantId) -> std::path::PathBuf {
+    dir.join(format!("{tenant}.json"))
+}
+
+pub(super) fn save(dir: &Path, tenant: &TenantId, st: &TenantState) -> Result<(), String> {
+    use std::io::Write;
+    let file = File {
+        version: 1,
+        newest: st.newest,
+        closed: st.closed,
+        series: st
+            .series
+            .iter()
+            .map(|(k, s)| Series {
+                key: k.into(),
+                detector: base64::engine::general_purpose::STANDARD.encode(s.detector.checkpoint()),
+                prev_cumulative: s.prev_cumulative,
+                last_minute: s.last_minute,
+            })
+            .collect(),
+        pending: st
+            .pending
+            .iter()
+            .map(|(m, series)| {
+                (
+                    *m,
+                    series.iter().map(|(k, a)| (k.into(), a.clone())).collect(),
+                )
+            })
+            .collect(),
+    };
+    let text = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let target = path(dir, tenant);
+    let temp = dir.join(format!(".{tenant}.json.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, &target)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", target.display()))
+}
+
+/// The tenant's saved state, or a fresh one when there is none. Detectors are
+/// rebuilt with the settings of the tenant's policy at first use.
+pub(super) fn load(dir: &Path, tenant: &TenantId) -> Result<TenantState, String> {
+    let p = path(dir, tenant);
+    let bytes = match std::fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TenantState::default()),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    };
+    let file: File = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    if file.version != 1 {
+        return Err(format!("{}: unknown version {}", p.display(), file.version));
+    }
+    let defaults = AnomalyPolicy::default();
+    let mut st = TenantState {
+        newest: file.newest,
+        closed: file.closed,
+        ..Default::default()
+    };
+    for s in file.series {
+        let Some(key) = s.key.into_series_key() else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&s.detector)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let settings = series_settings(&defaults.detector, key.kind);
+        let detector =
+            Detector::restore(&settings, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+        st.series.insert(
+            key,
+            SeriesState {
+                detector,
+                prev_cumulative: s.prev_cumulative,
+                last_minute: s.last_minute,
+            },
+        );
+    }
+    for (minute, series) in file.pending {
+        for (k, acc) in series {
+            if let Some(key) = k.into_series_key() {
+                st.pending.entry(minute).or_default().insert(key, acc);
+            }
+        }
+    }
+    // Built with default settings: the first `apply_policy` rebuilds them
+    // with the tenant's.
+    st.settings = Some(defaults);
+    Ok(st)
+}

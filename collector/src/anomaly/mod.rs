@@ -1,0 +1,524 @@
+//! The anomaly runtime: per tenant, the accepted records are aggregated per
+//! minute of event time into series ([`aggregate`]), each series has a
+//! baseline detector (`bulkhead_rules::anomaly::Detector`), and every new
+//! incident becomes a row of the tenant's `anomalies` table.
+//!
+//! Event time drives it: a minute is closed once the tenant's newest event
+//! time is [`LATENESS_MINUTES`] past it, so historical data (backfills) is
+//! scored as it was, and the order requests arrive in does not matter within
+//! that slack. For tenants sending live data, the wall clock also closes
+//! minutes, so a tenant that stops sending is seen to drop to zero.
+//! Detector state is checkpointed per tenant ([`checkpoint`]).
+mod aggregate;
+mod checkpoint;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use bulkhead_rules::anomaly::{Detector, DetectorSettings, Direction, Severity};
+use bulkhead_rules::{AnomalyPolicy, Clock, SeriesKind, TenantId};
+use bulkhead_store::Signal;
+
+use crate::telemetry::Telemetry;
+use aggregate::{Minutes, SeriesKey};
+
+/// Minutes a minute stays open for late records.
+pub const LATENESS_MINUTES: i64 = 2;
+/// A gap longer than this (minutes) is not zero-filled: it is a pause, not
+/// thousands of empty minutes.
+const MAX_ZERO_FILL: i64 = 24 * 60;
+/// Records further than this ahead of the clock are not used for detection.
+const MAX_FUTURE_SECS: i64 = 3_600;
+
+pub(crate) struct SeriesState {
+    detector: Detector,
+    prev_cumulative: Option<(i64, f64)>,
+    last_minute: i64,
+}
+
+/// One tenant's detectors and open minutes.
+#[derive(Default)]
+pub(crate) struct TenantState {
+    series: HashMap<SeriesKey, SeriesState>,
+    pending: Minutes,
+    /// Start (epoch seconds) of the newest minute with data.
+    newest: Option<i64>,
+    /// Start of the last closed minute.
+    closed: Option<i64>,
+    /// The settings the detectors were built with.
+    settings: Option<AnomalyPolicy>,
+}
+
+/// An anomaly on its way to the `anomalies` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub minute_secs: i64,
+    pub signal: Signal,
+    pub kind: SeriesKind,
+    pub series: String,
+    pub service: Option<String>,
+    pub observed: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub score: f64,
+    pub severity: Severity,
+    pub settings: String,
+}
+
+/// The detectors of every tenant.
+pub struct AnomalyEngine {
+    tenants: Mutex<HashMap<TenantId, Arc<Mutex<TenantState>>>>,
+    state_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl std::fmt::Debug for AnomalyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AnomalyEngine({})", self.state_dir.display())
+    }
+}
+
+/// The settings of one series: the tenant's, with what each family needs.
+fn series_settings(base: &DetectorSettings, kind: SeriesKind) -> DetectorSettings {
+    let mut s = base.clone();
+    match kind {
+        // counts: both ways (a drop to zero matters); one record is not news
+        SeriesKind::Volume => s.min_spread = s.min_spread.max(1.0),
+        // error ratios and latency: only up is bad
+        SeriesKind::ErrorRatio => {
+            s.direction = Direction::Up;
+            s.min_spread = s.min_spread.max(0.01);
+            s.detect_flatline = false;
+        }
+        SeriesKind::Latency => s.direction = Direction::Up,
+        SeriesKind::Metric => {}
+    }
+    s
+}
+
+impl AnomalyEngine {
+    pub fn new(state_dir: PathBuf, clock: Arc<dyn Clock>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            tenants: Mutex::default(),
+            state_dir,
+            clock,
+            telemetry,
+        }
+    }
+
+    fn tenant(&self, tenant: &TenantId) -> Arc<Mutex<TenantState>> {
+        let mut all = self.tenants.lock().expect("anomaly tenants lock");
+        all.entry(tenant.clone())
+            .or_insert_with(|| {
+                let state = checkpoint::load(&self.state_dir, tenant).unwrap_or_else(|e| {
+                    tracing::warn!(%tenant, error = %e, "anomaly checkpoint not usable; baselines start afresh");
+                    TenantState::default()
+                });
+                Arc::new(Mutex::new(state))
+            })
+            .clone()
+    }
+
+    /// Feeds a batch the tenant just sent; returns the anomalies of every
+    /// minute this closes.
+    pub fn observe(
+        &self,
+        tenant: &TenantId,
+        policy: &AnomalyPolicy,
+        signal: Signal,
+        batch: &RecordBatch,
+    ) -> Vec<Finding> {
+        if !policy.enabled || signal == Signal::Anomalies {
+            return Vec::new();
+        }
+        let now_secs = self.clock.now_nanos().div_euclid(1_000_000_000);
+        let state = self.tenant(tenant);
+        let mut st = state.lock().expect("anomaly tenant lock");
+        st.apply_policy(policy);
+        let closed = st.closed;
+        let mut fresh = Minutes::new();
+        aggregate::accumulate(
+            signal,
+            batch,
+            policy,
+            |m| closed.is_none_or(|c| m > c) && m <= now_secs + MAX_FUTURE_SECS,
+            &mut fresh,
+        );
+        for (minute, series) in fresh {
+            st.newest = Some(st.newest.map_or(minute, |n| n.max(minute)));
+            for (k, acc) in series {
+                aggregate::add(&mut st.pending, minute, k, acc);
+            }
+        }
+        let until = st.newest.map(|n| n - LATENESS_MINUTES * 60);
+        let findings = match until {
+            Some(u) => st.close_until(u, policy, tenant, &self.telemetry),
+            None => Vec::new(),
+        };
+        self.count(tenant, &findings);
+        findings
+    }
+
+    /// Lets the wall clock close minutes of tenants whose data is live, so a
+    /// tenant (or service) that stops sending is scored as sending zero.
+    pub fn tick(
+        &self,
+        policies: impl Fn(&TenantId) -> Option<AnomalyPolicy>,
+    ) -> Vec<(TenantId, Vec<Finding>)> {
+        let now_minute = self.clock.now_nanos().div_euclid(60_000_000_000) * 60;
+        let tenants: Vec<_> = self
+            .tenants
+            .lock()
+            .expect("anomaly tenants lock")
+            .iter()
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (tenant, state) in tenants {
+            let Some(policy) = policies(&tenant).filter(|p| p.enabled) else {
+                continue;
+            };
+            let mut st = state.lock().expect("anomaly tenant lock");
+            let live = st.newest.is_some_and(|n| now_minute - n <= 3_600);
+            if !live {
+                continue;
+            }
+            st.apply_policy(&policy);
+            let findings = st.close_until(
+                now_minute - (LATENESS_MINUTES + 1) * 60,
+                &policy,
+                &tenant,
+                &self.telemetry,
+            );
+            self.count(&tenant, &findings);
+            if !findings.is_empty() {
+                out.push((tenant, findings));
+            }
+        }
+        out
+    }
+
+    fn count(&self, tenant: &TenantId, findings: &[Finding]) {
+        for f in findings {
+            self.telemetry.add(
+                "bulkhead_anomalies_total",
+                &[("tenant", tenant.as_str()), ("kind", f.kind.as_str())],
+                1,
+            );
+        }
+    }
+
+    /// Writes every tenant's detector state (at shutdown and periodically).
+    pub fn checkpoint_all(&self) -> Result<(), String> {
+        let tenants: Vec<_> = self
+            .tenants
+            .lock()
+            .expect("anomaly tenants lock")
+            .iter()
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect();
+        for (tenant, state) in tenants {
+            let st = state.lock().expect("anomaly tenant lock");
+            checkpoint::save(&self.state_dir, &tenant, &st)?;
+        }
+        Ok(())
+    }
+}
+
+impl TenantState {
+    /// New detector settings (policy change) rebuild the detectors from
+    /// their current state where the state is compatible.
+    fn apply_policy(&mut self, policy: &AnomalyPolicy) {
+        if self.settings.as_ref() == Some(policy) {
+            return;
+        }
+        if self
+            .settings
+            .as_ref()
+            .is_some_and(|old| old.detector != policy.detector)
+        {
+            for (k, s) in self.series.iter_mut() {
+                let settings = series_settings(&policy.detector, k.kind);
+                s.detector = Detector::restore(&settings, &s.detector.checkpoint())
+                    .unwrap_or_else(|_| Detector::new(&settings));
+            }
+        }
+        self.settings = Some(policy.clone());
+    }
+
+    /// Closes every minute up to and including `until`, in order, scoring each
+    /// series; volume series get explicit zeros for minutes without records.
+    fn close_until(
+        &mut self,
+        until: i64,
+        policy: &AnomalyPolicy,
+        tenant: &TenantId,
+        telemetry: &Telemetry,
+    ) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        loop {
+            let next_pending = self.pending.keys().next().copied().filter(|m| *m <= until);
+            // the minute after the last closed one, if some volume series
+            // is waiting for it (as a zero) and has not paused for too long
+            let next_fill = self.closed.map(|c| c + 60).filter(|f| {
+                *f <= until
+                    && self.series.iter().any(|(k, s)| {
+                        k.kind == SeriesKind::Volume && *f - s.last_minute <= MAX_ZERO_FILL * 60
+                    })
+            });
+            // pending minutes are all after the last closed one, so a fill
+            // minute always comes first
+            let Some(minute) = next_fill.or(next_pending) else {
+                break;
+            };
+            let accs = self.pending.remove(&minute).unwrap_or_default();
+            let mut seen = Vec::with_capacity(accs.len());
+            for (key, acc) in accs {
+                if !self.series.contains_key(&key) {
+                    if self.series.len() >= policy.series_limit {
+                        telemetry.add(
+                            "bulkhead_anomaly_series_dropped_total",
+                            &[("tenant", tenant.as_str())],
+                            1,
+                        );
+                        continue;
+                    }
+                    self.series.insert(
+                        key.clone(),
+                        SeriesState {
+                            detector: Detector::new(&series_settings(&policy.detector, key.kind)),
+                            prev_cumulative: None,
+                            last_minute: minute,
+                        },
+                    );
+                }
+                let s = self.series.get_mut(&key).expect("inserted above");
+                if let Some(v) = acc.value(&mut s.prev_cumulative) {
+                    score(&key, s, minute, v, policy, &mut findings);
+                }
+                s.last_minute = minute;
+                seen.push(key);
+            }
+            // volume series without records this minute sent zero
+            for (key, s) in self.series.iter_mut() {
+                if key.kind == SeriesKind::Volume
+                    && s.last_minute < minute
+                    && minute - s.last_minute <= MAX_ZERO_FILL * 60
+                    && !seen.contains(key)
+                {
+                    score(key, s, minute, 0.0, policy, &mut findings);
+                    s.last_minute = minute;
+                }
+            }
+            self.closed = Some(minute);
+        }
+        findings
+    }
+}
+
+fn score(
+    key: &SeriesKey,
+    s: &mut SeriesState,
+    minute: i64,
+    value: f64,
+    policy: &AnomalyPolicy,
+    out: &mut Vec<Finding>,
+) {
+    let sc = s.detector.observe(minute, value);
+    if sc.anomaly {
+        out.push(Finding {
+            minute_secs: minute,
+            signal: key.signal,
+            kind: key.kind,
+            series: key.label(),
+            service: key.service.clone(),
+            observed: sc.observed,
+            expected: sc.expected,
+            lower: sc.lower,
+            upper: sc.upper,
+            score: sc.score,
+            severity: sc.severity,
+            settings: series_settings(&policy.detector, key.kind).describe(),
+        });
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::None => "none",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+    }
+}
+
+/// Findings as a batch of the `anomalies` table.
+pub fn to_batch(
+    tenant: &TenantId,
+    findings: &[Finding],
+    policy_version: &str,
+    node: &str,
+    detected_at_nanos: i64,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let n = findings.len();
+    let f64s = |f: fn(&Finding) -> f64| {
+        Arc::new(Float64Array::from_iter_values(findings.iter().map(f))) as ArrayRef
+    };
+    let strs = |f: fn(&Finding) -> String| {
+        Arc::new(StringArray::from_iter_values(findings.iter().map(f))) as ArrayRef
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![tenant.as_str(); n])),
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(
+                findings.iter().map(|f| f.minute_secs * 1_000_000_000),
+            )
+            .with_timezone("UTC"),
+        ),
+        strs(|f| f.signal.name().to_string()),
+        strs(|f| f.kind.as_str().to_string()),
+        strs(|f| f.series.clone()),
+        Arc::new(StringArray::from_iter(
+            findings.iter().map(|f| f.service.clone()),
+        )),
+        f64s(|f| f.observed),
+        f64s(|f| f.expected),
+        f64s(|f| f.lower),
+        f64s(|f| f.upper),
+        f64s(|f| f.score),
+        strs(|f| severity_name(f.severity).to_string()),
+        strs(|f| f.settings.clone()),
+        Arc::new(StringArray::from(vec![policy_version; n])),
+        Arc::new(StringArray::from(vec![node; n])),
+        Arc::new(TimestampNanosecondArray::from(vec![detected_at_nanos; n]).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(bulkhead_store::schema::anomalies_schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_rules::ManualClock;
+
+    const T0: i64 = 1_748_822_400; // 2025-06-02T00:00:00Z
+
+    /// A logs batch with `counts[i]` records in minute `first + i`.
+    fn logs(first: i64, counts: &[u64]) -> RecordBatch {
+        let schema = bulkhead_store::schema::logs_schema();
+        let mut times = Vec::new();
+        for (i, n) in counts.iter().enumerate() {
+            for j in 0..*n {
+                times.push(((T0 + (first + i as i64) * 60) * 1_000_000_000) + j as i64);
+            }
+        }
+        let n = times.len();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "timestamp" => {
+                    Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone("UTC"))
+                        as ArrayRef
+                }
+                "service_name" => Arc::new(StringArray::from(vec!["svc"; n])) as ArrayRef,
+                "severity_number" => {
+                    Arc::new(arrow::array::Int32Array::from(vec![9; n])) as ArrayRef
+                }
+                _ => arrow::array::new_null_array(f.data_type(), n),
+            })
+            .collect();
+        RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+            &Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn normal(minutes: std::ops::Range<i64>) -> Vec<u64> {
+        minutes.map(|m| 20 + (m as u64 * 7919) % 5).collect()
+    }
+
+    fn engine(dir: &std::path::Path) -> AnomalyEngine {
+        let clock = Arc::new(ManualClock::new((T0 + 86_400 * 30) * 1_000_000_000));
+        AnomalyEngine::new(dir.to_path_buf(), clock, Arc::new(Telemetry::default()))
+    }
+
+    #[test]
+    fn a_restart_keeps_the_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let policy = AnomalyPolicy::default();
+        let history = logs(0, &normal(0..300));
+        let burst = logs(300, &[200, 21, 22, 20]);
+
+        // one engine sees history then the burst
+        let a = engine(dir.path());
+        assert!(a
+            .observe(&tenant, &policy, Signal::Logs, &history)
+            .is_empty());
+        a.checkpoint_all().unwrap();
+        let uninterrupted = a.observe(&tenant, &policy, Signal::Logs, &burst);
+        assert_eq!(uninterrupted.len(), 1, "{uninterrupted:?}");
+        assert_eq!(uninterrupted[0].minute_secs, T0 + 300 * 60);
+
+        // another starts from the checkpoint and finds exactly the same
+        let b = engine(dir.path());
+        let restarted = b.observe(&tenant, &policy, Signal::Logs, &burst);
+        assert_eq!(restarted, uninterrupted);
+
+        // without the checkpoint, a fresh baseline is still warming up
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let c = engine(fresh_dir.path());
+        assert!(c.observe(&tenant, &policy, Signal::Logs, &burst).is_empty());
+    }
+
+    #[test]
+    fn a_service_that_stops_sending_is_a_drop_to_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let policy = AnomalyPolicy::default();
+        let e = engine(dir.path());
+        let mut counts = normal(0..300);
+        counts.extend([0, 0, 0, 0, 0]); // five silent minutes...
+        counts.push(21); // ... then data again, which closes them
+        counts.extend([20, 22, 21]);
+        let found = e.observe(&tenant, &policy, Signal::Logs, &logs(0, &counts));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].minute_secs, T0 + 300 * 60);
+        assert_eq!(found[0].observed, 0.0);
+        assert_eq!(found[0].kind, SeriesKind::Volume);
+    }
+
+    #[test]
+    fn the_series_limit_bounds_what_is_tracked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let policy = AnomalyPolicy {
+            series_limit: 1,
+            ..Default::default()
+        };
+        let telemetry = Arc::new(Telemetry::default());
+        let clock = Arc::new(ManualClock::new((T0 + 86_400) * 1_000_000_000));
+        let e = AnomalyEngine::new(dir.path().to_path_buf(), clock, telemetry.clone());
+        e.observe(&tenant, &policy, Signal::Logs, &logs(0, &normal(0..10)));
+        let st = e.tenant(&tenant);
+        assert_eq!(st.lock().unwrap().series.len(), 1);
+        assert!(
+            telemetry.get(
+                "bulkhead_anomaly_series_dropped_total",
+                &[("tenant", "acme")]
+            ) > 0
+        );
+    }
+}
