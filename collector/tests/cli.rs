@@ -125,3 +125,109 @@ fn a_broken_config_names_the_problem() {
     let err = stderr(&out);
     assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
 }
+
+/// `bulkhead serve` without a config: a local try-out with two demo tenants
+/// whose keys are printed once, and a clean stop on SIGTERM.
+#[test]
+fn try_out_mode_creates_demo_tenants_once_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("BULKHEAD_GRPC_LISTEN", "127.0.0.1:0")
+            .env("BULKHEAD_HTTP_LISTEN", "127.0.0.1:0")
+            .env("BULKHEAD_API_LISTEN", "127.0.0.1:0")
+            .env_remove("BULKHEAD_DATA_DIR")
+            .env_remove("BULKHEAD_POLICY_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let run = |mut child: std::process::Child| -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 {
+            lines.push(line.trim_end().to_string());
+            if line.starts_with("local try-out") {
+                break;
+            }
+            line.clear();
+        }
+        let kill = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "exit status {status:?}");
+        lines
+    };
+    let first = run(start());
+    let keys: Vec<&String> = first
+        .iter()
+        .filter(|l| l.starts_with("demo tenant"))
+        .collect();
+    assert_eq!(keys.len(), 2, "{first:?}");
+    assert!(keys[0].contains("demo-a") && keys[0].contains("bhk_"));
+    assert!(keys[1].contains("demo-b") && keys[1].contains("bhk_"));
+    assert!(first.last().unwrap().contains("./bulkhead-data"));
+    let policies = dir.path().join("bulkhead-data/policies");
+    assert!(policies.join("demo-a.toml").exists() && policies.join("demo-b.toml").exists());
+    // a second start reuses the tenants and prints no secret
+    let second = run(start());
+    assert!(second.iter().all(|l| !l.contains("bhk_")), "{second:?}");
+}
+
+#[test]
+fn anomaly_backtest_scores_a_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("series.csv");
+    let mut text = String::from("timestamp,value\n");
+    for m in 0..240 {
+        let v = if m == 200 { 900 } else { 100 + m % 5 };
+        text.push_str(&format!("2025-03-01T{:02}:{:02}:00Z,{v}\n", m / 60, m % 60));
+    }
+    std::fs::write(&input, text).unwrap();
+    let output = dir.path().join("scores.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["anomaly", "backtest", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--settings", "sensitivity=0.6,seasonality=none"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("scored 240 points, 1 anomalies"),
+        "{}",
+        stdout(&out)
+    );
+    let scores = std::fs::read_to_string(&output).unwrap();
+    let flagged: Vec<&str> = scores
+        .lines()
+        .filter(|l| l.split(',').nth(3) == Some("true"))
+        .collect();
+    assert_eq!(flagged.len(), 1);
+    assert!(
+        flagged[0].starts_with("2025-03-01T03:20:00Z,900,"),
+        "{}",
+        flagged[0]
+    );
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["anomaly", "backtest", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--settings", "sensitivity=2"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("sensitivity"), "{}", stderr(&bad));
+}
