@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod pipeline;
+pub mod policy_cli;
 pub mod receiver;
 pub mod server;
 pub mod telemetry;

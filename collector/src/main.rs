@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use bulkhead_collector::config::Config;
-use bulkhead_collector::tenants;
+use bulkhead_collector::{policy_cli, tenants};
 use bulkhead_rules::{PolicySet, Scopes, SystemClock, TenantId};
 use clap::{Parser, Subcommand};
 
@@ -34,10 +34,43 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Validate the configuration and every tenant policy; reports every
+    /// problem with its file and line, exits non-zero if there is any.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect tenant policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Anomaly detection tools.
     Anomaly {
         #[command(subcommand)]
         command: AnomalyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print a tenant's policy file with its version.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a proposed policy file and show how it differs from the one
+    /// in force, with both versions.
+    Diff {
+        #[arg(long)]
+        tenant: String,
+        /// The proposed policy file.
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -188,6 +221,22 @@ fn main() -> ExitCode {
             let key = tenants::create_key(&c.policy_dir(), &tenant, scopes)?;
             println!("created key {} for tenant {tenant} with scopes {scopes}; store it now, it is not shown again:", key.id());
             println!("{}", key.expose());
+            Ok(())
+        }),
+        Command::Check { config } => load_config(config.as_ref()).and_then(|c| {
+            print!("{}", policy_cli::check(&c)?);
+            Ok(())
+        }),
+        Command::Policy {
+            command: PolicyCommand::Show { tenant, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            print!("{}", policy_cli::show(&c, &tenant)?);
+            Ok(())
+        }),
+        Command::Policy {
+            command: PolicyCommand::Diff { tenant, file, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            print!("{}", policy_cli::diff(&c, &tenant, &file)?);
             Ok(())
         }),
         Command::Anomaly {

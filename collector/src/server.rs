@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::receiver::grpc::GrpcReceiver;
 use crate::telemetry::Telemetry;
-use crate::tenants::TenantDirectory;
+use crate::tenants::{ReloadOutcome, TenantDirectory};
 
 /// A started server. Drop does not stop it: call [`RunningServer::shutdown`].
 #[derive(Debug)]
@@ -33,6 +33,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<Result<(), String>>>,
     flusher: JoinHandle<()>,
+    watcher: JoinHandle<()>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -150,6 +151,17 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         pipeline.clone(),
         anomalies.clone(),
     ));
+    // Registered before start returns, so a SIGHUP from now on is ours.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup = None;
+    let watcher = tokio::spawn(watch_policies(
+        tenants.clone(),
+        telemetry.clone(),
+        shutdown.clone(),
+        hup,
+    ));
     tracing::info!(%grpc_addr, %http_addr, %api_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
         grpc_addr,
@@ -161,7 +173,58 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         shutdown,
         servers,
         flusher,
+        watcher,
     })
+}
+
+/// How often the policy directory is looked at for changes.
+const POLICY_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Takes policy changes into force when files change or on SIGHUP; a broken
+/// change is refused (and counted), the previous policies stay.
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+async fn watch_policies(
+    tenants: Arc<TenantDirectory>,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+    mut hup: Option<Hangup>,
+) {
+    let mut ticker = tokio::time::interval(POLICY_CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<Option<()>>()
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+            _ = hangup => tracing::info!("SIGHUP: looking at the policy directory"),
+        }
+        let t = tenants.clone();
+        match tokio::task::spawn_blocking(move || t.reload_if_changed()).await {
+            Ok(ReloadOutcome::Reloaded(_)) => {
+                telemetry.add("bulkhead_policy_reloads_total", &[], 1)
+            }
+            Ok(ReloadOutcome::Refused(_)) => {
+                telemetry.add("bulkhead_policy_reload_errors_total", &[], 1)
+            }
+            Ok(ReloadOutcome::Unchanged) => {}
+            Err(e) => tracing::error!(error = %e, "policy check panicked"),
+        }
+    }
 }
 
 fn serve_axum(
@@ -262,6 +325,7 @@ impl RunningServer {
             }
         }
         let _ = self.flusher.await;
+        let _ = self.watcher.await;
         if let Err(e) = self.anomalies.checkpoint_all() {
             tracing::error!(error = %e, "anomaly checkpoint at shutdown failed");
         }

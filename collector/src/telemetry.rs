@@ -30,6 +30,14 @@ const HELP: &[(&str, &str)] = &[
         "OTLP requests refused as a whole, by reason.",
     ),
     (
+        "bulkhead_policy_reloads_total",
+        "Policy directory reloads taken into force.",
+    ),
+    (
+        "bulkhead_policy_reload_errors_total",
+        "Policy changes refused (the previous policies stay in force).",
+    ),
+    (
         "bulkhead_anomalies_total",
         "Anomalies detected, by tenant and series kind.",
     ),
@@ -81,7 +89,11 @@ impl Telemetry {
                     .iter()
                     .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                     .collect();
-                let _ = writeln!(out, "{n}{{{}}} {v}", labels.join(","));
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{n} {v}");
+                } else {
+                    let _ = writeln!(out, "{n}{{{}}} {v}", labels.join(","));
+                }
             }
         }
         let s = store.stats();

@@ -12,16 +12,31 @@ use bulkhead_rules::{
 /// How often an unknown key may trigger a look at the policy directory.
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+/// What a look at the policy directory did.
+#[derive(Debug, PartialEq)]
+pub enum ReloadOutcome {
+    Unchanged,
+    /// New policies are in force; per tenant, the old and new version
+    /// (None: the tenant did not exist / no longer exists).
+    Reloaded(Vec<(TenantId, Option<String>, Option<String>)>),
+    /// The directory has problems; the previous policies stay in force.
+    Refused(String),
+}
+
 struct Loaded {
     policies: PolicySet,
     by_tenant: std::collections::HashMap<TenantId, Arc<TenantPolicy>>,
     keyring: Keyring,
-    fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    fingerprint: Fingerprint,
 }
 
 /// Policies and keys of all tenants, shared by the receivers and the API.
 pub struct TenantDirectory {
     dir: PathBuf,
+    /// The directory state last refused, so it is not re-read and re-logged.
+    refused: Mutex<Option<Fingerprint>>,
     current: RwLock<Arc<Loaded>>,
     last_check: Mutex<Option<Instant>>,
 }
@@ -32,7 +47,7 @@ impl std::fmt::Debug for TenantDirectory {
     }
 }
 
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+fn fingerprint(dir: &Path) -> Fingerprint {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -76,6 +91,7 @@ impl TenantDirectory {
         Ok(Self {
             dir: dir.to_path_buf(),
             current: RwLock::new(Arc::new(loaded)),
+            refused: Mutex::new(None),
             last_check: Mutex::new(None),
         })
     }
@@ -85,24 +101,51 @@ impl TenantDirectory {
     }
 
     /// Re-reads the policy directory when its files changed. A directory with
-    /// problems is not taken: the previous policies stay in force.
-    pub fn reload_if_changed(&self) -> bool {
-        if fingerprint(&self.dir) == self.current().fingerprint {
-            return false;
+    /// problems is not taken: the previous policies stay in force, and the
+    /// same broken state is reported once, not at every look.
+    pub fn reload_if_changed(&self) -> ReloadOutcome {
+        let now = fingerprint(&self.dir);
+        if now == self.current().fingerprint {
+            return ReloadOutcome::Unchanged;
+        }
+        {
+            let mut refused = self.refused.lock().expect("refused lock");
+            if refused.as_ref() == Some(&now) {
+                return ReloadOutcome::Unchanged;
+            }
+            *refused = None;
         }
         match load(&self.dir) {
             Ok(loaded) => {
+                let old = self.current();
+                let mut changes = Vec::new();
+                for (t, p) in &loaded.by_tenant {
+                    let before = old.by_tenant.get(t).map(|o| o.version.clone());
+                    if before.as_deref() != Some(p.version.as_str()) {
+                        changes.push((t.clone(), before, Some(p.version.clone())));
+                    }
+                }
+                for (t, o) in &old.by_tenant {
+                    if !loaded.by_tenant.contains_key(t) {
+                        changes.push((t.clone(), Some(o.version.clone()), None));
+                    }
+                }
                 tracing::info!(
                     tenants = loaded.policies.policies.len(),
                     keys = loaded.keyring.len(),
+                    changed = changes.len(),
                     "policies reloaded"
                 );
+                for (t, before, after) in &changes {
+                    tracing::info!(tenant = %t, old = before.as_deref().unwrap_or("-"), new = after.as_deref().unwrap_or("-"), "policy version changed");
+                }
                 *self.current.write().expect("tenant directory lock") = Arc::new(loaded);
-                true
+                ReloadOutcome::Reloaded(changes)
             }
             Err(e) => {
                 tracing::error!(error = %e, "policy change refused; previous policies stay in force");
-                false
+                *self.refused.lock().expect("refused lock") = Some(now);
+                ReloadOutcome::Refused(e)
             }
         }
     }
@@ -115,7 +158,7 @@ impl TenantDirectory {
             }
             *last = Some(Instant::now());
         }
-        self.reload_if_changed()
+        matches!(self.reload_if_changed(), ReloadOutcome::Reloaded(_))
     }
 
     /// The version of `tenant`'s policy in force (lineage).
@@ -248,8 +291,22 @@ mod tests {
         create_tenant(dir.path(), "acme").unwrap();
         let key = create_key(dir.path(), "acme", Scopes::parse_list("ingest").unwrap()).unwrap();
         let tenants = TenantDirectory::open(dir.path()).unwrap();
+        let v1 = tenants.policy_version(&TenantId::new("acme").unwrap());
         std::fs::write(dir.path().join("broken.toml"), "tenant = 5\n").unwrap();
-        assert!(!tenants.reload_if_changed());
+        assert!(
+            matches!(tenants.reload_if_changed(), ReloadOutcome::Refused(e) if e.contains("broken.toml"))
+        );
+        // the same broken state is not reported again
+        assert_eq!(tenants.reload_if_changed(), ReloadOutcome::Unchanged);
         assert!(tenants.authenticate(&key.expose()).is_ok());
+        // fixing it lets the next change in, with the versions that changed
+        std::fs::remove_file(dir.path().join("broken.toml")).unwrap();
+        create_key(dir.path(), "acme", Scopes::parse_list("query").unwrap()).unwrap();
+        let ReloadOutcome::Reloaded(changes) = tenants.reload_if_changed() else {
+            panic!("not reloaded");
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.as_deref(), Some(v1.as_str()));
+        assert_ne!(changes[0].2.as_deref(), Some(v1.as_str()));
     }
 }
