@@ -127,8 +127,9 @@ const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
 
 /// Try-out mode: make sure the demo tenants exist, printing fresh keys for
 /// any created now (the only time their secrets are shown).
-fn ensure_demo_tenants(config: &Config) -> Result<(), String> {
+fn ensure_demo_tenants(config: &Config) -> Result<usize, String> {
     let dir = config.policy_dir();
+    let mut created = 0;
     for name in DEMO_TENANTS {
         let tenant = TenantId::new(name)?;
         if PolicySet::path_for(&dir, &tenant).exists() {
@@ -140,14 +141,15 @@ fn ensure_demo_tenants(config: &Config) -> Result<(), String> {
             "demo tenant {name}: key (scopes ingest,query) {}",
             key.expose()
         );
+        created += 1;
     }
-    Ok(())
+    Ok(created)
 }
 
 async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let config = load_config(path.as_ref())?;
     if path.is_none() {
-        ensure_demo_tenants(&config)?;
+        let created = ensure_demo_tenants(&config)?;
         println!(
             "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query",
             config.data_dir.display(),
@@ -155,7 +157,9 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             config.listen.http,
             config.listen.api
         );
-        println!("  (keys of existing demo tenants were printed when they were created; make another with 'bulkhead key create --tenant demo-a --scopes ingest,query')");
+        if created == 0 {
+            println!("  demo tenants exist already; their keys were shown when they were created. New key: 'bulkhead key create --tenant demo-a --scopes ingest,query'");
+        }
     }
     let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
     let token = server.shutdown_token();
