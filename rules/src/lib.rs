@@ -11,6 +11,7 @@ pub mod clock;
 pub mod error;
 pub mod keys;
 pub mod policy;
+pub mod redact;
 pub mod tenant;
 
 pub use anomaly_policy::{AnomalyPolicy, SeriesKind};
