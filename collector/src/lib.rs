@@ -14,6 +14,7 @@ pub mod error;
 pub mod pipeline;
 pub mod policy_cli;
 pub mod receiver;
+pub mod redact;
 pub mod server;
 pub mod telemetry;
 pub mod tenants;
