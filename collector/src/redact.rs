@@ -3,7 +3,8 @@
 //!
 //! Every attribute map of the store schemas is visited (resource, scope,
 //! record, span event and link, metric metadata and exemplar attributes), as
-//! are log bodies (JSON bodies leaf by leaf) and span names. Records a
+//! are log bodies (JSON bodies leaf by leaf) and span names, span status
+//! messages and event names (location `span_name`). Records a
 //! `drop_record` rule matches are removed first, judged on the values as
 //! received. Columns nothing changed are passed through as the same `Arc`,
 //! so a batch without secrets costs a scan and no copies.
@@ -30,8 +31,10 @@ enum Col {
     Map(&'static str, Location),
     /// The map field `child` of the items of a `List<Struct>` column.
     ListMap(&'static str, &'static str, Location),
-    /// A `Utf8` column without key (span name).
+    /// A `Utf8` column without key (span name, status message).
     Text(&'static str, Location),
+    /// The `Utf8` field `child` of the items of a `List<Struct>` column.
+    ListText(&'static str, &'static str, Location),
     /// The log body, with `body_type`.
     Body,
 }
@@ -51,7 +54,11 @@ fn columns_of(signal: Signal) -> &'static [Col] {
             RESOURCE,
             SCOPE,
             Col::Map("attributes", Location::RecordAttributes),
+            // Names and messages are free text too; credentials end up in
+            // them (`auth failed for Bearer ...`).
             Col::Text("name", Location::SpanName),
+            Col::Text("status_message", Location::SpanName),
+            Col::ListText("events", "name", Location::SpanName),
             Col::ListMap("events", "attributes", Location::EventAttributes),
             Col::ListMap("links", "attributes", Location::LinkAttributes),
         ],
@@ -109,8 +116,24 @@ pub fn redact_batch(
                 let Some(i) = index(&batch, name) else {
                     continue;
                 };
-                let new = rewrite_list_map(&columns[i], name, child, |k, v| {
-                    redactor.redact_attribute(loc, k, v, report)
+                let new = rewrite_list_child(&columns[i], name, child, |c| {
+                    let map = as_map(c, child)?;
+                    let new =
+                        rewrite_map(map, |k, v| redactor.redact_attribute(loc, k, v, report))?;
+                    Ok(new.map(|m| Arc::new(m) as ArrayRef))
+                })?;
+                if let Some(new) = new {
+                    columns[i] = new;
+                }
+            }
+            Col::ListText(name, child, loc) => {
+                let Some(i) = index(&batch, name) else {
+                    continue;
+                };
+                let new = rewrite_list_child(&columns[i], name, child, |c| {
+                    let text = as_str(c, child)?;
+                    let new = rewrite_strings(text, |_, s| redactor.redact_text(loc, s, report));
+                    Ok(new.map(|a| Arc::new(a) as ArrayRef))
                 })?;
                 if let Some(new) = new {
                     columns[i] = new;
@@ -260,12 +283,13 @@ fn rewrite_map(
     .map(Some)
 }
 
-/// Rewrites the map field `child` of a `List<Struct>` column's items.
-fn rewrite_list_map(
+/// Rewrites the field `child` of a `List<Struct>` column's items with `g`
+/// (`None`: unchanged).
+fn rewrite_list_child(
     column: &ArrayRef,
     name: &str,
     child: &str,
-    f: impl FnMut(&str, Option<&str>) -> AttrOutcome,
+    g: impl FnOnce(&ArrayRef) -> Result<Option<ArrayRef>, ArrowError>,
 ) -> Result<Option<ArrayRef>, ArrowError> {
     let list = column
         .as_list_opt::<i32>()
@@ -277,11 +301,11 @@ fn rewrite_list_map(
     let Some(ci) = items.fields().iter().position(|f| f.name() == child) else {
         return Ok(None);
     };
-    let Some(new) = rewrite_map(as_map(items.column(ci), child)?, f)? else {
+    let Some(new) = g(items.column(ci))? else {
         return Ok(None);
     };
     let mut children = items.columns().to_vec();
-    children[ci] = Arc::new(new);
+    children[ci] = new;
     let items = StructArray::try_new(items.fields().clone(), children, items.nulls().cloned())?;
     let DataType::List(item_field) = list.data_type() else {
         return Err(ArrowError::SchemaError(format!(
@@ -421,6 +445,28 @@ fn keep_mask(
                         for e in mo[item] as usize..mo[item + 1] as usize {
                             judge(row, loc, Some(keys.value(e)), value(values, e));
                         }
+                    }
+                }
+            }
+            Col::ListText(name, child, loc) => {
+                let Some(i) = index(batch, name) else {
+                    continue;
+                };
+                let Some(list) = batch.column(i).as_list_opt::<i32>() else {
+                    continue;
+                };
+                let Some(col) = list
+                    .values()
+                    .as_struct_opt()
+                    .and_then(|s| s.column_by_name(child))
+                else {
+                    continue;
+                };
+                let text = as_str(col, child)?;
+                let lo = list.value_offsets();
+                for row in 0..list.len() {
+                    for item in lo[row] as usize..lo[row + 1] as usize {
+                        judge(row, loc, None, value(text, item));
                     }
                 }
             }

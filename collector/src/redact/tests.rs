@@ -325,8 +325,12 @@ fn spans_names_events_and_links() {
         span_id: vec![2; 8],
         name: format!("auth {JWT}"),
         start_time_unix_nano: 1_700_000_000_000_000_000,
+        status: Some(opentelemetry_proto::tonic::trace::v1::Status {
+            message: format!("denied for {AWS}"),
+            code: 2,
+        }),
         events: vec![span::Event {
-            name: "e".into(),
+            name: format!("retry with {JWT}"),
             attributes: vec![kv("card", CARD), kv("ok", "1")],
             ..span::Event::default()
         }],
@@ -340,6 +344,7 @@ fn spans_names_events_and_links() {
     };
     let plain = Span {
         name: "GET /".into(),
+        status: None,
         events: vec![],
         links: vec![],
         ..s.clone()
@@ -352,6 +357,20 @@ fn spans_names_events_and_links() {
         Some("auth [REDACTED:jwt]")
     );
     assert_eq!(text(&out, "name", 1).as_deref(), Some("GET /"));
+    assert_eq!(
+        text(&out, "status_message", 0).as_deref(),
+        Some("denied for [REDACTED:cloud_key]")
+    );
+    let names = out
+        .column_by_name("events")
+        .map(|c| c.as_list::<i32>().values().as_struct().column(1).clone());
+    let Some(names) = names else {
+        panic!("no events")
+    };
+    assert_eq!(
+        names.as_string::<i32>().value(0),
+        "retry with [REDACTED:jwt]"
+    );
     let events = out
         .column_by_name("events")
         .map(|c| c.as_list::<i32>().value(0));

@@ -31,13 +31,15 @@
 //! - `keys` restricts a rule to attributes whose key matches one of the
 //!   globs (ASCII case-insensitive). Bodies and span names have no key: the
 //!   `match` alone decides there, and a rule without `match` skips them.
+//!   `span_name` covers span names, status messages and event names.
 //! - `mask` replaces each match with `replacement` (the whole value when the
 //!   rule has `keys` and no `match`). `hash` replaces each match (or the
 //!   whole value) with the hex HMAC-SHA-256 of it under `hash_secret`,
 //!   truncated to `hash_length` hex digits (default 64), so equal values
 //!   stay equal and joinable.
 //! - `drop_attribute` removes attributes whose key matches `keys` and whose
-//!   value matches `match` (either may be left out, not both).
+//!   value matches `match` (either may be left out, not both), judged on the
+//!   value as received, before any masking.
 //! - `drop_record` removes a record when any of its attributes (key in
 //!   `keys`, value matching `match`) or its body or span name (matching
 //!   `match`) does, judged on the values as received.
@@ -92,6 +94,7 @@ pub enum Location {
     MetricAttributes,
     /// Log bodies (string or JSON text).
     Body,
+    /// Span names, span status messages and span event names.
     SpanName,
 }
 
@@ -194,6 +197,9 @@ impl RedactionPolicy {
         }
         for d in &self.disable_defaults {
             match Detector::from_name(d) {
+                Some(det) if det.is_default() && self.detectors.contains(d) => out.push(format!(
+                    "redaction.disable_defaults: {d:?} is also listed in redaction.detectors"
+                )),
                 Some(det) if det.is_default() => {}
                 Some(_) => out.push(format!(
                     "redaction.disable_defaults: {d:?} is not on by default; leave it out of redaction.detectors instead"

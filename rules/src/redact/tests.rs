@@ -471,6 +471,11 @@ replacement = "<0>"
         assert!(all.contains(needle), "missing {needle:?} in\n{all}");
     }
     assert!(Redactor::compile(&p).is_err());
+    let both = policy("[redaction]\ndetectors = [\"jwt\"]\ndisable_defaults = [\"jwt\"]\n");
+    assert!(both
+        .problems()
+        .join("\n")
+        .contains("\"jwt\" is also listed in redaction.detectors"));
     let no_secret = policy(
         "[redaction]\n[[redaction.rules]]\nname = \"h\"\naction = \"hash\"\nkeys = [\"k\"]\n",
     );
@@ -499,6 +504,13 @@ fn the_secret_stays_out_of_debug_output() {
     let back: RedactionPolicy =
         toml::from_str(&toml::to_string(&p).unwrap_or_default()).unwrap_or_default();
     assert_eq!(back, p);
+}
+
+#[test]
+fn redactors_are_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Redactor>();
+    send_sync::<Report>();
 }
 
 #[test]
