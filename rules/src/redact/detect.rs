@@ -83,6 +83,11 @@ impl Detector {
     pub fn find(self, text: &str) -> Vec<Range<usize>> {
         let re = &PATTERNS[self as usize];
         let mut out = Vec::new();
+        // Most values hold no secret: the DFA answers that quickly, while
+        // setting up captures costs on every call.
+        if !re.is_match(text) {
+            return out;
+        }
         if self == Detector::PaymentCard {
             for run in re.find_iter(text) {
                 card_ranges(run.start(), run.as_str(), &mut out);
@@ -139,41 +144,43 @@ static PATTERNS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 });
 
 /// The regular expression of each detector (group 1, when present, is the
-/// part that gets masked).
+/// part that gets masked). Word boundaries are ASCII (`(?-u:\b)`) so the
+/// fast DFA also runs on non-ASCII text.
 pub fn pattern(d: Detector) -> &'static str {
     match d {
-        Detector::BearerToken => r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)",
-        Detector::Jwt => r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+        Detector::BearerToken => r"(?i)(?-u:\b)bearer\s+([A-Za-z0-9\-._~+/]{8,}=*)",
+        Detector::Jwt => r"(?-u:\b)eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
         Detector::CloudKey => concat!(
-            r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b",
-            r"|\bAIza[0-9A-Za-z_-]{35}",
-            r"|\bgh[pousr]_[A-Za-z0-9]{36,255}\b",
-            r"|\bxox[abposr]-[A-Za-z0-9-]{10,}",
+            r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}(?-u:\b)",
+            r"|(?-u:\b)AIza[0-9A-Za-z_-]{35}",
+            r"|(?-u:\b)gh[pousr]_[A-Za-z0-9]{36,255}(?-u:\b)",
+            r"|(?-u:\b)xox[abposr]-[A-Za-z0-9-]{10,}",
         ),
         Detector::SecretAssignment => concat!(
-            r#"(?i)\b(?:password|passwd|pwd|secret|client_secret|api_?key|access_?key|"#,
+            r#"(?i)(?-u:\b)(?:password|passwd|pwd|secret|client_secret|api_?key|access_?key|"#,
             r#"secret_?key|aws_secret_access_key|access_token|auth_token|refresh_token|token)"#,
             r#"["']?\s*[=:]\s*["']?([^\s"'&,;\[][^\s"'&,;]{3,})"#
         ),
-        // Runs of digit groups; `card_ranges` picks the cards out of them.
-        Detector::PaymentCard => r"\b[0-9]+(?:[ -][0-9]+)*\b",
+        // Runs of 13 or more digits in groups; `card_ranges` picks the cards
+        // out of them.
+        Detector::PaymentCard => r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,}(?-u:\b)",
         Detector::PrivateKey => concat!(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)",
             r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|$)"
         ),
         Detector::Email => concat!(
-            r"(?i)\b[a-z0-9._%+-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?",
-            r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,24}\b"
+            r"(?i)(?-u:\b)[a-z0-9._%+-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?",
+            r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,24}(?-u:\b)"
         ),
         Detector::Ipv4 => {
-            r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b"
+            r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?-u:\b)"
         }
         Detector::Ipv6 => {
             r"(?i)(?:[0-9a-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-f]{0,4})"
         }
-        Detector::UsSsn => r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
+        Detector::UsSsn => r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
         Detector::UkNino => {
-            r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b"
+            r"(?-u:\b)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?-u:\b)"
         }
     }
 }

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use hmac::{Hmac, Mac};
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use sha2::Sha256;
 
 use super::detect::Detector;
@@ -117,6 +117,8 @@ struct Rule {
     /// Bit per [`Location`].
     locations: u16,
     hash_len: usize,
+    /// Index of the matcher's pattern in [`Redactor::set`].
+    set_index: Option<usize>,
 }
 
 impl Rule {
@@ -151,6 +153,9 @@ impl Rule {
 /// A tenant's compiled redaction rules.
 pub struct Redactor {
     rules: Vec<Rule>,
+    /// Every rule's pattern in one set: one scan tells which rules can match
+    /// a value, so a value without secrets costs one pass, not one per rule.
+    set: Option<RegexSet>,
     disabled_defaults: Vec<String>,
     mac: Option<Hmac<Sha256>>,
 }
@@ -195,6 +200,7 @@ fn detector_rule(name: String, d: Detector) -> Rule {
         keys: None,
         locations: ALL_LOCATIONS,
         hash_len: 64,
+        set_index: None,
     }
 }
 
@@ -240,6 +246,7 @@ impl Redactor {
                     .map(|ks| ks.iter().map(|k| k.to_ascii_lowercase()).collect()),
                 locations,
                 hash_len: spec.hash_length.unwrap_or(64),
+                set_index: None,
             });
         }
         let mut seen: Vec<Detector> = Vec::new();
@@ -269,6 +276,7 @@ impl Redactor {
         disabled_defaults.sort();
         disabled_defaults.dedup();
         Ok(Redactor {
+            set: prefilter(&mut rules),
             rules,
             disabled_defaults,
             mac,
@@ -278,11 +286,13 @@ impl Redactor {
     /// The redactor of a tenant whose policy has no `[redaction]` section:
     /// the secure defaults only.
     pub fn default_for_tenant() -> Redactor {
+        let mut rules: Vec<Rule> = Detector::DEFAULTS
+            .into_iter()
+            .map(|d| detector_rule(format!("default:{}", d.name()), d))
+            .collect();
         Redactor {
-            rules: Detector::DEFAULTS
-                .into_iter()
-                .map(|d| detector_rule(format!("default:{}", d.name()), d))
-                .collect(),
+            set: prefilter(&mut rules),
+            rules,
             disabled_defaults: Vec::new(),
             mac: None,
         }
@@ -403,7 +413,10 @@ impl Redactor {
         Some(rule)
     }
 
-    /// Applies the mask and hash rules to one value.
+    /// Applies the mask and hash rules to one value, until nothing changes:
+    /// removing a match can expose another (`...stuAKIA...` has no word
+    /// boundary before `AKIA` until the key before it is masked), and
+    /// redacting twice must equal redacting once.
     fn redact_value(
         &self,
         loc: Location,
@@ -411,12 +424,44 @@ impl Redactor {
         text: &str,
         report: &mut Report,
     ) -> Option<String> {
+        let mut out = self.redact_pass(loc, key, text, true, report)?;
+        // Later passes mask only: hashing a hash would give a new pseudonym.
+        // The bound is a guard; in practice the second pass finds nothing.
+        for _ in 0..8 {
+            match self.redact_pass(loc, key, &out, false, report) {
+                Some(next) => out = next,
+                None => break,
+            }
+        }
+        Some(out)
+    }
+
+    /// One pass of the mask (and, if `hash`, hash) rules, in order.
+    fn redact_pass(
+        &self,
+        loc: Location,
+        key: Option<&str>,
+        text: &str,
+        hash: bool,
+        report: &mut Report,
+    ) -> Option<String> {
         let mut current: Option<String> = None;
+        let mut hits: Option<regex::SetMatches> = None;
         for rule in &self.rules {
-            if !matches!(rule.action, Action::Mask | Action::Hash) || !rule.targets(loc, key) {
+            let acts = match rule.action {
+                Action::Mask => true,
+                Action::Hash => hash,
+                _ => false,
+            };
+            if !acts || !rule.targets(loc, key) {
                 continue;
             }
             let cur = current.as_deref().unwrap_or(text);
+            if let (Some(set), Some(i)) = (&self.set, rule.set_index) {
+                if !hits.get_or_insert_with(|| set.matches(cur)).matched(i) {
+                    continue;
+                }
+            }
             let next = match &rule.matcher {
                 None => {
                     let whole = self.replacement(rule, cur);
@@ -434,6 +479,8 @@ impl Redactor {
                     _ => c.values_masked += 1,
                 }
                 current = Some(next);
+                // The text changed: what can match it has to be asked again.
+                hits = None;
             }
         }
         current.filter(|c| c != text)
@@ -470,6 +517,35 @@ impl Redactor {
         }
         out.push_str(&text[last..]);
         changed.then_some(out)
+    }
+}
+
+/// Builds the set of the rules' patterns and records each rule's index in
+/// it; `None` (no prefilter, every rule runs) if the set exceeds its limits.
+fn prefilter(rules: &mut [Rule]) -> Option<RegexSet> {
+    let mut patterns = Vec::new();
+    for rule in rules.iter_mut() {
+        let p = match &rule.matcher {
+            Some(Matcher::Pattern(re)) => re.as_str(),
+            Some(Matcher::Detector(d)) => super::detect::pattern(*d),
+            None => continue,
+        };
+        rule.set_index = Some(patterns.len());
+        patterns.push(p);
+    }
+    let limit = REGEX_SIZE_LIMIT.saturating_mul(patterns.len().max(1));
+    match RegexSetBuilder::new(&patterns)
+        .size_limit(limit)
+        .dfa_size_limit(limit)
+        .build()
+    {
+        Ok(set) => Some(set),
+        Err(_) => {
+            for rule in rules.iter_mut() {
+                rule.set_index = None;
+            }
+            None
+        }
     }
 }
 

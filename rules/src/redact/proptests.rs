@@ -43,15 +43,26 @@ fn filler() -> impl Strategy<Value = String> {
     .prop_map(|parts| parts.concat())
 }
 
-fn everything() -> Redactor {
-    let p = RedactionPolicy {
-        detectors: Detector::ALL.iter().map(|d| d.name().to_owned()).collect(),
-        ..RedactionPolicy::default()
-    };
-    match Redactor::compile(&p) {
-        Ok(r) => r,
-        Err(e) => panic!("{e:?}"),
-    }
+/// Every detector on; compiled once, the set of patterns is slow to build
+/// in debug builds.
+fn everything() -> &'static Redactor {
+    static ALL: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(|| {
+        let p = RedactionPolicy {
+            detectors: Detector::ALL.iter().map(|d| d.name().to_owned()).collect(),
+            ..RedactionPolicy::default()
+        };
+        match Redactor::compile(&p) {
+            Ok(r) => r,
+            Err(e) => panic!("{e:?}"),
+        }
+    });
+    &ALL
+}
+
+fn defaults() -> &'static Redactor {
+    static DEFAULTS: std::sync::LazyLock<Redactor> =
+        std::sync::LazyLock::new(Redactor::default_for_tenant);
+    &DEFAULTS
 }
 
 fn redact(r: &Redactor, t: &str) -> String {
@@ -73,8 +84,8 @@ proptest! {
             text.push(' ');
             text.push_str(&after);
         }
-        let r = Redactor::default_for_tenant();
-        let out = redact(&r, &text);
+        let r = defaults();
+        let out = redact(r, &text);
         for d in Detector::DEFAULTS {
             prop_assert!(d.find(&out).is_empty(), "{} survives in {out:?}", d.name());
         }
@@ -105,7 +116,7 @@ proptest! {
             text.push_str(&after);
         }
         let r = everything();
-        let once = redact(&r, &text);
+        let once = redact(r, &text);
         let mut rep = Report::default();
         prop_assert_eq!(r.redact_text(Location::Body, &once, &mut rep), None, "{:?}", once);
         prop_assert!(rep.is_empty());
@@ -128,7 +139,7 @@ proptest! {
     fn json_leaves_are_redacted_and_json_stays_valid(t in filler(), i in 0..SECRETS.len()) {
         let leaf = format!("{t} {} {t}", SECRETS[i].0);
         let json = format!("{{\"a\": [{leaf:?}, 1.5, true], \"b\": {t:?}}}");
-        let r = Redactor::default_for_tenant();
+        let r = defaults();
         let out = r.redact_json_body(&json, &mut Report::default()).unwrap_or(json);
         prop_assert!(!out.contains(SECRETS[i].0), "{}", out);
         let leaves = json::redact_json_strings(&out, |s| {

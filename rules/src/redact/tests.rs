@@ -156,6 +156,21 @@ fn defaults_mask_credentials_but_not_personal_data() {
 }
 
 #[test]
+fn masking_that_exposes_another_secret_runs_again() {
+    // Before the GCP key is masked, `AKIA` has no word boundary before it.
+    let r = Redactor::default_for_tenant();
+    let once = text(
+        &r,
+        "AIzaSyD-1234567890abcdefghijklmnopqrstuAKIAIOSFODNN7EXAMPLE",
+    );
+    assert_eq!(once, "[REDACTED:cloud_key][REDACTED:cloud_key]");
+    assert_eq!(
+        r.redact_text(Location::Body, &once, &mut Report::default()),
+        None
+    );
+}
+
+#[test]
 fn defaults_are_turned_off_only_explicitly_and_visibly() {
     let r =
         compile("[redaction]\ndisable_defaults = [\"payment_card\"]\ndetectors = [\"email\"]\n");
