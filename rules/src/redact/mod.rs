@@ -301,12 +301,15 @@ fn rule_problems(rule: &RuleSpec, at: &str, has_secret: bool, out: &mut Vec<Stri
             if rule.matcher.is_some() {
                 out.push(format!("{at}.match is not used by allow_keys"));
             }
-            if rule.applies_to.iter().any(|l| !l.has_keys()) {
-                out.push(format!(
-                    "{at}.applies_to: allow_keys applies to attribute locations only"
-                ));
-            }
         }
+    }
+    if matches!(rule.action, Action::AllowKeys | Action::DropAttribute)
+        && rule.applies_to.iter().any(|l| !l.has_keys())
+    {
+        out.push(format!(
+            "{at}.applies_to: {:?} applies to attribute locations only",
+            rule.action
+        ));
     }
     if rule.replacement.is_some() && rule.action != Action::Mask {
         out.push(format!("{at}.replacement is only used by mask"));

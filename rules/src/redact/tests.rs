@@ -500,6 +500,16 @@ replacement = "<0>"
         .contains("hash needs redaction.hash_secret"));
     let unknown = toml::from_str::<RedactionPolicy>("detector = []\n");
     assert!(unknown.is_err());
+    let unknown_in_rule = toml::from_str::<RedactionPolicy>(
+        "[[rules]]\nname = \"a\"\naction = \"mask\"\nkey = [\"x\"]\n",
+    );
+    assert!(unknown_in_rule.is_err());
+    let body_drop = policy(
+        "[redaction]\n[[redaction.rules]]\nname = \"d\"\naction = \"drop_attribute\"\nkeys = [\"k\"]\napplies_to = [\"body\"]\n",
+    );
+    assert!(body_drop.problems().join("\n").contains(
+        "redaction.rules[0] (\"d\").applies_to: DropAttribute applies to attribute locations only"
+    ));
 }
 
 #[test]
