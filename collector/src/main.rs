@@ -148,48 +148,56 @@ fn ensure_demo_tenants(config: &Config) -> Result<usize, String> {
 
 async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let config = load_config(path.as_ref())?;
-    if path.is_none() {
-        let created = ensure_demo_tenants(&config)?;
+    let created = if path.is_none() {
+        Some(ensure_demo_tenants(&config)?)
+    } else {
+        None
+    };
+    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
+    // Handlers are in place before anything says the server is up.
+    let stop = stop_signals()?;
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        stop.await;
+        token.cancel();
+    });
+    if let Some(created) = created {
         println!(
             "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query",
             config.data_dir.display(),
-            config.listen.grpc,
-            config.listen.http,
-            config.listen.api
+            server.grpc_addr,
+            server.http_addr,
+            server.api_addr
         );
         if created == 0 {
             println!("  demo tenants exist already; their keys were shown when they were created. New key: 'bulkhead key create --tenant demo-a --scopes ingest,query'");
         }
     }
-    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
-    let token = server.shutdown_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        token.cancel();
-    });
     server.stopped().await;
     tracing::info!("stopping: finishing requests and flushing buffers");
     server.shutdown().await.map(|_| ())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or Ctrl-C; registered when called, not when awaited.
+fn stop_signals() -> Result<impl std::future::Future<Output = ()>, String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn main() -> ExitCode {
