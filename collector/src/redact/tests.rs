@@ -601,3 +601,26 @@ fn planted_credentials_leave_no_trace_in_any_column() {
         }
     }
 }
+
+#[test]
+fn sliced_batches_give_the_rows_of_the_whole() {
+    let b = spans(
+        (0..4)
+            .map(|i| Span {
+                trace_id: vec![1; 16],
+                span_id: vec![i + 1; 8],
+                name: format!("op {i} Bearer abcdefgh{i}"),
+                attributes: vec![kv("card", CARD), kv("i", &i.to_string())],
+                events: vec![span::Event {
+                    attributes: vec![kv("k", AWS)],
+                    ..span::Event::default()
+                }],
+                ..Span::default()
+            })
+            .collect(),
+    );
+    let r = Redactor::default_for_tenant();
+    let whole = run(Signal::Spans, &b, &r, &mut Report::default());
+    let part = run(Signal::Spans, &b.slice(1, 2), &r, &mut Report::default());
+    assert_eq!(part, whole.slice(1, 2));
+}

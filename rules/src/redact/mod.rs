@@ -61,15 +61,19 @@ use serde::{Deserialize, Serialize};
 pub mod detect;
 mod engine;
 mod json;
+mod report;
 
+#[cfg(test)]
+mod detect_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 
 pub use detect::Detector;
-pub use engine::{AttrOutcome, Redactor, Report, RuleCounts};
+pub use engine::Redactor;
 pub use json::redact_json_strings;
+pub use report::{AttrOutcome, Report, RuleCounts};
 
 /// Longest accepted regular expression, in bytes of text.
 pub const MAX_PATTERN_LEN: usize = 1024;
