@@ -39,8 +39,9 @@ fn run(threads: usize, per_thread: usize) -> f64 {
     let bytes = std::fs::metadata(log.path()).expect("size").len();
     let rate = n as f64 / elapsed;
     println!(
-        "{threads:>3} thread(s): {n:>6} appends in {elapsed:.2} s = {rate:>8.0} appends/s, {:.1} us/append, {} bytes/entry",
+        "{threads:>3} thread(s): {n:>6} appends in {elapsed:.2} s = {rate:>8.0} appends/s, {:.1} us/append, {:.1} appends/fsync, {} bytes/entry",
         elapsed * 1e6 / n as f64,
+        n as f64 / log.fsyncs() as f64,
         bytes / n
     );
     let start = Instant::now();

@@ -439,6 +439,8 @@ fn concurrent_appends_keep_one_chain() {
     let report = verify(log.path()).unwrap();
     assert_eq!(report.entries, n);
     assert_eq!(report.head, log.head());
+    // Every append was made durable, by its own fsync or a shared one.
+    assert!((1..=n).contains(&log.fsyncs()), "{} fsyncs", log.fsyncs());
 }
 
 #[test]

@@ -1,10 +1,10 @@
-//! The writer: one append-only file, appends serialized by a mutex, fsyncs
-//! shared between concurrent appenders (group commit).
+//! The writer: one append-only file; appenders queue their line under a
+//! mutex and one of them (the leader) writes and fsyncs everything queued
+//! (group commit).
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bulkhead_rules::{Clock, TenantId};
 
@@ -17,33 +17,41 @@ use crate::TimeRange;
 /// The audit log of one node: `<dir>/audit.log`.
 ///
 /// [`AuditLog::append`] returns once the entry is on disk (fdatasync).
-/// Appenders that arrive while an fsync is running are written right away and
-/// covered by the next single fsync, so concurrent appends cost about one
-/// fsync per batch rather than one each. The file is locked (`flock`) while
-/// open so two processes cannot interleave chains.
+/// Entries appended while an fsync runs are queued in memory and written and
+/// fsynced together by the next leader, so concurrent appends cost about one
+/// write and one fsync per batch. Only the leader touches the file: writes
+/// never wait behind an fsync. The file is locked (`flock`) while open so two
+/// processes cannot interleave chains.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
     clock: Arc<dyn Clock>,
-    /// Opened for append; writes go through `&File` under `writer`, fsyncs
-    /// run outside it so the next appenders can write meanwhile.
+    /// Opened for append; written only by the current leader.
     file: File,
-    writer: Mutex<Writer>,
-    /// Highest seq known durable; held during an fsync.
-    synced: Mutex<u64>,
-    /// Highest seq written to the file (maybe not yet durable).
-    written: AtomicU64,
-    /// Set when a write could not be undone or an fsync failed: the file's
-    /// state is unknown, so appending more could hide the gap.
-    poisoned: AtomicBool,
+    state: Mutex<State>,
+    /// Signalled when a leader finishes.
+    flushed: Condvar,
 }
 
 #[derive(Debug)]
-struct Writer {
+struct State {
+    /// Chain position of the next entry (queued entries included).
     next_seq: u64,
     last_hash: String,
-    /// Bytes of complete entries in the file.
+    /// Lines assigned a seq but not yet written.
+    pending: Vec<u8>,
+    /// A leader is writing and fsyncing.
+    flushing: bool,
+    /// Last durable entry.
+    durable: Anchor,
+    /// Bytes of durable entries in the file.
     len: u64,
+    /// Set when a write or fsync failed: queued entries chain onto lost ones
+    /// and after a failed fsync the file's state is unknown, so nothing more
+    /// may be appended.
+    poisoned: bool,
+    /// fsyncs done, to see how well group commit batches.
+    fsyncs: u64,
 }
 
 impl AuditLog {
@@ -103,14 +111,20 @@ impl AuditLog {
             path,
             clock,
             file,
-            writer: Mutex::new(Writer {
+            state: Mutex::new(State {
                 next_seq,
+                durable: Anchor {
+                    seq: next_seq - 1,
+                    hash: last_hash.clone(),
+                },
                 last_hash,
+                pending: Vec::new(),
+                flushing: false,
                 len: tail.complete_len,
+                poisoned: false,
+                fsyncs: 0,
             }),
-            synced: Mutex::new(next_seq - 1),
-            written: AtomicU64::new(next_seq - 1),
-            poisoned: AtomicBool::new(false),
+            flushed: Condvar::new(),
         };
         if torn > 0 {
             log.append(
@@ -127,77 +141,84 @@ impl AuditLog {
         &self.path
     }
 
-    /// The last entry written (seq 0 and the genesis hash when empty). Worth
-    /// recording outside the node (logs, metrics) as an [`Anchor`] for
+    /// The last durable entry (seq 0 and the genesis hash when empty).
+    /// Worth recording outside the node (logs, metrics) as an [`Anchor`] for
     /// `verify`: the chain alone cannot reveal entries cut from its end.
     pub fn head(&self) -> Anchor {
-        let w = lock(&self.writer);
-        Anchor {
-            seq: w.next_seq - 1,
-            hash: w.last_hash.clone(),
-        }
+        lock(&self.state).durable.clone()
+    }
+
+    /// fsyncs done by appends since open; with [`AuditLog::head`] it shows
+    /// how many entries each fsync covered (worth exporting as a metric).
+    pub fn fsyncs(&self) -> u64 {
+        lock(&self.state).fsyncs
     }
 
     /// Appends `event`, stamped with the next seq, the clock's time and the
     /// chain hashes, and returns it once it is durable.
     pub fn append(&self, event: NewEvent) -> Result<AuditEvent, AuditError> {
-        let entry = {
-            let mut w = lock(&self.writer);
-            self.check_poisoned()?;
-            let mut entry = AuditEvent {
-                seq: w.next_seq,
-                time_nanos: self.clock.now_nanos(),
-                tenant: event.tenant,
-                key_id: event.key_id,
-                kind: event.kind,
-                details: event.details,
-                prev_hash: w.last_hash.clone(),
-                hash: String::new(),
-            };
-            entry.hash = entry.compute_hash();
-            let mut line = entry.to_line();
-            line.push('\n');
-            if let Err(e) = (&self.file).write_all(line.as_bytes()) {
-                // Cut a partial line so the next entry does not land after it.
-                if self.file.set_len(w.len).is_err() {
-                    self.poisoned.store(true, Ordering::SeqCst);
-                }
-                return Err(AuditError::io(&self.path, e));
-            }
-            w.len += line.len() as u64;
-            w.next_seq += 1;
-            w.last_hash.clone_from(&entry.hash);
-            self.written.store(entry.seq, Ordering::SeqCst);
-            entry
-        };
-        self.sync_through(entry.seq)?;
-        Ok(entry)
-    }
-
-    /// Makes every entry up to `seq` durable with at most one fsync, which
-    /// also covers whatever others wrote before it started.
-    fn sync_through(&self, seq: u64) -> Result<(), AuditError> {
-        let mut synced = lock(&self.synced);
-        if *synced >= seq {
-            return Ok(());
-        }
-        self.check_poisoned()?;
-        let upto = self.written.load(Ordering::SeqCst);
-        if let Err(e) = self.file.sync_data() {
-            // After a failed fsync Linux may drop the dirty pages and report
-            // success next time: nothing after this point can be trusted.
-            self.poisoned.store(true, Ordering::SeqCst);
-            return Err(AuditError::io(&self.path, e));
-        }
-        *synced = upto;
-        Ok(())
-    }
-
-    fn check_poisoned(&self) -> Result<(), AuditError> {
-        if self.poisoned.load(Ordering::SeqCst) {
+        let mut s = lock(&self.state);
+        if s.poisoned {
             return Err(AuditError::Poisoned(self.path.clone()));
         }
-        Ok(())
+        let mut entry = AuditEvent {
+            seq: s.next_seq,
+            time_nanos: self.clock.now_nanos(),
+            tenant: event.tenant,
+            key_id: event.key_id,
+            kind: event.kind,
+            details: event.details,
+            prev_hash: s.last_hash.clone(),
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        s.pending.extend_from_slice(entry.to_line().as_bytes());
+        s.pending.push(b'\n');
+        s.next_seq += 1;
+        s.last_hash.clone_from(&entry.hash);
+        loop {
+            if s.durable.seq >= entry.seq {
+                return Ok(entry);
+            }
+            if s.poisoned {
+                return Err(AuditError::Poisoned(self.path.clone()));
+            }
+            if s.flushing {
+                s = self.flushed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Lead: write and fsync everything queued, without the lock so
+            // others can queue meanwhile.
+            s.flushing = true;
+            let batch = std::mem::take(&mut s.pending);
+            let head = Anchor {
+                seq: s.next_seq - 1,
+                hash: s.last_hash.clone(),
+            };
+            let base_len = s.len;
+            drop(s);
+            let result = (&self.file)
+                .write_all(&batch)
+                .and_then(|()| self.file.sync_data());
+            s = lock(&self.state);
+            s.flushing = false;
+            s.fsyncs += 1;
+            match result {
+                Ok(()) => {
+                    s.len = base_len + batch.len() as u64;
+                    s.durable = head;
+                }
+                Err(e) => {
+                    // Cut a partial batch so the file stays a valid chain up
+                    // to the last durable entry; refuse appends from now on.
+                    let _ = self.file.set_len(base_len);
+                    s.poisoned = true;
+                    self.flushed.notify_all();
+                    return Err(AuditError::io(&self.path, e));
+                }
+            }
+            self.flushed.notify_all();
+        }
     }
 
     /// The events of `tenant` whose time lies in `range` (inclusive), in log
@@ -215,14 +236,14 @@ impl AuditLog {
     }
 
     /// Every entry for which `keep` is true, in log order. Reads the file
-    /// from the start up to the entries written so far (a consistent prefix;
+    /// from the start up to the entries durable so far (a consistent prefix;
     /// appends continue meanwhile). Each line is checked as by `verify`
     /// (canonical form and own hash), not the chain.
     pub fn events_matching(
         &self,
         mut keep: impl FnMut(&AuditEvent) -> bool,
     ) -> Result<Vec<AuditEvent>, AuditError> {
-        let len = lock(&self.writer).len;
+        let len = lock(&self.state).len;
         let file = File::open(&self.path).map_err(|e| AuditError::io(&self.path, e))?;
         let mut reader = BufReader::new(file.take(len));
         let mut out = Vec::new();
@@ -253,8 +274,9 @@ impl AuditLog {
     }
 }
 
-/// A panic in another appender leaves the state consistent (it is only
-/// updated after a successful write), so a poisoned mutex is still usable.
+/// Nothing panics while holding the lock in a way that leaves the state
+/// half-updated (the leader updates it after its I/O), so a poisoned mutex
+/// is still usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
