@@ -13,8 +13,10 @@ use tokio::sync::Notify;
 use crate::anomaly::{self, AnomalyEngine};
 use crate::convert::{self, Stamp};
 use crate::error::ReceiveError;
+use crate::redact;
 use crate::telemetry::Telemetry;
 use crate::tenants::TenantDirectory;
+use bulkhead_rules::redact::Report;
 
 /// How long a client is asked to wait when the store is saturated.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -67,6 +69,50 @@ impl Pipeline {
             telemetry,
             anomalies,
         }
+    }
+
+    /// Applies the tenant's governance to a converted batch: fields naming a
+    /// tenant are pinned to the caller, then its redaction rules (and the
+    /// secure defaults) run. None when every record was dropped by a rule.
+    fn govern(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        signal: Signal,
+        batch: arrow::record_batch::RecordBatch,
+    ) -> Result<Option<arrow::record_batch::RecordBatch>, ReceiveError> {
+        let internal = |e: arrow::error::ArrowError| {
+            ReceiveError::Internal(format!("tenant {tenant}: redaction: {e}"))
+        };
+        let (batch, pinned) =
+            redact::enforce_tenant_fields(&batch, tenant.as_str(), &redact::TENANT_KEYS)
+                .map_err(internal)?;
+        self.telemetry.add(
+            "bulkhead_tenant_fields_overwritten_total",
+            &[("tenant", tenant.as_str())],
+            pinned,
+        );
+        let mut report = Report::default();
+        let redactor = self.tenants.redactor(tenant);
+        let out = redact::redact_batch(signal, &batch, &redactor, &mut report).map_err(internal)?;
+        for (rule, c) in &report.rules {
+            for (action, n) in [
+                ("masked", c.values_masked),
+                ("hashed", c.values_hashed),
+                ("attribute_dropped", c.attributes_dropped),
+                ("record_dropped", c.records_dropped),
+            ] {
+                self.telemetry.add(
+                    "bulkhead_redactions_total",
+                    &[
+                        ("tenant", tenant.as_str()),
+                        ("rule", rule),
+                        ("action", action),
+                    ],
+                    n,
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Stores anomaly findings in the tenant's `anomalies` table.
@@ -122,7 +168,11 @@ impl Pipeline {
             Export::Traces(r) => (convert::spans(r, &stamp), Signal::Spans),
             Export::Metrics(r) => (convert::metrics(r, &stamp), Signal::Metrics),
         };
-        if let Some(batch) = converted.batch {
+        let governed = match converted.batch {
+            Some(b) => self.govern(&principal.tenant, signal, b)?,
+            None => None,
+        };
+        if let Some(batch) = governed {
             match self.store.append(&principal.tenant, signal, batch.clone()) {
                 Ok(true) => self.flush_wanted.notify_one(),
                 Ok(false) => {}

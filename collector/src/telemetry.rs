@@ -30,6 +30,14 @@ const HELP: &[(&str, &str)] = &[
         "OTLP requests refused as a whole, by reason.",
     ),
     (
+        "bulkhead_redactions_total",
+        "Redaction actions by tenant, rule (default:<detector> for the secure defaults) and action.",
+    ),
+    (
+        "bulkhead_tenant_fields_overwritten_total",
+        "Attributes naming another tenant (tenant.id, org_id, ...) overwritten with the caller's tenant.",
+    ),
+    (
         "bulkhead_policy_reloads_total",
         "Policy directory reloads taken into force.",
     ),

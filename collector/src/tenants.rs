@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use bulkhead_rules::redact::Redactor;
 use bulkhead_rules::{
     ApiKey, AuthError, Authenticator, KeyRecord, Keyring, PolicySet, Principal, Scopes, TenantId,
     TenantPolicy,
@@ -27,6 +28,7 @@ pub enum ReloadOutcome {
 
 struct Loaded {
     policies: PolicySet,
+    redactors: std::collections::HashMap<TenantId, Arc<Redactor>>,
     by_tenant: std::collections::HashMap<TenantId, Arc<TenantPolicy>>,
     keyring: Keyring,
     fingerprint: Fingerprint,
@@ -71,6 +73,31 @@ fn load(dir: &Path) -> Result<Loaded, String> {
             .join("\n")
     })?;
     let keyring = Keyring::from_policies(&policies);
+    // Redactors are compiled once per load, never per request; a policy whose
+    // rules do not compile is refused like any other problem.
+    let mut redactors = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (t, p) in &policies.policies {
+        match Redactor::compile(&p.redaction) {
+            Ok(r) => {
+                if !r.disabled_defaults().is_empty() {
+                    tracing::warn!(tenant = %t, disabled = ?r.disabled_defaults(), "tenant policy turns default credential masking off");
+                }
+                redactors.insert(t.clone(), Arc::new(r));
+            }
+            Err(errors) => {
+                let path = PolicySet::path_for(dir, t);
+                problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("{}: {e}", path.display())),
+                );
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
     let by_tenant = policies
         .policies
         .iter()
@@ -78,6 +105,7 @@ fn load(dir: &Path) -> Result<Loaded, String> {
         .collect();
     Ok(Loaded {
         policies,
+        redactors,
         by_tenant,
         keyring,
         fingerprint,
@@ -168,6 +196,18 @@ impl TenantDirectory {
             .get(tenant)
             .map(|p| p.version.clone())
             .unwrap_or_default()
+    }
+
+    /// The redactor of `tenant`'s policy in force (secure defaults for a
+    /// tenant without one).
+    pub fn redactor(&self, tenant: &TenantId) -> Arc<Redactor> {
+        static DEFAULT: std::sync::LazyLock<Arc<Redactor>> =
+            std::sync::LazyLock::new(|| Arc::new(Redactor::default_for_tenant()));
+        self.current()
+            .redactors
+            .get(tenant)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT.clone())
     }
 
     /// The policy in force for `tenant`.

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::anomaly_policy::AnomalyPolicy;
 use crate::error::{AuthError, PolicyError};
 use crate::keys::{digest_eq, ApiKey, KeyRecord, Principal, Scopes};
+use crate::redact::RedactionPolicy;
 use crate::tenant::TenantId;
 
 /// The policy file as written on disk.
@@ -33,6 +34,12 @@ struct PolicyFile {
     keys: Vec<KeyRecord>,
     #[serde(default, skip_serializing_if = "is_default_anomaly")]
     anomaly: AnomalyPolicy,
+    #[serde(default, skip_serializing_if = "is_default_redaction")]
+    redaction: RedactionPolicy,
+}
+
+fn is_default_redaction(r: &RedactionPolicy) -> bool {
+    *r == RedactionPolicy::default()
 }
 
 fn is_default_anomaly(a: &AnomalyPolicy) -> bool {
@@ -45,6 +52,7 @@ pub struct TenantPolicy {
     pub tenant: TenantId,
     pub keys: Vec<KeyRecord>,
     pub anomaly: AnomalyPolicy,
+    pub redaction: RedactionPolicy,
     /// Content hash of the policy text (first 16 hex characters of its SHA-256):
     /// stamped on every stored record as lineage.
     pub version: String,
@@ -57,6 +65,7 @@ impl TenantPolicy {
             tenant,
             keys: Vec::new(),
             anomaly: AnomalyPolicy::default(),
+            redaction: RedactionPolicy::default(),
             version: String::new(),
         };
         p.version = version_of(&p.to_toml());
@@ -121,11 +130,19 @@ impl TenantPolicy {
         for problem in file.anomaly.problems() {
             errors.push(PolicyError::new(path, find_line(text, "[anomaly"), problem));
         }
+        for problem in file.redaction.problems() {
+            errors.push(PolicyError::new(
+                path,
+                find_line(text, "[redaction"),
+                problem,
+            ));
+        }
         match (tenant, errors.is_empty()) {
             (Some(tenant), true) => Ok(Self {
                 tenant,
                 keys: file.keys,
                 anomaly: file.anomaly,
+                redaction: file.redaction,
                 version: version_of(text),
             }),
             _ => Err(errors),
@@ -138,6 +155,7 @@ impl TenantPolicy {
             tenant: self.tenant.to_string(),
             keys: self.keys.clone(),
             anomaly: self.anomaly.clone(),
+            redaction: self.redaction.clone(),
         };
         let body = toml::to_string_pretty(&file).unwrap_or_default();
         format!(
@@ -404,6 +422,22 @@ mod tests {
         assert!(!TenantPolicy::new(TenantId::new("a").unwrap())
             .to_toml()
             .contains("anomaly"));
+    }
+
+    #[test]
+    fn redaction_section_is_validated_with_its_line() {
+        let text = "tenant = \"a\"\n\n[redaction]\ndetectors = [\"email\", \"horoscope\"]\n";
+        let errs = TenantPolicy::parse(Path::new("a.toml"), text).unwrap_err();
+        assert_eq!(errs[0].line, Some(3), "{errs:?}");
+        assert!(errs[0].message.contains("horoscope"), "{errs:?}");
+        let ok = TenantPolicy::parse(
+            Path::new("a.toml"),
+            "tenant = \"a\"\n[redaction]\ndetectors = [\"email\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.redaction.detectors, vec!["email".to_string()]);
+        let back = TenantPolicy::parse(Path::new("a.toml"), &ok.to_toml()).unwrap();
+        assert_eq!(back.redaction, ok.redaction);
     }
 
     #[test]

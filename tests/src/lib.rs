@@ -13,6 +13,7 @@ use serde_json::Value;
 /// Builds a [`TestServer`].
 pub struct TestServerBuilder {
     tenants: Vec<(String, String)>,
+    policy_sections: Vec<(String, String)>,
     config: Config,
     clock: Arc<dyn Clock>,
     data_dir: Option<PathBuf>,
@@ -37,6 +38,7 @@ impl Default for TestServerBuilder {
         config.node_name = "test-node".into();
         Self {
             tenants: Vec::new(),
+            policy_sections: Vec::new(),
             config,
             clock: Arc::new(SystemClock),
             data_dir: None,
@@ -49,6 +51,13 @@ impl TestServerBuilder {
     /// known afterwards as `key(tenant, scopes)`.
     pub fn tenant(mut self, name: &str, scopes: &str) -> Self {
         self.tenants.push((name.to_string(), scopes.to_string()));
+        self
+    }
+
+    /// TOML appended to `tenant`'s policy file (e.g. a `[redaction]` section).
+    pub fn policy(mut self, tenant: &str, toml: &str) -> Self {
+        self.policy_sections
+            .push((tenant.to_string(), toml.to_string()));
         self
     }
 
@@ -102,6 +111,13 @@ impl TestServerBuilder {
             )
             .expect("create key");
             keys.push((name.clone(), scopes.clone(), key.expose()));
+        }
+        for (tenant, section) in &self.policy_sections {
+            let path = policy_dir.join(format!("{tenant}.toml"));
+            let mut text = std::fs::read_to_string(&path).expect("policy file");
+            text.push('\n');
+            text.push_str(section);
+            std::fs::write(&path, text).expect("write policy");
         }
         let server = bulkhead_collector::start(&self.config, self.clock.clone())
             .await

@@ -108,6 +108,14 @@ async fn forged_tenant_hints_store_under_the_sender() {
     )
     .await;
     assert_eq!(n, 0);
+    // and the forged field itself was pinned to the caller in A's data
+    let n = count(
+        &srv,
+        &ka,
+        "SELECT count(*) FROM logs WHERE resource_attributes['tenant.id'] = 'a'",
+    )
+    .await;
+    assert_eq!(n, 3);
 }
 
 /// SECURITY row 2: scopes. An ingest key cannot query; a query key cannot ingest.
