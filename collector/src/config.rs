@@ -211,6 +211,11 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("policies"))
     }
 
+    /// The append-only audit trail.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
+    }
+
     /// Where the tenant store keeps its partition trees.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")

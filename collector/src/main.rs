@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bulkhead_collector::config::Config;
 use bulkhead_collector::{policy_cli, tenants};
 use bulkhead_rules::{PolicySet, Scopes, SystemClock, TenantId};
+use bulkhead_store::audit::{AuditError, AuditLog, EventKind, NewEvent};
 use clap::{Parser, Subcommand};
 
 /// Bulkhead: a tenant-isolated OpenTelemetry pipeline.
@@ -45,10 +46,28 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Anomaly detection tools.
     Anomaly {
         #[command(subcommand)]
         command: AnomalyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that no entry was edited, removed or reordered; exits non-zero
+    /// naming the first bad line. Safe to run next to a live server.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `SEQ:HASH` of an entry known from elsewhere (catches a cut tail).
+        #[arg(long)]
+        anchor: Vec<String>,
     },
 }
 
@@ -121,6 +140,20 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     };
     config.apply_env(|k| std::env::var(k).ok())?;
     Ok(config)
+}
+
+/// Records an operator action when no server holds the audit trail; a
+/// running server records it itself when it picks the change up.
+fn audit_offline(config: &Config, event: NewEvent) {
+    match AuditLog::open(&config.audit_dir(), Arc::new(SystemClock)) {
+        Ok(log) => {
+            if let Err(e) = log.append(event) {
+                eprintln!("warning: audit trail: {e}");
+            }
+        }
+        Err(AuditError::Locked(_)) => {}
+        Err(e) => eprintln!("warning: audit trail: {e}"),
+    }
 }
 
 const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
@@ -219,6 +252,7 @@ fn main() -> ExitCode {
             command: TenantCommand::Create { name, config },
         } => load_config(config.as_ref()).and_then(|c| {
             let p = tenants::create_tenant(&c.policy_dir(), &name)?;
+            audit_offline(&c, NewEvent::new(EventKind::TenantCreated).tenant(&p.tenant));
             println!(
                 "created tenant {} ({})",
                 p.tenant,
@@ -231,8 +265,29 @@ fn main() -> ExitCode {
         } => load_config(config.as_ref()).and_then(|c| {
             let scopes = Scopes::parse_list(&scopes)?;
             let key = tenants::create_key(&c.policy_dir(), &tenant, scopes)?;
+            if let Ok(t) = TenantId::new(&tenant) {
+                audit_offline(
+                    &c,
+                    NewEvent::new(EventKind::KeyCreated)
+                        .tenant(&t)
+                        .key_id(key.id())
+                        .detail("scopes", scopes),
+                );
+            }
             println!("created key {} for tenant {tenant} with scopes {scopes}; store it now, it is not shown again:", key.id());
             println!("{}", key.expose());
+            Ok(())
+        }),
+        Command::Audit {
+            command: AuditCommand::Verify { config, anchor },
+        } => load_config(config.as_ref()).and_then(|c| {
+            use bulkhead_store::audit::{verify_with, Anchor, VerifyOptions};
+            let anchors = anchor
+                .iter()
+                .map(|a| a.parse::<Anchor>().map_err(|e| format!("--anchor {a}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = verify_with(&c.audit_dir(), &VerifyOptions { anchors }).map_err(|e| e.to_string())?;
+            println!("audit trail intact: {} entries, head {}", report.entries, report.head);
             Ok(())
         }),
         Command::Check { config } => load_config(config.as_ref()).and_then(|c| {

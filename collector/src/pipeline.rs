@@ -48,6 +48,7 @@ pub struct Pipeline {
     flush_wanted: Arc<Notify>,
     telemetry: Arc<Telemetry>,
     anomalies: Arc<AnomalyEngine>,
+    audit: Option<Arc<bulkhead_store::audit::AuditLog>>,
 }
 
 impl Pipeline {
@@ -68,6 +69,28 @@ impl Pipeline {
             flush_wanted,
             telemetry,
             anomalies,
+            audit: None,
+        }
+    }
+
+    /// Puts refused credentials on the audit trail.
+    pub fn with_audit(mut self, log: Arc<bulkhead_store::audit::AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Counts and audits a refused credential; `presented` is the token sent.
+    pub fn refused_auth(
+        &self,
+        err: &bulkhead_rules::AuthError,
+        presented: Option<&str>,
+        interface: &str,
+    ) {
+        if let Some(log) = &self.audit {
+            crate::audit::record_later(
+                log,
+                bulkhead_query::http::auth_event(err, presented, interface),
+            );
         }
     }
 

@@ -20,6 +20,7 @@ use crate::pipeline::Pipeline;
 use crate::receiver::grpc::GrpcReceiver;
 use crate::telemetry::Telemetry;
 use crate::tenants::{ReloadOutcome, TenantDirectory};
+use bulkhead_store::audit::AuditLog;
 
 /// A started server. Drop does not stop it: call [`RunningServer::shutdown`].
 #[derive(Debug)]
@@ -53,6 +54,10 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
     let store =
         Arc::new(Store::open(&store_dir, flush.clone(), clock.clone()).map_err(|e| e.to_string())?);
     let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?);
+    let audit = Arc::new(
+        AuditLog::open(&config.audit_dir(), clock.clone())
+            .map_err(|e| format!("audit log: {e}"))?,
+    );
     let flush_wanted = Arc::new(Notify::new());
     let telemetry = Arc::new(Telemetry::default());
     let anomalies = Arc::new(AnomalyEngine::new(
@@ -60,15 +65,18 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         clock.clone(),
         telemetry.clone(),
     ));
-    let pipeline = Arc::new(Pipeline::new(
-        store.clone(),
-        tenants.clone(),
-        config.node_name.clone(),
-        clock,
-        flush_wanted.clone(),
-        telemetry.clone(),
-        anomalies.clone(),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            store.clone(),
+            tenants.clone(),
+            config.node_name.clone(),
+            clock,
+            flush_wanted.clone(),
+            telemetry.clone(),
+            anomalies.clone(),
+        )
+        .with_audit(audit.clone()),
+    );
     let engine = Arc::new(
         QueryEngine::new(
             store.clone(),
@@ -78,7 +86,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
                 memory_bytes: config.query.memory_limit.as_usize(),
             },
         )
-        .map_err(|e| e.to_string())?,
+        .map_err(|e| e.to_string())?
+        .with_audit(audit.clone()),
     );
 
     let grpc_listener = bind(config.listen.grpc, "OTLP/gRPC").await?;
@@ -161,6 +170,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         telemetry.clone(),
         shutdown.clone(),
         hup,
+        audit.clone(),
     ));
     tracing::info!(%grpc_addr, %http_addr, %api_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
@@ -192,6 +202,7 @@ async fn watch_policies(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
     mut hup: Option<Hangup>,
+    audit: Arc<AuditLog>,
 ) {
     let mut ticker = tokio::time::interval(POLICY_CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -215,11 +226,15 @@ async fn watch_policies(
         }
         let t = tenants.clone();
         match tokio::task::spawn_blocking(move || t.reload_if_changed()).await {
-            Ok(ReloadOutcome::Reloaded(_)) => {
-                telemetry.add("bulkhead_policy_reloads_total", &[], 1)
+            Ok(ReloadOutcome::Reloaded(changes)) => {
+                telemetry.add("bulkhead_policy_reloads_total", &[], 1);
+                for event in changes.iter().flat_map(crate::audit::policy_events) {
+                    crate::audit::record_later(&audit, event);
+                }
             }
-            Ok(ReloadOutcome::Refused(_)) => {
-                telemetry.add("bulkhead_policy_reload_errors_total", &[], 1)
+            Ok(ReloadOutcome::Refused(reason)) => {
+                telemetry.add("bulkhead_policy_reload_errors_total", &[], 1);
+                crate::audit::record_later(&audit, crate::audit::policy_rejected(&reason));
             }
             Ok(ReloadOutcome::Unchanged) => {}
             Err(e) => tracing::error!(error = %e, "policy check panicked"),

@@ -15,13 +15,27 @@ const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
+/// One tenant's policy that changed at a reload.
+#[derive(Debug, PartialEq)]
+pub struct PolicyChange {
+    pub tenant: TenantId,
+    /// None: the tenant is new.
+    pub old_version: Option<String>,
+    /// None: the tenant's policy file is gone.
+    pub new_version: Option<String>,
+    pub keys_added: Vec<String>,
+    pub keys_revoked: Vec<String>,
+    /// Secure-default detectors the new policy turns off.
+    pub disabled_defaults: Vec<String>,
+}
+
 /// What a look at the policy directory did.
 #[derive(Debug, PartialEq)]
 pub enum ReloadOutcome {
     Unchanged,
     /// New policies are in force; per tenant, the old and new version
     /// (None: the tenant did not exist / no longer exists).
-    Reloaded(Vec<(TenantId, Option<String>, Option<String>)>),
+    Reloaded(Vec<PolicyChange>),
     /// The directory has problems; the previous policies stay in force.
     Refused(String),
 }
@@ -147,15 +161,53 @@ impl TenantDirectory {
             Ok(loaded) => {
                 let old = self.current();
                 let mut changes = Vec::new();
+                let live = |p: Option<&Arc<TenantPolicy>>| -> Vec<String> {
+                    p.map(|p| {
+                        p.keys
+                            .iter()
+                            .filter(|k| !k.revoked)
+                            .map(|k| k.id.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+                };
                 for (t, p) in &loaded.by_tenant {
-                    let before = old.by_tenant.get(t).map(|o| o.version.clone());
-                    if before.as_deref() != Some(p.version.as_str()) {
-                        changes.push((t.clone(), before, Some(p.version.clone())));
+                    let prev = old.by_tenant.get(t);
+                    if prev.map(|o| o.version.as_str()) == Some(p.version.as_str()) {
+                        continue;
                     }
+                    let (before, after) = (live(prev), live(Some(p)));
+                    changes.push(PolicyChange {
+                        tenant: t.clone(),
+                        old_version: prev.map(|o| o.version.clone()),
+                        new_version: Some(p.version.clone()),
+                        keys_added: after
+                            .iter()
+                            .filter(|k| !before.contains(k))
+                            .cloned()
+                            .collect(),
+                        keys_revoked: before
+                            .iter()
+                            .filter(|k| !after.contains(k))
+                            .cloned()
+                            .collect(),
+                        disabled_defaults: loaded
+                            .redactors
+                            .get(t)
+                            .map(|r| r.disabled_defaults().to_vec())
+                            .unwrap_or_default(),
+                    });
                 }
                 for (t, o) in &old.by_tenant {
                     if !loaded.by_tenant.contains_key(t) {
-                        changes.push((t.clone(), Some(o.version.clone()), None));
+                        changes.push(PolicyChange {
+                            tenant: t.clone(),
+                            old_version: Some(o.version.clone()),
+                            new_version: None,
+                            keys_added: Vec::new(),
+                            keys_revoked: live(Some(o)),
+                            disabled_defaults: Vec::new(),
+                        });
                     }
                 }
                 tracing::info!(
@@ -164,8 +216,8 @@ impl TenantDirectory {
                     changed = changes.len(),
                     "policies reloaded"
                 );
-                for (t, before, after) in &changes {
-                    tracing::info!(tenant = %t, old = before.as_deref().unwrap_or("-"), new = after.as_deref().unwrap_or("-"), "policy version changed");
+                for c in &changes {
+                    tracing::info!(tenant = %c.tenant, old = c.old_version.as_deref().unwrap_or("-"), new = c.new_version.as_deref().unwrap_or("-"), "policy version changed");
                 }
                 *self.current.write().expect("tenant directory lock") = Arc::new(loaded);
                 ReloadOutcome::Reloaded(changes)
@@ -346,7 +398,9 @@ mod tests {
             panic!("not reloaded");
         };
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].1.as_deref(), Some(v1.as_str()));
-        assert_ne!(changes[0].2.as_deref(), Some(v1.as_str()));
+        assert_eq!(changes[0].old_version.as_deref(), Some(v1.as_str()));
+        assert_ne!(changes[0].new_version.as_deref(), Some(v1.as_str()));
+        assert_eq!(changes[0].keys_added.len(), 1);
+        assert!(changes[0].keys_revoked.is_empty());
     }
 }

@@ -231,3 +231,43 @@ fn anomaly_backtest_scores_a_csv() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("sensitivity"), "{}", stderr(&bad));
 }
+
+#[test]
+fn audit_verify_finds_an_edited_entry() {
+    use bulkhead_store::audit::{AuditLog, EventKind, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    // tenant and key creation go on the record when no server holds it
+    assert!(bulkhead(&config, &["tenant", "create", "acme"])
+        .status
+        .success());
+    assert!(bulkhead(
+        &config,
+        &["key", "create", "--tenant", "acme", "--scopes", "query"]
+    )
+    .status
+    .success());
+    let audit_dir = dir.path().join("data/audit");
+    {
+        let log =
+            AuditLog::open(&audit_dir, std::sync::Arc::new(bulkhead_rules::SystemClock)).unwrap();
+        let t = bulkhead_rules::TenantId::new("acme").unwrap();
+        log.append(NewEvent::new(EventKind::PolicyChanged).tenant(&t))
+            .unwrap();
+    }
+    let out = bulkhead(&config, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("audit trail intact: 3 entries"),
+        "{}",
+        stdout(&out)
+    );
+    let log_file = audit_dir.join("audit.log");
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    assert!(text.lines().next().unwrap().contains("tenant_created"));
+    assert!(text.lines().nth(1).unwrap().contains("key_created"));
+    std::fs::write(&log_file, text.replacen("key_created", "key_revoked", 1)).unwrap();
+    let out = bulkhead(&config, &["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+}

@@ -117,6 +117,59 @@ impl TableProvider for TenantTable {
     }
 }
 
+/// The tenant's own audit events, read from the audit log at scan time.
+#[derive(Debug)]
+pub struct AuditTable {
+    tenant: TenantId,
+    log: Arc<bulkhead_store::audit::AuditLog>,
+}
+
+impl AuditTable {
+    pub fn new(tenant: TenantId, log: Arc<bulkhead_store::audit::AuditLog>) -> Self {
+        Self { tenant, log }
+    }
+}
+
+#[async_trait]
+impl TableProvider for AuditTable {
+    fn schema(&self) -> SchemaRef {
+        bulkhead_store::audit::audit_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let external = |e: &dyn std::fmt::Display| {
+            datafusion::error::DataFusionError::Execution(format!("audit log: {e}"))
+        };
+        let events = self
+            .log
+            .events_for(&self.tenant, time_range(filters))
+            .map_err(|e| external(&e))?;
+        let batch = bulkhead_store::audit::to_batch(&events).map_err(|e| external(&e))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
 /// The event-time range implied by bounds on `timestamp` among `filters`
 /// (all combined with AND). Anything it does not understand widens the range.
 pub fn time_range(filters: &[Expr]) -> TimeRange {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bulkhead_rules::{AuthError, Authenticator, Scope};
+use bulkhead_store::audit::{AuditLog, NewEvent};
 use serde::Deserialize;
 use tracing::Instrument;
 
@@ -60,18 +61,59 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
+/// Appends an audit event off the async workers (appends wait for fsync).
+/// Returns false when the event could not be recorded.
+pub async fn audit(log: Option<&Arc<AuditLog>>, event: NewEvent) -> bool {
+    let Some(log) = log.cloned() else { return true };
+    match tokio::task::spawn_blocking(move || log.append(event)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit append failed");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit task failed");
+            false
+        }
+    }
+}
+
+/// The audit event for a refused credential.
+pub fn auth_event(e: &AuthError, presented: Option<&str>, interface: &str) -> NewEvent {
+    let event = match e {
+        AuthError::Forbidden {
+            tenant,
+            key_id,
+            needed,
+        } => match bulkhead_rules::TenantId::new(tenant) {
+            Ok(t) => NewEvent::scope_refused(&t, key_id, needed),
+            Err(_) => NewEvent::auth_failure(Some(key_id), &e.to_string()),
+        },
+        _ => {
+            let id = presented.and_then(|k| bulkhead_rules::ApiKey::parse(k).ok());
+            NewEvent::auth_failure(id.as_ref().map(|k| k.id()), &e.to_string())
+        }
+    };
+    event.detail(bulkhead_store::audit::detail::INTERFACE, interface)
+}
+
 async fn query(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let principal = match bearer(&headers).and_then(|k| state.auth.authenticate(k)) {
+    let log = state.engine.audit();
+    let presented = bearer(&headers).ok();
+    let principal = match bearer(&headers)
+        .and_then(|k| state.auth.authenticate(k))
+        .and_then(|p| p.require(Scope::Query).map(|_| p))
+    {
         Ok(p) => p,
-        Err(e) => return error_response(auth_status(&e), &e.to_string()),
+        Err(e) => {
+            audit(log, auth_event(&e, presented, "query")).await;
+            return error_response(auth_status(&e), &e.to_string());
+        }
     };
-    if let Err(e) = principal.require(Scope::Query) {
-        return error_response(auth_status(&e), &e.to_string());
-    }
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -88,12 +130,20 @@ async fn query(
         .execute(&principal.tenant, &request.sql)
         .instrument(span)
         .await;
+    let (tenant, key) = (&principal.tenant, principal.key_id.as_str());
     match result.and_then(|out| {
         format
             .encode(&out.schema, &out.batches)
             .map(|b| (b, out.rows))
     }) {
         Ok((body, rows)) => {
+            // Every answered query is on the record before the answer leaves.
+            if !audit(log, NewEvent::query(tenant, key, &request.sql, rows as u64)).await {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit trail is unavailable; try again later",
+                );
+            }
             tracing::debug!(rows, "query answered");
             ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
@@ -103,6 +153,11 @@ async fn query(
             } else {
                 tracing::info!(error = %e, "query refused");
             }
+            audit(
+                log,
+                NewEvent::query_refused(tenant, key, &request.sql, &e.to_string()),
+            )
+            .await;
             error_response(e.status(), &e.to_string())
         }
     }

@@ -13,9 +13,10 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
-use crate::catalog::TenantTable;
+use crate::catalog::{AuditTable, TenantTable};
 use crate::error::QueryError;
 use crate::{udf, udwf};
+use bulkhead_store::audit::AuditLog;
 
 /// Bounds every tenant query runs within.
 #[derive(Clone, Debug)]
@@ -48,6 +49,7 @@ pub struct QueryOutput {
 #[derive(Debug)]
 pub struct QueryEngine {
     store: Arc<Store>,
+    audit: Option<Arc<AuditLog>>,
     runtime: Arc<RuntimeEnv>,
     limits: QueryLimits,
 }
@@ -60,9 +62,20 @@ impl QueryEngine {
             .map_err(QueryError::from_datafusion)?;
         Ok(Self {
             store,
+            audit: None,
             runtime,
             limits,
         })
+    }
+
+    /// Records every query in `log`, and gives tenants their `audit` table.
+    pub fn with_audit(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -84,6 +97,11 @@ impl QueryEngine {
         for signal in Signal::ALL {
             let table = TenantTable::new(tenant.clone(), signal, self.store.clone());
             ctx.register_table(signal.name(), Arc::new(table))
+                .map_err(QueryError::from_datafusion)?;
+        }
+        if let Some(log) = &self.audit {
+            let table = AuditTable::new(tenant.clone(), log.clone());
+            ctx.register_table("audit", Arc::new(table))
                 .map_err(QueryError::from_datafusion)?;
         }
         ctx.register_udf(udf::attr());

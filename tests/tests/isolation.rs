@@ -227,7 +227,13 @@ async fn sql_cannot_leave_the_tenant_sandbox() {
     let copy_to = out.path().join("x.parquet").display().to_string();
     let tmp_x = Path::new("/tmp/x.parquet");
     let tmp_x_before = tmp_x.metadata().ok().map(|m| m.modified().expect("mtime"));
-    let before = tree(dir.path());
+    // The audit trail is the one file that must change: a line per refusal.
+    let untouched = |d: &Path| {
+        let mut t = tree(d);
+        t.retain(|p, _| !p.starts_with(d.join("audit")));
+        t
+    };
+    let before = untouched(dir.path());
 
     let not_allowed = "only read queries are allowed";
     let cases: Vec<(String, &str)> = vec![
@@ -342,7 +348,18 @@ async fn sql_cannot_leave_the_tenant_sandbox() {
         assert!(!r.body.to_string().contains("b-secret"), "{sql}");
     }
     // Nothing was written anywhere.
-    assert_eq!(tree(dir.path()), before, "the data directory changed");
+    assert_eq!(untouched(dir.path()), before, "the data directory changed");
+    let refused = count(
+        &srv,
+        &ka,
+        "SELECT count(*) FROM audit WHERE kind = 'query_refused'",
+    )
+    .await;
+    assert_eq!(
+        refused as usize,
+        cases.len() + reads.len(),
+        "one audit line per refused attempt"
+    );
     assert!(!Path::new(&copy_to).exists());
     assert_eq!(
         tmp_x.metadata().ok().map(|m| m.modified().expect("mtime")),

@@ -46,10 +46,13 @@ impl tonic::service::Interceptor for Authenticate {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let principal = bearer_token(value)
+        let token = bearer_token(value);
+        let principal = token
+            .clone()
             .and_then(|t| self.0.authenticate(t))
             .and_then(|p| p.require(Scope::Ingest).map(|_| p))
             .map_err(|e| {
+                self.1.refused_auth(&e, token.ok(), "otlp_grpc");
                 let e = ReceiveError::Auth(e);
                 self.1.refused(&e);
                 e.grpc_status()

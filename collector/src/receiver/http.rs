@@ -184,9 +184,15 @@ fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, Rec
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = bearer_token(value).and_then(|t| state.pipeline.tenants().authenticate(t))?;
-    principal.require(Scope::Ingest)?;
-    Ok(principal)
+    let token = bearer_token(value);
+    let checked = token
+        .clone()
+        .and_then(|t| state.pipeline.tenants().authenticate(t))
+        .and_then(|p| p.require(Scope::Ingest).map(|_| p));
+    checked.map_err(|e| {
+        state.pipeline.refused_auth(&e, token.ok(), "otlp_http");
+        ReceiveError::Auth(e)
+    })
 }
 
 async fn export(
