@@ -37,6 +37,10 @@ pub struct Listen {
 pub struct Ingest {
     /// Largest request accepted, after decompression.
     pub max_body_size: ByteSize,
+    /// Attribute keys that name a tenant (compared ignoring ASCII case); in
+    /// resource, scope and record attributes their values are overwritten
+    /// with the authenticated tenant when they name another one.
+    pub tenant_attribute_keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -86,6 +90,10 @@ impl Default for Ingest {
     fn default() -> Self {
         Self {
             max_body_size: ByteSize(64 << 20),
+            tenant_attribute_keys: crate::redact::TENANT_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
         }
     }
 }
@@ -179,6 +187,14 @@ impl Config {
         }
         if self.ingest.max_body_size.0 < 1024 {
             errors.push("ingest.max_body_size: must be at least 1KiB".into());
+        }
+        if self
+            .ingest
+            .tenant_attribute_keys
+            .iter()
+            .any(|k| k.trim().is_empty())
+        {
+            errors.push("ingest.tenant_attribute_keys: keys must not be empty".into());
         }
         if self.flush.max_age.0.is_zero() {
             errors.push("flush.max_age: must be more than 0".into());

@@ -121,6 +121,16 @@ enum TenantCommand {
 
 #[derive(Subcommand)]
 enum KeyCommand {
+    /// Revoke a key (by its id, the part after `bhk_`); it stops working at
+    /// the server's next policy reload.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Create a key for a tenant; the key is printed once, as the last line.
     Create {
         #[arg(long)]
@@ -288,6 +298,16 @@ fn main() -> ExitCode {
                 .collect::<Result<Vec<_>, _>>()?;
             let report = verify_with(&c.audit_dir(), &VerifyOptions { anchors }).map_err(|e| e.to_string())?;
             println!("audit trail intact: {} entries, head {}", report.entries, report.head);
+            Ok(())
+        }),
+        Command::Key {
+            command: KeyCommand::Revoke { tenant, id, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            tenants::revoke_key(&c.policy_dir(), &tenant, &id)?;
+            if let Ok(t) = TenantId::new(&tenant) {
+                audit_offline(&c, NewEvent::new(EventKind::KeyRevoked).tenant(&t).key_id(id.clone()));
+            }
+            println!("revoked key {id} of tenant {tenant}");
             Ok(())
         }),
         Command::Check { config } => load_config(config.as_ref()).and_then(|c| {

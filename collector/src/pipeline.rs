@@ -49,6 +49,7 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     anomalies: Arc<AnomalyEngine>,
     audit: Option<Arc<bulkhead_store::audit::AuditLog>>,
+    tenant_keys: Vec<String>,
 }
 
 impl Pipeline {
@@ -70,7 +71,14 @@ impl Pipeline {
             telemetry,
             anomalies,
             audit: None,
+            tenant_keys: redact::TENANT_KEYS.iter().map(|k| k.to_string()).collect(),
         }
+    }
+
+    /// The attribute keys that name a tenant (see `ingest.tenant_attribute_keys`).
+    pub fn with_tenant_keys(mut self, keys: &[String]) -> Self {
+        self.tenant_keys = keys.to_vec();
+        self
     }
 
     /// Puts refused credentials on the audit trail.
@@ -106,9 +114,16 @@ impl Pipeline {
         let internal = |e: arrow::error::ArrowError| {
             ReceiveError::Internal(format!("tenant {tenant}: redaction: {e}"))
         };
-        let (batch, pinned) =
-            redact::enforce_tenant_fields(&batch, tenant.as_str(), &redact::TENANT_KEYS)
-                .map_err(internal)?;
+        let (batch, pinned) = redact::enforce_tenant_fields(
+            &batch,
+            tenant.as_str(),
+            &self
+                .tenant_keys
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .map_err(internal)?;
         self.telemetry.add(
             "bulkhead_tenant_fields_overwritten_total",
             &[("tenant", tenant.as_str())],

@@ -75,7 +75,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
             telemetry.clone(),
             anomalies.clone(),
         )
-        .with_audit(audit.clone()),
+        .with_audit(audit.clone())
+        .with_tenant_keys(&config.ingest.tenant_attribute_keys),
     );
     let engine = Arc::new(
         QueryEngine::new(

@@ -325,6 +325,35 @@ pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKe
     Ok(key)
 }
 
+/// Revokes a key of a tenant: it stops authenticating at the next reload
+/// (within seconds on a running server). The record stays, marked revoked.
+pub fn revoke_key(policy_dir: &Path, name: &str, key_id: &str) -> Result<(), String> {
+    let tenant = TenantId::new(name)?;
+    let path = PolicySet::path_for(policy_dir, &tenant);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut policy = TenantPolicy::parse(&path, &text).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let key = policy
+        .keys
+        .iter_mut()
+        .find(|k| k.id == key_id)
+        .ok_or_else(|| format!("tenant {tenant} has no key {key_id:?}"))?;
+    if key.revoked {
+        return Err(format!(
+            "key {key_id} of tenant {tenant} is already revoked"
+        ));
+    }
+    key.revoked = true;
+    let updated = TenantPolicy::parse(&path, &policy.to_toml())
+        .map_err(|_| "internal: revoked policy does not parse".to_string())?;
+    write_policy(policy_dir, &updated)
+}
+
 /// Writes a policy file atomically (temporary name, fsync, rename).
 fn write_policy(policy_dir: &Path, policy: &TenantPolicy) -> Result<(), String> {
     use std::io::Write;
@@ -360,6 +389,27 @@ mod tests {
         assert!(p.scopes.contains(Scope::Ingest));
         let text = std::fs::read_to_string(dir.path().join("acme.toml")).unwrap();
         assert!(!text.contains(&key.expose()));
+    }
+
+    #[test]
+    fn revoked_keys_stop_working_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        create_tenant(dir.path(), "acme").unwrap();
+        let key = create_key(dir.path(), "acme", Scopes::parse_list("query").unwrap()).unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        assert!(tenants.authenticate(&key.expose()).is_ok());
+        revoke_key(dir.path(), "acme", key.id()).unwrap();
+        let ReloadOutcome::Reloaded(changes) = tenants.reload_if_changed() else {
+            panic!("not reloaded")
+        };
+        assert_eq!(changes[0].keys_revoked, vec![key.id().to_string()]);
+        assert!(tenants.authenticate(&key.expose()).is_err());
+        assert!(revoke_key(dir.path(), "acme", key.id())
+            .unwrap_err()
+            .contains("already revoked"));
+        assert!(revoke_key(dir.path(), "acme", "nope")
+            .unwrap_err()
+            .contains("no key"));
     }
 
     #[test]

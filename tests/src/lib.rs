@@ -61,6 +61,11 @@ impl TestServerBuilder {
         self
     }
 
+    pub fn tenant_attribute_keys(mut self, keys: &[&str]) -> Self {
+        self.config.ingest.tenant_attribute_keys = keys.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
     pub fn max_body_size(mut self, bytes: u64) -> Self {
         self.config.ingest.max_body_size = ByteSize(bytes);
         self

@@ -216,3 +216,46 @@ applies_to = ["record_attributes"]
     }
     assert!(!stored.contains("other-tenant"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_attribute_keys_are_configurable() {
+    let srv = TestServer::builder()
+        .tenant("plain", "ingest,query")
+        .tenant_attribute_keys(&["customer"])
+        .start()
+        .await;
+    let body = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("customer", "someone-else"), kv("tenant.id", "kept-now")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1_700_000_000_000_000_000,
+                    body: s("hello"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/logs", srv.http_endpoint()))
+        .bearer_auth(srv.key("plain", "ingest,query"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = srv
+        .query(
+            &srv.key("plain", "ingest,query"),
+            "SELECT resource_attributes['customer'] AS c, resource_attributes['tenant.id'] AS t FROM logs",
+        )
+        .await;
+    assert_eq!(r.rows(), &vec![json!({"c": "plain", "t": "kept-now"})]);
+}
