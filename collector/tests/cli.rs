@@ -63,11 +63,17 @@ fn tenant_and_key_creation() {
     assert!(policy.contains(&key[4..20]), "the key id is stored");
     assert!(policy.contains("\"ingest\"") && policy.contains("\"query\""));
 
-    let out = bulkhead(&config, &["key", "revoke", "--tenant", "acme", "--id", &key[4..20]]);
+    let out = bulkhead(
+        &config,
+        &["key", "revoke", "--tenant", "acme", "--id", &key[4..20]],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let policy = std::fs::read_to_string(dir.path().join("data/policies/acme.toml")).unwrap();
     assert!(policy.contains("revoked = true"), "{policy}");
-    let out = bulkhead(&config, &["key", "revoke", "--tenant", "acme", "--id", &key[4..20]]);
+    let out = bulkhead(
+        &config,
+        &["key", "revoke", "--tenant", "acme", "--id", &key[4..20]],
+    );
     assert!(!out.status.success() && stderr(&out).contains("already revoked"));
 }
 
