@@ -79,13 +79,7 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 
 fn load(dir: &Path) -> Result<Loaded, String> {
     let fingerprint = fingerprint(dir);
-    let policies = PolicySet::load_dir(dir).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    let policies = PolicySet::load_dir(dir).map_err(|e| join_errors(&e))?;
     let keyring = Keyring::from_policies(&policies);
     // Redactors are compiled once per load, never per request; a policy whose
     // rules do not compile is refused like any other problem.
@@ -299,9 +293,16 @@ pub fn create_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, Stri
     Ok(policy)
 }
 
-/// Creates a key for an existing tenant and stores its hash. The returned key
-/// is the only copy of the secret.
-pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKey, String> {
+fn join_errors(errors: &[bulkhead_rules::PolicyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An existing tenant's policy file, validated.
+fn read_policy(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
     let tenant = TenantId::new(name)?;
     let path = PolicySet::path_for(policy_dir, &tenant);
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -311,13 +312,13 @@ pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKe
             format!("{}: {e}", path.display())
         }
     })?;
-    let mut policy = TenantPolicy::parse(&path, &text).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    TenantPolicy::parse(&path, &text).map_err(|e| join_errors(&e))
+}
+
+/// Creates a key for an existing tenant and stores its hash. The returned key
+/// is the only copy of the secret.
+pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKey, String> {
+    let mut policy = read_policy(policy_dir, name)?;
     let key = ApiKey::from_random(rand::random(), rand::random());
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     policy.add_key(KeyRecord::new(&key, scopes, created));
@@ -328,16 +329,8 @@ pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKe
 /// Revokes a key of a tenant: it stops authenticating at the next reload
 /// (within seconds on a running server). The record stays, marked revoked.
 pub fn revoke_key(policy_dir: &Path, name: &str, key_id: &str) -> Result<(), String> {
-    let tenant = TenantId::new(name)?;
-    let path = PolicySet::path_for(policy_dir, &tenant);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut policy = TenantPolicy::parse(&path, &text).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    let mut policy = read_policy(policy_dir, name)?;
+    let tenant = policy.tenant.clone();
     let key = policy
         .keys
         .iter_mut()
@@ -349,9 +342,8 @@ pub fn revoke_key(policy_dir: &Path, name: &str, key_id: &str) -> Result<(), Str
         ));
     }
     key.revoked = true;
-    let updated = TenantPolicy::parse(&path, &policy.to_toml())
-        .map_err(|_| "internal: revoked policy does not parse".to_string())?;
-    write_policy(policy_dir, &updated)
+    // the version is derived from the file text, so it is fresh at the next load
+    write_policy(policy_dir, &policy)
 }
 
 /// Writes a policy file atomically (temporary name, fsync, rename).

@@ -170,13 +170,7 @@ impl AnomalyEngine {
         policies: impl Fn(&TenantId) -> Option<AnomalyPolicy>,
     ) -> Vec<(TenantId, Vec<Finding>)> {
         let now_minute = self.clock.now_nanos().div_euclid(60_000_000_000) * 60;
-        let tenants: Vec<_> = self
-            .tenants
-            .lock()
-            .expect("anomaly tenants lock")
-            .iter()
-            .map(|(t, s)| (t.clone(), s.clone()))
-            .collect();
+        let tenants = self.all_tenants();
         let mut out = Vec::new();
         for (tenant, state) in tenants {
             let Some(policy) = policies(&tenant).filter(|p| p.enabled) else {
@@ -202,6 +196,12 @@ impl AnomalyEngine {
         out
     }
 
+    /// The tenants seen so far, without holding the map's lock afterwards.
+    fn all_tenants(&self) -> Vec<(TenantId, Arc<Mutex<TenantState>>)> {
+        let all = self.tenants.lock().expect("anomaly tenants lock");
+        all.iter().map(|(t, s)| (t.clone(), s.clone())).collect()
+    }
+
     fn count(&self, tenant: &TenantId, findings: &[Finding]) {
         for f in findings {
             self.telemetry.add(
@@ -214,13 +214,7 @@ impl AnomalyEngine {
 
     /// Writes every tenant's detector state (at shutdown and periodically).
     pub fn checkpoint_all(&self) -> Result<(), String> {
-        let tenants: Vec<_> = self
-            .tenants
-            .lock()
-            .expect("anomaly tenants lock")
-            .iter()
-            .map(|(t, s)| (t.clone(), s.clone()))
-            .collect();
+        let tenants = self.all_tenants();
         for (tenant, state) in tenants {
             let st = state.lock().expect("anomaly tenant lock");
             checkpoint::save(&self.state_dir, &tenant, &st)?;
