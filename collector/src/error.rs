@@ -24,6 +24,12 @@ pub enum ReceiveError {
         message: String,
         retry_after: Duration,
     },
+    /// The tenant is over its ingest limit: retry after `retry_after`.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Duration,
+    },
     /// Details are logged; the client gets a short message.
     #[error("internal error")]
     Internal(String),
@@ -38,6 +44,7 @@ impl ReceiveError {
             ReceiveError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ReceiveError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ReceiveError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ReceiveError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -51,6 +58,7 @@ impl ReceiveError {
             }
             ReceiveError::TooLarge { .. } => Code::ResourceExhausted,
             ReceiveError::Unavailable { .. } => Code::Unavailable,
+            ReceiveError::Throttled { .. } => Code::ResourceExhausted,
             ReceiveError::Internal(_) => Code::Internal,
         }
     }
@@ -59,7 +67,8 @@ impl ReceiveError {
     pub fn grpc_status(&self) -> tonic::Status {
         self.log();
         match self {
-            ReceiveError::Unavailable { retry_after, .. } => tonic::Status::with_error_details(
+            ReceiveError::Unavailable { retry_after, .. }
+            | ReceiveError::Throttled { retry_after, .. } => tonic::Status::with_error_details(
                 self.grpc_code(),
                 self.to_string(),
                 ErrorDetails::with_retry_info(Some(*retry_after)),
@@ -77,13 +86,15 @@ impl ReceiveError {
             ReceiveError::TooLarge { .. } => "too_large",
             ReceiveError::UnsupportedMediaType(_) => "unsupported_media_type",
             ReceiveError::Unavailable { .. } => "unavailable",
+            ReceiveError::Throttled { .. } => "throttled",
             ReceiveError::Internal(_) => "internal",
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ReceiveError::Unavailable { retry_after, .. } => Some(*retry_after),
+            ReceiveError::Unavailable { retry_after, .. }
+            | ReceiveError::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ pub mod backtest;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod limits;
 pub mod pipeline;
 pub mod policy_cli;
 pub mod receiver;

@@ -31,6 +31,7 @@ pub struct RunningServer {
     store: Arc<Store>,
     tenants: Arc<TenantDirectory>,
     anomalies: Arc<AnomalyEngine>,
+    pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<Result<(), String>>>,
     flusher: JoinHandle<()>,
@@ -181,6 +182,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         store,
         tenants,
         anomalies,
+        pipeline,
         shutdown,
         servers,
         flusher,
@@ -268,7 +270,9 @@ async fn run_flusher(
     anomalies: Arc<AnomalyEngine>,
 ) {
     const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+    const RETENTION_EVERY: Duration = Duration::from_secs(60);
     let mut last_checkpoint = tokio::time::Instant::now();
+    let mut last_retention = tokio::time::Instant::now();
     let period = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -282,6 +286,15 @@ async fn run_flusher(
         let tenants = pipeline.tenants().clone();
         for (tenant, findings) in anomalies.tick(|t| tenants.policy(t).map(|p| p.anomaly.clone())) {
             pipeline.record_anomalies(&tenant, &findings);
+        }
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            last_retention = tokio::time::Instant::now();
+            let p = pipeline.clone();
+            match tokio::task::spawn_blocking(move || p.enforce_retention()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed; will retry"),
+                Err(e) => tracing::error!(error = %e, "retention task panicked"),
+                Ok(Ok(_)) => {}
+            }
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = tokio::time::Instant::now();
@@ -310,6 +323,15 @@ async fn run_flusher(
 }
 
 impl RunningServer {
+    /// Applies the tenants' retention periods now (the server also does so
+    /// every minute). Returns the number of files deleted.
+    pub async fn enforce_retention(&self) -> Result<usize, String> {
+        let p = self.pipeline.clone();
+        tokio::task::spawn_blocking(move || p.enforce_retention())
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -38,6 +38,10 @@ const HELP: &[(&str, &str)] = &[
         "Attributes naming another tenant (tenant.id, org_id, ...) overwritten with the caller's tenant.",
     ),
     (
+        "bulkhead_retention_files_deleted_total",
+        "Parquet files deleted because their data was past the tenant's retention period.",
+    ),
+    (
         "bulkhead_policy_reloads_total",
         "Policy directory reloads taken into force.",
     ),

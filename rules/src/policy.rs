@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::anomaly_policy::AnomalyPolicy;
 use crate::error::{AuthError, PolicyError};
 use crate::keys::{digest_eq, ApiKey, KeyRecord, Principal, Scopes};
+use crate::limits::{Limits, Retention};
 use crate::redact::RedactionPolicy;
 use crate::tenant::TenantId;
 
@@ -36,6 +37,14 @@ struct PolicyFile {
     anomaly: AnomalyPolicy,
     #[serde(default, skip_serializing_if = "is_default_redaction")]
     redaction: RedactionPolicy,
+    #[serde(default, skip_serializing_if = "is_default")]
+    limits: Limits,
+    #[serde(default, skip_serializing_if = "is_default")]
+    retention: Retention,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn is_default_redaction(r: &RedactionPolicy) -> bool {
@@ -53,6 +62,8 @@ pub struct TenantPolicy {
     pub keys: Vec<KeyRecord>,
     pub anomaly: AnomalyPolicy,
     pub redaction: RedactionPolicy,
+    pub limits: Limits,
+    pub retention: Retention,
     /// Content hash of the policy text (first 16 hex characters of its SHA-256):
     /// stamped on every stored record as lineage.
     pub version: String,
@@ -66,6 +77,8 @@ impl TenantPolicy {
             keys: Vec::new(),
             anomaly: AnomalyPolicy::default(),
             redaction: RedactionPolicy::default(),
+            limits: Limits::default(),
+            retention: Retention::default(),
             version: String::new(),
         };
         p.version = version_of(&p.to_toml());
@@ -130,6 +143,9 @@ impl TenantPolicy {
         for problem in file.anomaly.problems() {
             errors.push(PolicyError::new(path, find_line(text, "[anomaly"), problem));
         }
+        for problem in file.limits.problems() {
+            errors.push(PolicyError::new(path, find_line(text, "[limits"), problem));
+        }
         for problem in file.redaction.problems() {
             errors.push(PolicyError::new(
                 path,
@@ -143,6 +159,8 @@ impl TenantPolicy {
                 keys: file.keys,
                 anomaly: file.anomaly,
                 redaction: file.redaction,
+                limits: file.limits,
+                retention: file.retention,
                 version: version_of(text),
             }),
             _ => Err(errors),
@@ -156,6 +174,8 @@ impl TenantPolicy {
             keys: self.keys.clone(),
             anomaly: self.anomaly.clone(),
             redaction: self.redaction.clone(),
+            limits: self.limits.clone(),
+            retention: self.retention.clone(),
         };
         let body = toml::to_string_pretty(&file).unwrap_or_default();
         format!(

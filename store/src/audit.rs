@@ -85,6 +85,8 @@ pub enum EventKind {
     QueryRefused,
     /// The log itself removed a torn tail left by a crash at start-up.
     LogRecovered,
+    /// Data past its retention period was deleted (details: signal, before, files).
+    RetentionApplied,
 }
 
 impl EventKind {
@@ -102,6 +104,7 @@ impl EventKind {
             EventKind::Query => "query",
             EventKind::QueryRefused => "query_refused",
             EventKind::LogRecovered => "log_recovered",
+            EventKind::RetentionApplied => "retention_applied",
         }
     }
 }

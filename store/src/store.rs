@@ -272,6 +272,46 @@ impl Store {
         Ok(size)
     }
 
+    /// Deletes `tenant`'s `signal` data of every event hour that ended at or
+    /// before `cutoff_nanos`: committed files and still-buffered rows alike.
+    /// Returns the number of files deleted.
+    pub fn delete_before(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        cutoff_nanos: i64,
+    ) -> Result<usize> {
+        let dir = paths::signal_dir(&self.root, tenant, signal);
+        // under the write lock: a reader sees the hour whole or not at all
+        let _write = self.commit.write().expect("commit lock");
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .retain(|(t, s, hour), _| {
+                !(t == tenant && *s == signal && hour.end_nanos() <= cutoff_nanos)
+            });
+        let mut deleted = 0;
+        for (hour, hour_dir) in list_hours(&dir)? {
+            if hour.end_nanos() > cutoff_nanos {
+                continue;
+            }
+            deleted += std::fs::read_dir(&hour_dir)
+                .map_err(|e| Error::io(&hour_dir, e))?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+                .count();
+            std::fs::remove_dir_all(&hour_dir).map_err(|e| Error::io(&hour_dir, e))?;
+            if let Some(date_dir) = hour_dir.parent() {
+                // an emptied date directory goes too; a non-empty one stays
+                let _ = std::fs::remove_dir(date_dir);
+            }
+        }
+        if deleted > 0 {
+            writer::sync_dir_if_exists(&dir)?;
+        }
+        Ok(deleted)
+    }
+
     /// A consistent view of `tenant`'s `signal` within `range`.
     pub fn snapshot(
         &self,

@@ -126,6 +126,15 @@ fn create_dir_all_synced(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Fsyncs `dir` if it still exists (after deletions below it).
+pub(crate) fn sync_dir_if_exists(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        sync_dir(dir)
+    } else {
+        Ok(())
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())

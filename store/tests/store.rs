@@ -218,3 +218,54 @@ fn a_full_buffer_refuses_appends_as_transient() {
         .append(&t, Signal::Logs, batch("acme", &[T0]))
         .unwrap();
 }
+
+#[test]
+fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1 << 30);
+    let t = TenantId::new("acme").unwrap();
+    let other = TenantId::new("other").unwrap();
+    store
+        .append(
+            &t,
+            Signal::Logs,
+            batch("acme", &[T0, T0 + HOUR, T0 + 2 * HOUR]),
+        )
+        .unwrap();
+    store
+        .append(&other, Signal::Logs, batch("other", &[T0]))
+        .unwrap();
+    store.flush_all().unwrap();
+    // a buffered row of an old hour goes too
+    store
+        .append(&t, Signal::Logs, batch("acme", &[T0 + 5]))
+        .unwrap();
+    // hours 00 and 01 ended by T0 + 2h; hour 02 has not
+    assert_eq!(
+        store
+            .delete_before(&t, Signal::Logs, T0 + 2 * HOUR)
+            .unwrap(),
+        2
+    );
+    let snap = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
+    assert_eq!(
+        rows_in(&snap.files) + snap.buffered.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1
+    );
+    // other tenants and other signals are untouched
+    assert_eq!(
+        rows_in(
+            &store
+                .snapshot(&other, Signal::Logs, TimeRange::ALL)
+                .unwrap()
+                .files
+        ),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_before(&t, Signal::Logs, T0 + 2 * HOUR)
+            .unwrap(),
+        0
+    );
+}

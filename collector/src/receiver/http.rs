@@ -94,7 +94,8 @@ fn error_response(err: &ReceiveError, encoding: Encoding) -> Response {
     )
         .into_response();
     if let Some(after) = err.retry_after() {
-        let secs = after.as_secs().max(1).to_string();
+        // whole seconds, rounded up: retrying early would only be refused again
+        let secs = after.as_millis().div_ceil(1000).max(1).to_string();
         if let Ok(v) = HeaderValue::from_str(&secs) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

@@ -1,0 +1,172 @@
+//! The `[limits]` and `[retention]` sections of a tenant policy.
+//!
+//! ```toml
+//! [limits]
+//! records_per_second = 5000   # sustained ingest (log records + spans + data points); 0: unlimited
+//! burst_records = 20000       # what may arrive at once; default 2 × records_per_second
+//!
+//! [retention]
+//! logs = "30d"                # how long each table's data is kept; absent: forever
+//! spans = "14d"
+//! metrics = "90d"
+//! anomalies = "365d"
+//! legal_hold = false          # true: nothing is deleted, whatever the periods say
+//! ```
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Ingest limits of a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub records_per_second: u64,
+    pub burst_records: u64,
+}
+
+impl Limits {
+    /// The bucket size actually used.
+    pub fn burst(&self) -> u64 {
+        if self.burst_records > 0 {
+            self.burst_records
+        } else {
+            self.records_per_second.saturating_mul(2)
+        }
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.burst_records > 0 && self.records_per_second == 0 {
+            out.push(
+                "limits.burst_records is set but limits.records_per_second is 0 (unlimited)".into(),
+            );
+        }
+        if self.records_per_second > 0 && self.burst() < self.records_per_second {
+            out.push("limits.burst_records must be at least limits.records_per_second".into());
+        }
+        out
+    }
+}
+
+/// A period written as `30d`, `12h`, `90m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period(pub Duration);
+
+impl Period {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("period {s:?} must start with a whole number, e.g. \"30d\""))?;
+        let secs = match unit {
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            other => {
+                return Err(format!(
+                    "period {s:?}: unknown unit {other:?}; use m, h or d"
+                ))
+            }
+        };
+        if n == 0 {
+            return Err(format!("period {s:?} must be more than 0"));
+        }
+        Ok(Period(Duration::from_secs(n.saturating_mul(secs))))
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let secs = self.0.as_secs();
+        let text = if secs.is_multiple_of(86_400) {
+            format!("{}d", secs / 86_400)
+        } else if secs.is_multiple_of(3_600) {
+            format!("{}h", secs / 3_600)
+        } else {
+            format!("{}m", secs / 60)
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Period::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How long a tenant's data is kept, per table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Period>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Period>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Period>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<Period>,
+    /// Suspends every deletion while set.
+    pub legal_hold: bool,
+}
+
+impl Retention {
+    /// The period of a table by name (`logs`, `spans`, `metrics`, `anomalies`).
+    pub fn period(&self, table: &str) -> Option<Duration> {
+        match table {
+            "logs" => self.logs,
+            "spans" => self.spans,
+            "metrics" => self.metrics,
+            "anomalies" => self.anomalies,
+            _ => None,
+        }
+        .map(|p| p.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_and_print() {
+        assert_eq!(
+            Period::parse("30d").unwrap().0,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(Period::parse("90m").unwrap().0, Duration::from_secs(5_400));
+        assert!(Period::parse("0d").is_err());
+        assert!(Period::parse("3w").unwrap_err().contains("unknown unit"));
+        let r: Retention = toml::from_str("logs = \"30d\"\nspans = \"12h\"\n").unwrap();
+        assert_eq!(r.period("logs"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(r.period("metrics"), None);
+        assert_eq!(
+            toml::to_string(&r).unwrap(),
+            "logs = \"30d\"\nspans = \"12h\"\nlegal_hold = false\n"
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let l = Limits {
+            records_per_second: 100,
+            burst_records: 0,
+        };
+        assert_eq!(l.burst(), 200);
+        assert!(l.problems().is_empty());
+        let bad = Limits {
+            records_per_second: 100,
+            burst_records: 10,
+        };
+        assert!(bad.problems()[0].contains("burst_records"));
+        let odd = Limits {
+            records_per_second: 0,
+            burst_records: 10,
+        };
+        assert!(odd.problems()[0].contains("unlimited"));
+    }
+}

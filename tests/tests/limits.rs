@@ -1,0 +1,142 @@
+//! Per-tenant ingest limits and retention, on an injected clock: a tenant
+//! over its rate is told when to retry (429 / RESOURCE_EXHAUSTED with
+//! RetryInfo) while others are unaffected; data past a tenant's retention
+//! period is deleted unless the tenant is under legal hold.
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_e2e::TestServer;
+use bulkhead_rules::ManualClock;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use prost::Message;
+use serde_json::json;
+use tonic_types::StatusExt;
+
+// 2025-06-02T00:00:00Z
+const NOW: i64 = 1_748_822_400_000_000_000;
+const DAY: i64 = 86_400_000_000_000;
+
+fn logs(times: &[i64]) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: times
+                    .iter()
+                    .map(|t| LogRecord {
+                        time_unix_nano: *t as u64,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("at {t}"))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn post(srv: &TestServer, tenant: &str, req: &ExportLogsServiceRequest) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/logs", srv.http_endpoint()))
+        .bearer_auth(srv.key(tenant, "ingest,query"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_not() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let srv = TestServer::builder()
+        .tenant("noisy", "ingest,query")
+        .tenant("quiet", "ingest,query")
+        .policy(
+            "noisy",
+            "[limits]\nrecords_per_second = 10\nburst_records = 10\n",
+        )
+        .clock(clock.clone())
+        .start()
+        .await;
+    assert_eq!(post(&srv, "noisy", &logs(&[NOW; 10])).await.status(), 200);
+    let resp = post(&srv, "noisy", &logs(&[NOW; 5])).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    // over gRPC: RESOURCE_EXHAUSTED with RetryInfo
+    let mut req = tonic::Request::new(logs(&[NOW; 5]));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", srv.key("noisy", "ingest,query"))
+            .parse()
+            .unwrap(),
+    );
+    let status = LogsServiceClient::connect(srv.grpc_endpoint())
+        .await
+        .unwrap()
+        .export(req)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_millis(500)));
+    // the quiet tenant is not limited
+    assert_eq!(post(&srv, "quiet", &logs(&[NOW; 100])).await.status(), 200);
+    // half a second later, half the burst is back
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(post(&srv, "noisy", &logs(&[NOW; 5])).await.status(), 200);
+    let noisy = srv.key("noisy", "ingest,query");
+    assert_eq!(
+        srv.scalar(&noisy, "SELECT count(*) FROM logs").await,
+        json!(15)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_past_retention_is_deleted_unless_on_legal_hold() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let mut srv = TestServer::builder()
+        .tenant("short", "ingest,query")
+        .tenant("held", "ingest,query")
+        .policy("short", "[retention]\nlogs = \"1d\"\n")
+        .policy("held", "[retention]\nlogs = \"1d\"\nlegal_hold = true\n")
+        .clock(clock.clone())
+        .start()
+        .await;
+    let old_and_new = logs(&[NOW - 3 * DAY, NOW - DAY / 24]);
+    for t in ["short", "held"] {
+        assert_eq!(post(&srv, t, &old_and_new).await.status(), 200);
+    }
+    // committed files and buffered rows alike
+    srv.server().store().flush_all().unwrap();
+    let deleted = srv.server().enforce_retention().await.unwrap();
+    assert_eq!(deleted, 1);
+    let short = srv.key("short", "ingest,query");
+    let held = srv.key("held", "ingest,query");
+    assert_eq!(
+        srv.scalar(&short, "SELECT count(*) FROM logs").await,
+        json!(1)
+    );
+    assert_eq!(
+        srv.scalar(&held, "SELECT count(*) FROM logs").await,
+        json!(2)
+    );
+    let r = srv
+        .query(&short, "SELECT details['signal'] AS signal, details['files'] AS files FROM audit WHERE kind = 'retention_applied'")
+        .await;
+    assert_eq!(r.rows(), &vec![json!({"signal": "logs", "files": "1"})]);
+    // nothing more to do until time moves on
+    assert_eq!(srv.server().enforce_retention().await.unwrap(), 0);
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(srv.server().enforce_retention().await.unwrap(), 1);
+    assert_eq!(
+        srv.scalar(&short, "SELECT count(*) FROM logs").await,
+        json!(0)
+    );
+    srv.shutdown().await;
+}
