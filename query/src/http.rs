@@ -49,16 +49,11 @@ pub fn auth_status(e: &AuthError) -> StatusCode {
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?
-        .to_str()
-        .map_err(|_| AuthError::Malformed)?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::Malformed);
-    }
-    Ok(token.trim())
+    let value = match headers.get(header::AUTHORIZATION) {
+        Some(v) => Some(v.to_str().map_err(|_| AuthError::Malformed)?),
+        None => None,
+    };
+    bulkhead_rules::keys::bearer_token(value)
 }
 
 /// Appends an audit event off the async workers (appends wait for fsync).

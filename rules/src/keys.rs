@@ -212,6 +212,17 @@ impl Principal {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value, for every
+/// interface (OTLP/HTTP, OTLP/gRPC metadata, the query API).
+pub fn bearer_token(value: Option<&str>) -> Result<&str, AuthError> {
+    let value = value.ok_or(AuthError::Missing)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token.trim())
+}
+
 /// Compares two digests in time independent of where they differ.
 pub(crate) fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -268,6 +279,15 @@ mod tests {
         assert!(p.require(Scope::Ingest).is_ok());
         let err = p.require(Scope::Query).unwrap_err();
         assert!(err.to_string().contains("'query'"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_extracted() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc ")), Ok("abc"));
+        assert_eq!(bearer_token(None), Err(AuthError::Missing));
+        assert_eq!(bearer_token(Some("Basic abc")), Err(AuthError::Malformed));
+        assert_eq!(bearer_token(Some("abc")), Err(AuthError::Malformed));
     }
 
     #[test]

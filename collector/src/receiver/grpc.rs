@@ -28,7 +28,8 @@ use tracing::Instrument;
 
 use crate::error::ReceiveError;
 use crate::pipeline::{Export, Outcome, Pipeline};
-use crate::receiver::{bearer_token, logs_response, metrics_response, traces_response};
+use crate::receiver::{logs_response, metrics_response, traces_response};
+use bulkhead_rules::keys::bearer_token;
 
 /// The gRPC receiver; one value serves all three services.
 #[derive(Clone, Debug)]

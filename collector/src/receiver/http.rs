@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ReceiveError;
 use crate::pipeline::{Export, Outcome, Pipeline};
-use crate::receiver::{bearer_token, logs_response, metrics_response, traces_response};
+use crate::receiver::{logs_response, metrics_response, traces_response};
+use bulkhead_rules::keys::bearer_token;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
