@@ -34,6 +34,18 @@ struct Args {
     /// Concurrent gRPC clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Run without the write-ahead log (for a before/after comparison).
+    #[arg(long)]
+    no_wal: bool,
+}
+
+/// Peak resident memory of this process (server and clients), from
+/// `/proc/self/status`; None where there is no such file.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn kv(k: &str, v: String) -> KeyValue {
@@ -132,6 +144,7 @@ async fn main() -> Result<(), String> {
     config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     config.listen.http = config.listen.grpc;
     config.listen.api = config.listen.grpc;
+    config.wal.enabled = !args.no_wal;
     tenants::create_tenant(&config.policy_dir(), "bench")?;
     let key = tenants::create_key(&config.policy_dir(), "bench", Scopes::parse_list("ingest")?)?;
     let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
@@ -200,8 +213,10 @@ async fn main() -> Result<(), String> {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "logs over OTLP/gRPC (gzip), {} clients, {} records per request",
-        args.clients, args.batch
+        "logs over OTLP/gRPC (gzip), {} clients, {} records per request, write-ahead log {}",
+        args.clients,
+        args.batch,
+        if args.no_wal { "off" } else { "on" }
     );
     println!(
         "records acknowledged: {sent} in {:.2} s",
@@ -227,5 +242,8 @@ async fn main() -> Result<(), String> {
         "parquet on disk: {bytes} bytes, {:.1} bytes/record",
         bytes as f64 / sent as f64
     );
+    if let Some(rss) = peak_rss_mib() {
+        println!("peak RSS (server and clients): {rss:.0} MiB");
+    }
     Ok(())
 }

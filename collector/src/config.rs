@@ -18,7 +18,27 @@ pub struct Config {
     pub listen: Listen,
     pub ingest: Ingest,
     pub flush: Flush,
+    pub wal: Wal,
     pub query: Query,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wal {
+    /// Off: requests are acknowledged once buffered, and a crash loses up to
+    /// `flush.max_age` of them. Only for throwaway data and comparisons.
+    pub enabled: bool,
+    /// A write-ahead log segment is closed and a new one started at this size.
+    pub segment_size: ByteSize,
+}
+
+impl Default for Wal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            segment_size: ByteSize(64 << 20),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +61,14 @@ pub struct Ingest {
     /// resource, scope and record attributes their values are overwritten
     /// with the authenticated tenant when they name another one.
     pub tenant_attribute_keys: Vec<String>,
+    /// Records whose event time is older than this are rejected one by one
+    /// (OTLP partial success); unset: the tenant's longest retention.
+    pub max_event_age: Option<HumanDuration>,
+    /// Records whose event time is further ahead of the clock than this are
+    /// rejected one by one.
+    pub max_event_future: HumanDuration,
+    /// Requests decoded, converted and written at once; more wait.
+    pub workers: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -71,6 +99,7 @@ impl Default for Config {
             listen: Listen::default(),
             ingest: Ingest::default(),
             flush: Flush::default(),
+            wal: Wal::default(),
             query: Query::default(),
         }
     }
@@ -94,6 +123,9 @@ impl Default for Ingest {
                 .iter()
                 .map(|k| k.to_string())
                 .collect(),
+            max_event_age: None,
+            max_event_future: HumanDuration(crate::pipeline::DEFAULT_MAX_EVENT_FUTURE),
+            workers: crate::pipeline::DEFAULT_INGEST_WORKERS,
         }
     }
 }
@@ -196,6 +228,15 @@ impl Config {
         {
             errors.push("ingest.tenant_attribute_keys: keys must not be empty".into());
         }
+        if self.ingest.workers == 0 {
+            errors.push("ingest.workers: must be at least 1".into());
+        }
+        if self.ingest.max_event_future.0.is_zero() {
+            errors.push("ingest.max_event_future: must be more than 0".into());
+        }
+        if self.wal.segment_size.0 < 64 << 10 {
+            errors.push("wal.segment_size: must be at least 64KiB".into());
+        }
         if self.flush.max_age.0.is_zero() {
             errors.push("flush.max_age: must be more than 0".into());
         }
@@ -230,6 +271,11 @@ impl Config {
     /// The append-only audit trail.
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")
+    }
+
+    /// Where the write-ahead log keeps its segments.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
     }
 
     /// Where the tenant store keeps its partition trees.

@@ -22,4 +22,4 @@ pub mod telemetry;
 pub mod tenants;
 
 pub use config::Config;
-pub use server::{start, RunningServer};
+pub use server::{start, start_with, RunningServer, StartOptions};

@@ -1,8 +1,8 @@
 //! Per-tenant ingest rate limits: a token bucket per tenant, refilled on
 //! the injected clock. A tenant over its limit is told to retry later; the
 //! others are not affected.
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bulkhead_rules::{Limits, TenantId};
@@ -35,12 +35,12 @@ impl RateLimiter {
         }
         let rate = limits.records_per_second as f64;
         let burst = limits.burst() as f64;
-        let mut all = self.buckets.lock().expect("rate limiter lock");
+        let mut all = self.buckets.lock();
         let b = all.entry(tenant.clone()).or_insert(Bucket {
             tokens: burst,
             at_nanos: now_nanos,
         });
-        let elapsed = (now_nanos - b.at_nanos).max(0) as f64 / 1e9;
+        let elapsed = now_nanos.saturating_sub(b.at_nanos).max(0) as f64 / 1e9;
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.at_nanos = now_nanos.max(b.at_nanos);
         let n = records as f64;
@@ -53,11 +53,56 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Admission before any work: refuses at once (with the wait) a tenant
+    /// whose bucket is empty or in debt, without taking anything, so a
+    /// tenant far over its limit costs no body read and no decoding.
+    pub fn check(
+        &self,
+        tenant: &TenantId,
+        limits: &Limits,
+        now_nanos: i64,
+    ) -> Result<(), Duration> {
+        if limits.records_per_second == 0 {
+            return Ok(());
+        }
+        let rate = limits.records_per_second as f64;
+        let burst = limits.burst() as f64;
+        let all = self.buckets.lock();
+        let Some(b) = all.get(tenant) else {
+            return Ok(());
+        };
+        let elapsed = now_nanos.saturating_sub(b.at_nanos).max(0) as f64 / 1e9;
+        let tokens = (b.tokens + elapsed * rate).min(burst);
+        if tokens >= 1.0 {
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.001)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn admission_refuses_an_empty_bucket_without_taking() {
+        let rl = RateLimiter::default();
+        let t = TenantId::new("a").unwrap();
+        let l = Limits {
+            records_per_second: 10,
+            burst_records: 20,
+        };
+        assert!(rl.check(&t, &l, 0).is_ok(), "an unseen tenant is admitted");
+        assert!(rl.take(&t, &l, 20, 0).is_ok());
+        let wait = rl.check(&t, &l, 0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
+        // checking takes nothing: after 0.1 s one record fits
+        assert!(rl.check(&t, &l, S / 10).is_ok());
+        assert!(rl.take(&t, &l, 1, S / 10).is_ok());
+    }
 
     #[test]
     fn the_bucket_refills_at_the_rate() {

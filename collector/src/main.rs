@@ -204,6 +204,21 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         stop.await;
         token.cancel();
     });
+    let replay = server.replay_report();
+    if replay.entries_replayed > 0 || !replay.wal.truncated.is_empty() {
+        println!(
+            "recovered from the write-ahead log: {} entries ({} rows); {} torn or corrupt segment tails cut",
+            replay.entries_replayed,
+            replay.rows_replayed,
+            replay.wal.truncated.len()
+        );
+    }
+    if created.is_none() {
+        println!(
+            "bulkhead ready: OTLP gRPC {}, OTLP HTTP {}, API {}",
+            server.grpc_addr, server.http_addr, server.api_addr
+        );
+    }
     if let Some(created) = created {
         println!(
             "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query",

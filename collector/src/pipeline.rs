@@ -11,12 +11,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::Notify;
 
 use crate::anomaly::{self, AnomalyEngine};
-use crate::convert::{self, Stamp};
+use crate::convert::{self, EventWindow, Stamp};
 use crate::error::ReceiveError;
 use crate::redact;
 use crate::telemetry::Telemetry;
 use crate::tenants::TenantDirectory;
 use bulkhead_rules::redact::Report;
+
+/// Requests worked on at once by default.
+pub const DEFAULT_INGEST_WORKERS: usize = 64;
+
+/// Called at the start of every ingest (fault injection in tests).
+pub type FaultHook = Arc<dyn Fn(&Principal) + Send + Sync>;
 
 /// How long a client is asked to wait when the store is saturated.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -39,7 +45,6 @@ pub struct Outcome {
 }
 
 /// Everything a receiver hands its requests to.
-#[derive(Debug)]
 pub struct Pipeline {
     store: Arc<Store>,
     tenants: Arc<TenantDirectory>,
@@ -51,6 +56,26 @@ pub struct Pipeline {
     audit: Option<Arc<bulkhead_store::audit::AuditLog>>,
     tenant_keys: Vec<String>,
     limiter: crate::limits::RateLimiter,
+    refusals: crate::audit::RefusalAudit,
+    /// Bounds the requests worked on at once (decode, convert, redact, WAL).
+    workers: Arc<tokio::sync::Semaphore>,
+    /// Fault injection for tests: runs at the start of every ingest.
+    fault_hook: Option<FaultHook>,
+    /// Oldest event accepted; `None`: the tenant's longest retention.
+    max_event_age: Option<Duration>,
+    /// Latest event accepted, ahead of the clock.
+    max_event_future: Duration,
+}
+
+/// How far ahead of the clock an event may be by default.
+pub const DEFAULT_MAX_EVENT_FUTURE: Duration = Duration::from_secs(3_600);
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pipeline {
@@ -74,7 +99,83 @@ impl Pipeline {
             audit: None,
             tenant_keys: redact::TENANT_KEYS.iter().map(|k| k.to_string()).collect(),
             limiter: Default::default(),
+            refusals: Default::default(),
+            workers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_INGEST_WORKERS)),
+            fault_hook: None,
+            max_event_age: None,
+            max_event_future: DEFAULT_MAX_EVENT_FUTURE,
         }
+    }
+
+    /// How many requests may be decoded, converted and written at once;
+    /// more wait their turn (without holding a thread).
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// Fault injection for tests: `hook` runs at the start of every ingest
+    /// with the caller; a panic in it must stay within that one request.
+    pub fn with_fault_hook(mut self, hook: FaultHook) -> Self {
+        self.fault_hook = Some(hook);
+        self
+    }
+
+    /// [`Pipeline::with_fault_hook`] when there is one.
+    pub fn with_fault_hook_opt(self, hook: Option<FaultHook>) -> Self {
+        match hook {
+            Some(h) => self.with_fault_hook(h),
+            None => self,
+        }
+    }
+
+    /// Runs a request's CPU-heavy and blocking work (decompression, decode,
+    /// conversion, redaction, the WAL's fsync) on the blocking pool, at most
+    /// [`Pipeline::with_workers`] at once. A panic becomes an internal error
+    /// of this request alone, counted in `bulkhead_request_panics_total`.
+    pub async fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ReceiveError> + Send + 'static,
+    ) -> Result<T, ReceiveError> {
+        let _permit =
+            self.workers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ReceiveError::Unavailable {
+                    message: "the server is shutting down".into(),
+                    retry_after: RETRY_AFTER,
+                })?;
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(work)).await {
+            Ok(result) => result,
+            Err(e) => {
+                self.telemetry.add("bulkhead_request_panics_total", &[], 1);
+                let what = if e.is_panic() {
+                    match e.into_panic().downcast::<String>() {
+                        Ok(s) => *s,
+                        Err(p) => p
+                            .downcast::<&'static str>()
+                            .map(|s| (*s).to_string())
+                            .unwrap_or_else(|_| "panic".into()),
+                    }
+                } else {
+                    "cancelled".into()
+                };
+                Err(ReceiveError::Internal(format!(
+                    "request handler failed: {what}"
+                )))
+            }
+        }
+    }
+
+    /// Sets the accepted event-time window: records older than `max_age`
+    /// (default: the tenant's longest retention) or more than `max_future`
+    /// ahead of the clock are rejected one by one.
+    pub fn with_event_window(mut self, max_age: Option<Duration>, max_future: Duration) -> Self {
+        self.max_event_age = max_age;
+        self.max_event_future = max_future;
+        self
     }
 
     /// The attribute keys that name a tenant (see `ingest.tenant_attribute_keys`).
@@ -96,11 +197,46 @@ impl Pipeline {
         presented: Option<&str>,
         interface: &str,
     ) {
+        if self.audit.is_some() {
+            self.refusals
+                .record(bulkhead_query::http::auth_event(err, presented, interface));
+        }
+    }
+
+    /// Admission before the body is read or decoded: a tenant whose ingest
+    /// bucket is empty is refused at once (429 / RESOURCE_EXHAUSTED with a
+    /// retry hint), at the cost of one lookup.
+    pub fn admit(&self, principal: &Principal) -> Result<(), ReceiveError> {
+        let Some(policy) = self.tenants.policy(&principal.tenant) else {
+            return Ok(());
+        };
+        self.limiter
+            .check(&principal.tenant, &policy.limits, self.clock.now_nanos())
+            .map_err(|wait| {
+                self.throttled(&principal.tenant, policy.limits.records_per_second, wait)
+            })
+    }
+
+    fn throttled(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        rate: u64,
+        wait: Duration,
+    ) -> ReceiveError {
+        ReceiveError::Throttled {
+            message: format!(
+                "tenant {tenant} is over its ingest limit of {rate} records/s; retry after {} ms",
+                wait.as_millis()
+            ),
+            retry_after: wait,
+        }
+    }
+
+    /// Writes the refused credentials summed up since the last call to the
+    /// audit trail (blocking; the flusher calls it every tick).
+    pub fn flush_refusals(&self) {
         if let Some(log) = &self.audit {
-            crate::audit::record_later(
-                log,
-                bulkhead_query::http::auth_event(err, presented, interface),
-            );
+            self.refusals.flush(log);
         }
     }
 
@@ -223,7 +359,7 @@ impl Pipeline {
             &self.node,
             self.clock.now_nanos(),
         );
-        match batch.map(|b| self.store.append(tenant, Signal::Anomalies, b)) {
+        match batch.map(|b| self.store.append(tenant, Signal::Anomalies, &version, b)) {
             Ok(Ok(_)) => tracing::info!(%tenant, count = findings.len(), "anomalies detected"),
             Ok(Err(e)) => tracing::error!(%tenant, error = %e, "anomalies not stored"),
             Err(e) => tracing::error!(%tenant, error = %e, "anomalies not stored"),
@@ -247,34 +383,35 @@ impl Pipeline {
     /// comes from the principal only; nothing in the request can choose it.
     pub fn ingest(&self, principal: &Principal, export: &Export) -> Result<Outcome, ReceiveError> {
         principal.require(Scope::Ingest)?;
+        if let Some(hook) = &self.fault_hook {
+            hook(principal);
+        }
         let version = self.tenants.policy_version(&principal.tenant);
+        let policy = self.tenants.policy(&principal.tenant);
+        let now = self.clock.now_nanos();
+        let max_age = self.max_event_age.or_else(|| {
+            policy
+                .as_ref()
+                .and_then(|p| p.retention.longest_ingest_period())
+        });
         let stamp = Stamp {
             tenant: principal.tenant.as_str(),
             policy_version: &version,
             node: &self.node,
-            received_at_nanos: self.clock.now_nanos(),
+            received_at_nanos: now,
+            window: EventWindow::around(now, max_age, self.max_event_future),
         };
         let (converted, signal) = match export {
             Export::Logs(r) => (convert::logs(r, &stamp), Signal::Logs),
             Export::Traces(r) => (convert::spans(r, &stamp), Signal::Spans),
             Export::Metrics(r) => (convert::metrics(r, &stamp), Signal::Metrics),
         };
-        let policy = self.tenants.policy(&principal.tenant);
         if let Some(p) = &policy {
-            let now = self.clock.now_nanos();
             if let Err(wait) =
                 self.limiter
                     .take(&principal.tenant, &p.limits, converted.accepted, now)
             {
-                return Err(ReceiveError::Throttled {
-                    message: format!(
-                        "tenant {} is over its ingest limit of {} records/s; retry after {} ms",
-                        principal.tenant,
-                        p.limits.records_per_second,
-                        wait.as_millis()
-                    ),
-                    retry_after: wait,
-                });
+                return Err(self.throttled(&principal.tenant, p.limits.records_per_second, wait));
             }
         }
         let governed = match converted.batch {
@@ -282,7 +419,10 @@ impl Pipeline {
             None => None,
         };
         if let Some(batch) = governed {
-            match self.store.append(&principal.tenant, signal, batch.clone()) {
+            match self
+                .store
+                .append(&principal.tenant, signal, &version, batch.clone())
+            {
                 Ok(true) => self.flush_wanted.notify_one(),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {

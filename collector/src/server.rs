@@ -8,7 +8,8 @@ use axum::routing::get;
 use bulkhead_query::http::ApiState;
 use bulkhead_query::{QueryEngine, QueryLimits};
 use bulkhead_rules::{Authenticator, Clock};
-use bulkhead_store::{FlushConfig, FlushStats, Store};
+use bulkhead_store::wal::{WalConfig, WriteFaults};
+use bulkhead_store::{FlushConfig, FlushStats, ReplayReport, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::anomaly::AnomalyEngine;
 use crate::config::Config;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{FaultHook, Pipeline};
 use crate::receiver::grpc::GrpcReceiver;
 use crate::telemetry::Telemetry;
 use crate::tenants::{ReloadOutcome, TenantDirectory};
@@ -36,6 +37,26 @@ pub struct RunningServer {
     servers: Vec<JoinHandle<Result<(), String>>>,
     flusher: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    replay: ReplayReport,
+}
+
+/// Hooks for tests: fault injection into the WAL and the ingest path.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Makes WAL writes fail while switched on (a full disk).
+    pub wal_faults: Option<Arc<WriteFaults>>,
+    /// Runs at the start of every ingest.
+    pub fault_hook: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("wal_faults", &self.wal_faults.is_some())
+            .field("fault_hook", &self.fault_hook.is_some())
+            .finish()
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -46,14 +67,45 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
 
 /// Starts every listener and background task of `config`.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServer, String> {
+    start_with(config, clock, StartOptions::default()).await
+}
+
+/// [`start`] with test hooks.
+pub async fn start_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    options: StartOptions,
+) -> Result<RunningServer, String> {
     let flush = FlushConfig {
         max_buffer_bytes: config.flush.max_buffer_size.as_usize(),
         max_age: config.flush.max_age.0,
         max_total_bytes: config.flush.max_total_buffer.as_usize(),
     };
     let store_dir = config.store_dir();
-    let store =
-        Arc::new(Store::open(&store_dir, flush.clone(), clock.clone()).map_err(|e| e.to_string())?);
+    let wal = WalConfig {
+        dir: config.wal_dir(),
+        segment_bytes: config.wal.segment_size.0,
+        faults: options.wal_faults.clone(),
+    };
+    // Replays the write-ahead log before any listener opens: nothing is
+    // served, and /readyz is not ready, until every acknowledged record is
+    // back in the buffers.
+    let (store, replay) = {
+        let (dir, flush, clock) = (store_dir.clone(), flush.clone(), clock.clone());
+        let enabled = config.wal.enabled;
+        tokio::task::spawn_blocking(move || {
+            if enabled {
+                Store::open_durable(dir, wal, flush, clock)
+            } else {
+                tracing::warn!("the write-ahead log is off: a crash loses buffered data");
+                Store::open(dir, flush, clock).map(|s| (s, ReplayReport::default()))
+            }
+        })
+        .await
+        .map_err(|e| format!("opening the store: {e}"))?
+        .map_err(|e| format!("opening the store: {e}"))?
+    };
+    let store = Arc::new(store);
     let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?);
     let audit = Arc::new(
         AuditLog::open(&config.audit_dir(), clock.clone())
@@ -77,8 +129,25 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
             anomalies.clone(),
         )
         .with_audit(audit.clone())
-        .with_tenant_keys(&config.ingest.tenant_attribute_keys),
+        .with_tenant_keys(&config.ingest.tenant_attribute_keys)
+        .with_event_window(
+            config.ingest.max_event_age.map(|d| d.0),
+            config.ingest.max_event_future.0,
+        )
+        .with_workers(config.ingest.workers)
+        .with_fault_hook_opt(options.fault_hook.clone()),
     );
+    telemetry.add(
+        "bulkhead_wal_replayed_entries_total",
+        &[],
+        replay.entries_replayed as u64,
+    );
+    telemetry.add(
+        "bulkhead_wal_truncations_total",
+        &[],
+        replay.wal.truncated.len() as u64,
+    );
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let engine = Arc::new(
         QueryEngine::new(
             store.clone(),
@@ -138,6 +207,19 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
     })
     .route("/healthz", get(|| async { "ok\n" }))
     .route(
+        "/readyz",
+        get({
+            let ready = ready.clone();
+            move || async move {
+                if ready.load(std::sync::atomic::Ordering::Acquire) {
+                    (axum::http::StatusCode::OK, "ready\n")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }
+        }),
+    )
+    .route(
         "/metrics",
         get({
             let (telemetry, store) = (telemetry.clone(), store.clone());
@@ -174,6 +256,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         hup,
         audit.clone(),
     ));
+    ready.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(%grpc_addr, %http_addr, %api_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
         grpc_addr,
@@ -187,6 +270,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
         servers,
         flusher,
         watcher,
+        ready,
+        replay,
     })
 }
 
@@ -282,10 +367,18 @@ async fn run_flusher(
             _ = ticker.tick() => {}
             _ = wanted.notified() => {}
         }
-        // the wall clock closes minutes of live tenants (a silent tenant is a zero)
-        let tenants = pipeline.tenants().clone();
-        for (tenant, findings) in anomalies.tick(|t| tenants.policy(t).map(|p| p.anomaly.clone())) {
-            pipeline.record_anomalies(&tenant, &findings);
+        // the wall clock closes minutes of live tenants (a silent tenant is
+        // a zero); findings go through the WAL, so off the runtime
+        let (p, a) = (pipeline.clone(), anomalies.clone());
+        let ticked = tokio::task::spawn_blocking(move || {
+            let tenants = p.tenants().clone();
+            for (tenant, findings) in a.tick(|t| tenants.policy(t).map(|p| p.anomaly.clone())) {
+                p.record_anomalies(&tenant, &findings);
+            }
+        })
+        .await;
+        if let Err(e) = ticked {
+            tracing::error!(error = %e, "anomaly tick panicked");
         }
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = tokio::time::Instant::now();
@@ -304,6 +397,10 @@ async fn run_flusher(
                 Err(e) => tracing::error!(error = %e, "anomaly checkpoint task panicked"),
                 Ok(Ok(())) => {}
             }
+        }
+        let p = pipeline.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.flush_refusals()).await {
+            tracing::error!(error = %e, "audit of refused credentials panicked");
         }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.flush_due()).await {
@@ -336,6 +433,11 @@ impl RunningServer {
         &self.store
     }
 
+    /// What start-up recovered from the write-ahead log.
+    pub fn replay_report(&self) -> &ReplayReport {
+        &self.replay
+    }
+
     pub fn tenants(&self) -> &Arc<TenantDirectory> {
         &self.tenants
     }
@@ -353,6 +455,8 @@ impl RunningServer {
     /// Stops accepting, finishes requests in flight, then commits everything
     /// buffered. Returns what the final flush wrote.
     pub async fn shutdown(self) -> Result<FlushStats, String> {
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Release);
         self.shutdown.cancel();
         let mut errors = Vec::new();
         for s in self.servers {
@@ -364,6 +468,8 @@ impl RunningServer {
         }
         let _ = self.flusher.await;
         let _ = self.watcher.await;
+        let p = self.pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || p.flush_refusals()).await;
         if let Err(e) = self.anomalies.checkpoint_all() {
             tracing::error!(error = %e, "anomaly checkpoint at shutdown failed");
         }

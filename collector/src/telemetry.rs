@@ -1,9 +1,9 @@
 //! Bulkhead's own metrics, served in the Prometheus text format at
 //! `/metrics` on the API port. Counters are labelled by tenant where they
 //! concern one; label values are `TenantId`s and fixed names, never free text.
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 
 use bulkhead_store::Store;
 
@@ -57,6 +57,18 @@ const HELP: &[(&str, &str)] = &[
         "bulkhead_anomaly_series_dropped_total",
         "New series not tracked because the tenant's series limit was reached.",
     ),
+    (
+        "bulkhead_request_panics_total",
+        "Requests whose handling panicked (answered 500 / INTERNAL; other requests unaffected).",
+    ),
+    (
+        "bulkhead_wal_replayed_entries_total",
+        "Write-ahead log entries put back into the buffers at start-up.",
+    ),
+    (
+        "bulkhead_wal_truncations_total",
+        "Write-ahead log segments whose torn or corrupt tail was cut at start-up.",
+    ),
 ];
 
 impl Telemetry {
@@ -68,12 +80,7 @@ impl Telemetry {
             name,
             labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         );
-        *self
-            .counters
-            .lock()
-            .expect("telemetry lock")
-            .entry(key)
-            .or_default() += by;
+        *self.counters.lock().entry(key).or_default() += by;
     }
 
     /// The current value of one counter (0 if never incremented).
@@ -82,18 +89,13 @@ impl Telemetry {
             name,
             labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         );
-        self.counters
-            .lock()
-            .expect("telemetry lock")
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+        self.counters.lock().get(&key).copied().unwrap_or(0)
     }
 
     /// Everything in the Prometheus text exposition format.
     pub fn render(&self, store: &Store) -> String {
         let mut out = String::new();
-        let counters = self.counters.lock().expect("telemetry lock");
+        let counters = self.counters.lock();
         for (name, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {

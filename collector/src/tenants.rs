@@ -1,7 +1,8 @@
 //! The tenant directory: every tenant's policy and the keyring built from
 //! them, reloaded when the policy files change.
+use parking_lot::{Mutex, RwLock};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bulkhead_rules::redact::Redactor;
@@ -133,7 +134,7 @@ impl TenantDirectory {
     }
 
     fn current(&self) -> Arc<Loaded> {
-        self.current.read().expect("tenant directory lock").clone()
+        self.current.read().clone()
     }
 
     /// Re-reads the policy directory when its files changed. A directory with
@@ -145,7 +146,7 @@ impl TenantDirectory {
             return ReloadOutcome::Unchanged;
         }
         {
-            let mut refused = self.refused.lock().expect("refused lock");
+            let mut refused = self.refused.lock();
             if refused.as_ref() == Some(&now) {
                 return ReloadOutcome::Unchanged;
             }
@@ -213,12 +214,12 @@ impl TenantDirectory {
                 for c in &changes {
                     tracing::info!(tenant = %c.tenant, old = c.old_version.as_deref().unwrap_or("-"), new = c.new_version.as_deref().unwrap_or("-"), "policy version changed");
                 }
-                *self.current.write().expect("tenant directory lock") = Arc::new(loaded);
+                *self.current.write() = Arc::new(loaded);
                 ReloadOutcome::Reloaded(changes)
             }
             Err(e) => {
                 tracing::error!(error = %e, "policy change refused; previous policies stay in force");
-                *self.refused.lock().expect("refused lock") = Some(now);
+                *self.refused.lock() = Some(now);
                 ReloadOutcome::Refused(e)
             }
         }
@@ -226,7 +227,7 @@ impl TenantDirectory {
 
     fn reload_rate_limited(&self) -> bool {
         {
-            let mut last = self.last_check.lock().expect("reload lock");
+            let mut last = self.last_check.lock();
             if last.is_some_and(|t| t.elapsed() < RELOAD_AT_MOST_EVERY) {
                 return false;
             }

@@ -126,6 +126,15 @@ impl Retention {
         }
         .map(|p| p.0)
     }
+
+    /// The longest period of the tables that receive OTLP data (`logs`,
+    /// `spans`, `metrics`); `None` when any of them is kept forever.
+    pub fn longest_ingest_period(&self) -> Option<Duration> {
+        [self.logs, self.spans, self.metrics]
+            .into_iter()
+            .map(|p| p.map(|p| p.0))
+            .try_fold(Duration::ZERO, |acc, p| p.map(|p| acc.max(p)))
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub mod detail {
     pub const INTERFACE: &str = "interface";
     /// Bytes removed from a torn log tail at start-up.
     pub const TRUNCATED_BYTES: &str = "truncated_bytes";
+    /// How many identical events one entry stands for (refused credentials
+    /// are summed up per flush).
+    pub const COUNT: &str = "count";
     /// File offset where the torn tail started.
     pub const OFFSET: &str = "offset";
 }

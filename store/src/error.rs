@@ -11,7 +11,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("parquet error writing {path}: {source}")]
+    #[error("parquet error at {path}: {source}")]
     Parquet {
         path: PathBuf,
         #[source]
@@ -21,6 +21,8 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("batch for tenant {tenant} has no usable 'timestamp' column")]
     NoTimestamp { tenant: String },
+    #[error("write-ahead log: {0}")]
+    Wal(#[source] crate::wal::WalError),
     #[error("ingest buffer full ({buffered} bytes buffered, limit {limit}); retry later")]
     BufferFull { buffered: usize, limit: usize },
 }
@@ -35,6 +37,10 @@ impl Error {
 
     /// True for conditions a client should retry (the store is busy, not the data bad).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::BufferFull { .. } | Error::Io { .. })
+        match self {
+            Error::BufferFull { .. } | Error::Io { .. } => true,
+            Error::Wal(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }

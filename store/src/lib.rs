@@ -14,9 +14,13 @@ pub mod paths;
 pub mod schema;
 mod signal;
 mod store;
+pub mod wal;
 mod writer;
 
 pub use error::{Error, Result};
 pub use paths::{ParquetFilePath, PartitionHour};
 pub use signal::Signal;
-pub use store::{FlushConfig, FlushStats, Snapshot, Store, StoreStats, TimeRange};
+pub use store::{
+    FlushConfig, FlushStats, ReplayReport, Snapshot, Store, StoreStats, TimeRange, WAL_FOOTER_KEY,
+};
+pub use wal::{Wal, WalConfig, WalEntry, WalError, WalStats, WriteFaults};

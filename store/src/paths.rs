@@ -18,9 +18,19 @@ pub struct PartitionHour {
 }
 
 impl PartitionHour {
+    /// The hour holding `nanos`. Total over `i64`: the hours at the very
+    /// ends of the range, which do not fit whole, are clamped to the first
+    /// and last whole hours (ingest never gets there: event times are
+    /// checked against an accepted window first).
     pub fn containing(nanos: i64) -> Self {
+        let start =
+            i128::from(nanos).div_euclid(i128::from(NANOS_PER_HOUR)) * i128::from(NANOS_PER_HOUR);
+        let first =
+            i128::from(i64::MIN.div_euclid(NANOS_PER_HOUR) + 1) * i128::from(NANOS_PER_HOUR);
+        let last = i128::from(i64::MAX.div_euclid(NANOS_PER_HOUR) - 1) * i128::from(NANOS_PER_HOUR);
         Self {
-            start_nanos: nanos.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR,
+            // in range after the clamp, so the conversion cannot fail
+            start_nanos: i64::try_from(start.clamp(first, last)).unwrap_or(0),
         }
     }
 
@@ -30,7 +40,7 @@ impl PartitionHour {
 
     /// First nanosecond after the hour.
     pub fn end_nanos(self) -> i64 {
-        self.start_nanos + NANOS_PER_HOUR
+        self.start_nanos.saturating_add(NANOS_PER_HOUR)
     }
 
     fn datetime(self) -> DateTime<chrono::Utc> {
@@ -127,6 +137,23 @@ mod tests {
         let h = PartitionHour::containing(-1);
         assert_eq!(h.start_nanos(), -NANOS_PER_HOUR);
         assert_eq!(PartitionHour::parse("date=1969-12-31", "hour=23"), Some(h));
+    }
+
+    #[test]
+    fn extreme_times_never_panic_or_wrap() {
+        for nanos in [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX] {
+            let h = PartitionHour::containing(nanos);
+            assert!(h.start_nanos() < h.end_nanos(), "{nanos}");
+            // the path renders and parses back
+            let rel = h.relative();
+            let mut parts = rel.iter().map(|p| p.to_str().unwrap());
+            let (d, hr) = (parts.next().unwrap(), parts.next().unwrap());
+            assert_eq!(PartitionHour::parse(d, hr), Some(h), "{nanos}");
+        }
+        // inside the clamped range the hour really contains the time
+        let near_top = i64::MAX - 2 * NANOS_PER_HOUR;
+        let h = PartitionHour::containing(near_top);
+        assert!(h.start_nanos() <= near_top && near_top < h.end_nanos());
     }
 
     #[test]

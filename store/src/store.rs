@@ -1,17 +1,26 @@
-//! The [`Store`]: per-tenant buffers and their flush into committed files.
-use std::collections::BTreeMap;
+//! The [`Store`]: per-tenant buffers, the write-ahead log in front of them,
+//! and their flush into committed files.
+//!
+//! State is sharded by tenant: each tenant has its own buffers and its own
+//! commit lock, so one tenant's flush, commit or retention pass never waits
+//! for another's. The shard map itself is locked only to look a shard up.
+//! Locks are `parking_lot`'s: a panic while one is held does not poison it
+//! for everyone else.
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, TimestampNanosecondArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use bulkhead_rules::{Clock, TenantId};
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::paths::{self, ParquetFilePath, PartitionHour};
+use crate::wal::{RecoveryReport, Wal, WalConfig, WalEntry};
 use crate::writer;
 use crate::Signal;
 
@@ -55,15 +64,42 @@ impl TimeRange {
     }
 }
 
-type PartitionKey = (TenantId, Signal, PartitionHour);
+/// A partition within a tenant's shard.
+type PartKey = (Signal, PartitionHour);
+
+/// One buffered batch and the WAL entry it came from (none for stores
+/// without a WAL).
+#[derive(Clone)]
+struct Part {
+    batch: RecordBatch,
+    seq: Option<u64>,
+}
 
 #[derive(Default)]
 struct Pending {
-    batches: Vec<RecordBatch>,
+    parts: Vec<Part>,
     bytes: usize,
     rows: usize,
     /// Clock time the oldest batch arrived.
     first_at: i64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending({} rows, {} bytes)", self.rows, self.bytes)
+    }
+}
+
+/// One tenant's buffers and locks.
+#[derive(Debug, Default)]
+struct Shard {
+    pending: Mutex<BTreeMap<PartKey, Pending>>,
+    /// Taken for writing while a commit moves rows from `pending` to a file
+    /// (or retention removes an hour), and for reading while a [`Snapshot`]
+    /// is taken, so a reader never sees a row twice or not at all.
+    commit: RwLock<()>,
+    /// One flusher at a time per tenant.
+    flushing: Mutex<()>,
 }
 
 /// What one flush pass did.
@@ -81,6 +117,8 @@ pub struct StoreStats {
     pub rows_committed: AtomicU64,
     pub bytes_committed: AtomicU64,
     pub flush_errors: AtomicU64,
+    /// Nanoseconds spent writing and publishing files, and how many.
+    pub flush_nanos_total: AtomicU64,
 }
 
 /// A consistent view of one tenant's signal: every committed file in the
@@ -93,31 +131,48 @@ pub struct Snapshot {
     pub buffered: Vec<RecordBatch>,
 }
 
+/// What start-up recovered from the write-ahead log.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    /// What the WAL itself found (segments, entries, cut tails).
+    pub wal: RecoveryReport,
+    /// Entries put back into the buffers.
+    pub entries_replayed: usize,
+    /// Rows put back into the buffers.
+    pub rows_replayed: usize,
+    /// Entry parts found already committed (a crash between a commit and the
+    /// deletion of its WAL segment), skipped.
+    pub parts_already_committed: usize,
+}
+
+/// Key of the Parquet footer entry naming the WAL entries a file holds.
+pub const WAL_FOOTER_KEY: &str = "bulkhead.wal";
+
+/// The WAL side of the store: the log, and for each outstanding entry the
+/// number of its partition parts not yet in a committed file.
+#[derive(Debug)]
+struct Durability {
+    wal: Wal,
+    outstanding: Mutex<HashMap<u64, usize>>,
+}
+
 /// The per-tenant store on local disk.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     config: FlushConfig,
     clock: Arc<dyn Clock>,
-    pending: Mutex<BTreeMap<PartitionKey, Pending>>,
-    /// Taken for writing while a commit moves rows from `pending` to a file,
-    /// and for reading while a [`Snapshot`] is taken, so a reader never sees a
-    /// row twice or not at all.
-    commit: RwLock<()>,
-    /// One flusher at a time.
-    flushing: Mutex<()>,
+    shards: RwLock<HashMap<TenantId, Arc<Shard>>>,
+    buffered: AtomicUsize,
+    durability: Option<Durability>,
     stats: StoreStats,
 }
 
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Pending({} rows, {} bytes)", self.rows, self.bytes)
-    }
-}
-
 impl Store {
-    /// Opens (creating if needed) a store at `root`, removing temporary files a
-    /// crash may have left behind.
+    /// Opens (creating if needed) a store at `root` without a write-ahead
+    /// log, removing temporary files a crash may have left behind. Buffered
+    /// data is lost in a crash: for tools and tests; the server uses
+    /// [`Store::open_durable`].
     pub fn open(
         root: impl Into<PathBuf>,
         config: FlushConfig,
@@ -133,11 +188,82 @@ impl Store {
             root,
             config,
             clock,
-            pending: Mutex::default(),
-            commit: RwLock::default(),
-            flushing: Mutex::default(),
+            shards: RwLock::default(),
+            buffered: AtomicUsize::new(0),
+            durability: None,
             stats: StoreStats::default(),
         })
+    }
+
+    /// Opens the store with its write-ahead log and replays the log into the
+    /// buffers: every acknowledged entry not yet in a committed file is
+    /// buffered again. Replay is idempotent: each committed file names the
+    /// WAL entries it holds in its footer ([`WAL_FOOTER_KEY`]), and a part
+    /// already in a file is skipped, so a crash during replay, or between a
+    /// commit and the deletion of its WAL segment, neither loses nor
+    /// duplicates rows.
+    pub fn open_durable(
+        root: impl Into<PathBuf>,
+        wal: WalConfig,
+        config: FlushConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, ReplayReport)> {
+        let mut store = Self::open(root, config, clock)?;
+        let (wal, entries, recovery) = Wal::open(wal).map_err(Error::Wal)?;
+        store.durability = Some(Durability {
+            wal,
+            outstanding: Mutex::default(),
+        });
+        let mut report = ReplayReport {
+            wal: recovery,
+            ..Default::default()
+        };
+        store.replay(entries, &mut report)?;
+        Ok((store, report))
+    }
+
+    fn replay(&self, entries: Vec<WalEntry>, report: &mut ReplayReport) -> Result<()> {
+        let Some(d) = &self.durability else {
+            return Ok(());
+        };
+        let wal_id = d.wal.id().to_string();
+        // The WAL entries each committed file of a touched hour holds.
+        let mut committed: HashMap<(TenantId, Signal, PartitionHour), HashSet<u64>> =
+            HashMap::new();
+        for entry in entries {
+            let parts = split_by_hour(&entry.tenant, &entry.batch)?;
+            let mut kept = Vec::new();
+            for (hour, batch) in parts {
+                let key = (entry.tenant.clone(), entry.signal, hour);
+                if !committed.contains_key(&key) {
+                    let dir = paths::hour_dir(&self.root, &entry.tenant, entry.signal, hour);
+                    committed.insert(key.clone(), writer::committed_wal_seqs(&dir, &wal_id)?);
+                }
+                if committed[&key].contains(&entry.seq) {
+                    report.parts_already_committed += 1;
+                } else {
+                    kept.push((hour, batch));
+                }
+            }
+            if kept.is_empty() {
+                d.wal.complete(entry.seq);
+                continue;
+            }
+            report.entries_replayed += 1;
+            report.rows_replayed += kept.iter().map(|(_, b)| b.num_rows()).sum::<usize>();
+            d.outstanding.lock().insert(entry.seq, kept.len());
+            self.buffer(&entry.tenant, entry.signal, kept, Some(entry.seq));
+        }
+        if report.entries_replayed > 0 || !report.wal.truncated.is_empty() {
+            tracing::info!(
+                entries = report.entries_replayed,
+                rows = report.rows_replayed,
+                already_committed = report.parts_already_committed,
+                cut_tails = report.wal.truncated.len(),
+                "write-ahead log replayed"
+            );
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -148,51 +274,107 @@ impl Store {
         &self.stats
     }
 
-    /// Bytes currently buffered across all tenants.
-    pub fn buffered_bytes(&self) -> usize {
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .values()
-            .map(|p| p.bytes)
-            .sum()
+    /// The write-ahead log, when the store has one.
+    pub fn wal(&self) -> Option<&Wal> {
+        self.durability.as_ref().map(|d| &d.wal)
     }
 
-    /// Buffers a batch of `signal` for `tenant`, split by event hour. Returns
-    /// true when some partition is now due for a flush by size.
-    pub fn append(&self, tenant: &TenantId, signal: Signal, batch: RecordBatch) -> Result<bool> {
+    /// Bytes currently buffered across all tenants.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, tenant: &TenantId) -> Arc<Shard> {
+        if let Some(s) = self.shards.read().get(tenant) {
+            return s.clone();
+        }
+        self.shards
+            .write()
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn existing_shard(&self, tenant: &TenantId) -> Option<Arc<Shard>> {
+        self.shards.read().get(tenant).cloned()
+    }
+
+    fn all_shards(&self) -> Vec<(TenantId, Arc<Shard>)> {
+        self.shards
+            .read()
+            .iter()
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Makes a batch of `signal` for `tenant` durable (in the write-ahead
+    /// log, fsynced, when the store has one) and buffers it, split by event
+    /// hour. Returns once the batch is durable; true when some partition is
+    /// now due for a flush by size. Blocking: call it off the async runtime.
+    pub fn append(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        policy_version: &str,
+        batch: RecordBatch,
+    ) -> Result<bool> {
         if batch.num_rows() == 0 {
             return Ok(false);
         }
         let parts = split_by_hour(tenant, &batch)?;
-        let now = self.clock.now_nanos();
-        let mut pending = self.pending.lock().expect("pending lock");
-        let total: usize = pending.values().map(|p| p.bytes).sum();
+        let total = self.buffered.load(Ordering::Relaxed);
         if total >= self.config.max_total_bytes {
             return Err(Error::BufferFull {
                 buffered: total,
                 limit: self.config.max_total_bytes,
             });
         }
+        let seq = match &self.durability {
+            Some(d) => {
+                let seq = d
+                    .wal
+                    .append(tenant, signal, policy_version, &batch)
+                    .map_err(Error::Wal)?;
+                d.outstanding.lock().insert(seq, parts.len());
+                Some(seq)
+            }
+            None => None,
+        };
+        Ok(self.buffer(tenant, signal, parts, seq))
+    }
+
+    fn buffer(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        parts: Vec<(PartitionHour, RecordBatch)>,
+        seq: Option<u64>,
+    ) -> bool {
+        let now = self.clock.now_nanos();
+        let shard = self.shard(tenant);
+        let mut pending = shard.pending.lock();
         let mut due = false;
-        for (hour, part) in parts {
-            let p = pending.entry((tenant.clone(), signal, hour)).or_default();
-            if p.batches.is_empty() {
+        for (hour, batch) in parts {
+            let p = pending.entry((signal, hour)).or_default();
+            if p.parts.is_empty() {
                 p.first_at = now;
             }
-            p.bytes += part.get_array_memory_size();
-            p.rows += part.num_rows();
-            p.batches.push(part);
+            let bytes = batch.get_array_memory_size();
+            p.bytes += bytes;
+            p.rows += batch.num_rows();
+            p.parts.push(Part { batch, seq });
+            self.buffered.fetch_add(bytes, Ordering::Relaxed);
             due |= p.bytes >= self.config.max_buffer_bytes;
         }
-        Ok(due)
+        due
     }
 
     /// Flushes every partition that is due by size or age.
     pub fn flush_due(&self) -> Result<FlushStats> {
         let now = self.clock.now_nanos();
-        let max_age = self.config.max_age.as_nanos() as i64;
-        self.flush_where(|p| p.bytes >= self.config.max_buffer_bytes || now - p.first_at >= max_age)
+        let max_age = i64::try_from(self.config.max_age.as_nanos()).unwrap_or(i64::MAX);
+        let max_bytes = self.config.max_buffer_bytes;
+        self.flush_where(|p| p.bytes >= max_bytes || now.saturating_sub(p.first_at) >= max_age)
     }
 
     /// Flushes everything buffered (shutdown).
@@ -200,31 +382,14 @@ impl Store {
         self.flush_where(|_| true)
     }
 
+    /// Flushes each tenant's due partitions; one tenant's failure does not
+    /// stop the others (the first error is returned after all were tried).
     fn flush_where(&self, due: impl Fn(&Pending) -> bool) -> Result<FlushStats> {
-        let _one_flusher = self.flushing.lock().expect("flushing lock");
-        let work: Vec<(PartitionKey, Vec<RecordBatch>)> = {
-            let pending = self.pending.lock().expect("pending lock");
-            pending
-                .iter()
-                .filter(|(_, p)| !p.batches.is_empty() && due(p))
-                .map(|(k, p)| (k.clone(), p.batches.clone()))
-                .collect()
-        };
         let mut stats = FlushStats::default();
         let mut first_error = None;
-        for (key, batches) in work {
-            match self.commit_partition(&key, &batches) {
-                Ok(bytes) => {
-                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                    stats.files += 1;
-                    stats.rows += rows;
-                    stats.bytes += bytes;
-                }
-                Err(e) => {
-                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(tenant = %key.0, signal = %key.1, error = %e, "flush failed; data stays buffered");
-                    first_error.get_or_insert(e);
-                }
+        for (tenant, shard) in self.all_shards() {
+            if let Err(e) = self.flush_shard(&tenant, &shard, &due, &mut stats) {
+                first_error.get_or_insert(e);
             }
         }
         self.stats
@@ -242,34 +407,121 @@ impl Store {
         }
     }
 
-    /// Commits the given (leading) batches of one partition and removes them
-    /// from the buffer. Batches appended meanwhile stay buffered.
-    fn commit_partition(&self, key: &PartitionKey, batches: &[RecordBatch]) -> Result<u64> {
-        let (tenant, signal, hour) = key;
-        let path = ParquetFilePath::new(tenant, *signal, *hour, uuid::Uuid::now_v7());
-        let schema = batches[0].schema();
-        let staged = writer::stage_parquet(&self.root, &path, &schema, batches)?;
-        let size = staged.size;
-        // The rename and the removal from the buffer happen under the write
-        // lock: a reader sees the rows in exactly one place.
-        let _write = self.commit.write().expect("commit lock");
-        let final_path = staged.publish()?;
-        let mut pending = self.pending.lock().expect("pending lock");
-        if let Some(p) = pending.get_mut(key) {
-            let removed: Vec<RecordBatch> = p.batches.drain(..batches.len()).collect();
-            p.bytes -= removed
+    fn flush_shard(
+        &self,
+        tenant: &TenantId,
+        shard: &Shard,
+        due: &impl Fn(&Pending) -> bool,
+        stats: &mut FlushStats,
+    ) -> Result<()> {
+        let _one_flusher = shard.flushing.lock();
+        let work: Vec<(PartKey, Vec<Part>)> = {
+            let pending = shard.pending.lock();
+            pending
                 .iter()
-                .map(|b| b.get_array_memory_size())
-                .sum::<usize>();
-            p.rows -= removed.iter().map(|b| b.num_rows()).sum::<usize>();
-            if p.batches.is_empty() {
-                pending.remove(key);
-            } else {
-                p.first_at = self.clock.now_nanos();
+                .filter(|(_, p)| !p.parts.is_empty() && due(p))
+                .map(|(k, p)| (*k, p.parts.clone()))
+                .collect()
+        };
+        let mut first_error = None;
+        for (key, parts) in work {
+            let started = std::time::Instant::now();
+            match self.commit_partition(tenant, shard, key, &parts) {
+                Ok(bytes) => {
+                    stats.files += 1;
+                    stats.rows += parts.iter().map(|p| p.batch.num_rows()).sum::<usize>();
+                    stats.bytes += bytes;
+                    self.stats.flush_nanos_total.fetch_add(
+                        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
+                Err(e) => {
+                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%tenant, signal = %key.0, error = %e, "flush failed; data stays buffered");
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        tracing::debug!(tenant = %tenant, signal = %signal, path = %final_path.display(), size, "committed");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits the given (leading) parts of one partition and removes them
+    /// from the buffer; parts appended meanwhile stay buffered. Then the WAL
+    /// entries whose every part is committed are released.
+    fn commit_partition(
+        &self,
+        tenant: &TenantId,
+        shard: &Shard,
+        key: PartKey,
+        parts: &[Part],
+    ) -> Result<u64> {
+        let (signal, hour) = key;
+        let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
+        let schema = parts[0].batch.schema();
+        let batches: Vec<RecordBatch> = parts.iter().map(|p| p.batch.clone()).collect();
+        let seqs: Vec<u64> = parts.iter().filter_map(|p| p.seq).collect();
+        let footer = match (&self.durability, seqs.is_empty()) {
+            (Some(d), false) => Some((
+                WAL_FOOTER_KEY.to_string(),
+                writer::wal_footer(d.wal.id(), &seqs),
+            )),
+            _ => None,
+        };
+        let staged = writer::stage_parquet(&self.root, &path, &schema, &batches, footer)?;
+        let size = staged.size;
+        {
+            // The rename and the removal from the buffer happen under the
+            // tenant's write lock: a reader sees the rows in exactly one place.
+            let _write = shard.commit.write();
+            let final_path = staged.publish()?;
+            let mut pending = shard.pending.lock();
+            if let Some(p) = pending.get_mut(&key) {
+                let removed: Vec<Part> = p.parts.drain(..parts.len()).collect();
+                let bytes: usize = removed
+                    .iter()
+                    .map(|r| r.batch.get_array_memory_size())
+                    .sum();
+                p.bytes -= bytes;
+                p.rows -= removed.iter().map(|r| r.batch.num_rows()).sum::<usize>();
+                self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+                if p.parts.is_empty() {
+                    pending.remove(&key);
+                } else {
+                    p.first_at = self.clock.now_nanos();
+                }
+            }
+            tracing::debug!(%tenant, %signal, path = %final_path.display(), size, "committed");
+        }
+        self.release(&seqs);
         Ok(size)
+    }
+
+    /// One part of each of `seqs` left the buffer (committed or deleted):
+    /// entries with no part left are released from the WAL.
+    fn release(&self, seqs: &[u64]) {
+        let Some(d) = &self.durability else {
+            return;
+        };
+        let mut done = Vec::new();
+        {
+            let mut outstanding = d.outstanding.lock();
+            for seq in seqs {
+                if let Some(n) = outstanding.get_mut(seq) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        outstanding.remove(seq);
+                        done.push(*seq);
+                    }
+                }
+            }
+        }
+        for seq in done {
+            d.wal.complete(seq);
+        }
     }
 
     /// Deletes `tenant`'s `signal` data of every event hour that ended at or
@@ -282,33 +534,41 @@ impl Store {
         cutoff_nanos: i64,
     ) -> Result<usize> {
         let dir = paths::signal_dir(&self.root, tenant, signal);
-        // under the write lock: a reader sees the hour whole or not at all
-        let _write = self.commit.write().expect("commit lock");
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .retain(|(t, s, hour), _| {
-                !(t == tenant && *s == signal && hour.end_nanos() <= cutoff_nanos)
-            });
+        let shard = self.shard(tenant);
+        let mut released = Vec::new();
         let mut deleted = 0;
-        for (hour, hour_dir) in list_hours(&dir)? {
-            if hour.end_nanos() > cutoff_nanos {
-                continue;
-            }
-            deleted += std::fs::read_dir(&hour_dir)
-                .map_err(|e| Error::io(&hour_dir, e))?
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
-                .count();
-            std::fs::remove_dir_all(&hour_dir).map_err(|e| Error::io(&hour_dir, e))?;
-            if let Some(date_dir) = hour_dir.parent() {
-                // an emptied date directory goes too; a non-empty one stays
-                let _ = std::fs::remove_dir(date_dir);
+        {
+            // under the tenant's write lock: a reader sees the hour whole or
+            // not at all
+            let _write = shard.commit.write();
+            shard.pending.lock().retain(|(s, hour), p| {
+                let drop = *s == signal && hour.end_nanos() <= cutoff_nanos;
+                if drop {
+                    self.buffered.fetch_sub(p.bytes, Ordering::Relaxed);
+                    released.extend(p.parts.iter().filter_map(|part| part.seq));
+                }
+                !drop
+            });
+            for (hour, hour_dir) in list_hours(&dir)? {
+                if hour.end_nanos() > cutoff_nanos {
+                    continue;
+                }
+                deleted += std::fs::read_dir(&hour_dir)
+                    .map_err(|e| Error::io(&hour_dir, e))?
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+                    .count();
+                std::fs::remove_dir_all(&hour_dir).map_err(|e| Error::io(&hour_dir, e))?;
+                if let Some(date_dir) = hour_dir.parent() {
+                    // an emptied date directory goes too; a non-empty one stays
+                    let _ = std::fs::remove_dir(date_dir);
+                }
             }
         }
         if deleted > 0 {
             writer::sync_dir_if_exists(&dir)?;
         }
+        self.release(&released);
         Ok(deleted)
     }
 
@@ -319,36 +579,54 @@ impl Store {
         signal: Signal,
         range: TimeRange,
     ) -> Result<Snapshot> {
-        let _read = self.commit.read().expect("commit lock");
         let mut snap = Snapshot::default();
+        let dir = paths::signal_dir(&self.root, tenant, signal);
+        let Some(shard) = self.existing_shard(tenant) else {
+            // nothing buffered, so no commit can race the listing
+            snap.files = list_files(&dir, range)?;
+            return Ok(snap);
+        };
+        let _read = shard.commit.read();
         {
-            let pending = self.pending.lock().expect("pending lock");
-            for ((t, s, hour), p) in pending.iter() {
-                if t == tenant && *s == signal && range.overlaps(*hour) {
-                    snap.buffered.extend(p.batches.iter().cloned());
+            let pending = shard.pending.lock();
+            for ((s, hour), p) in pending.iter() {
+                if *s == signal && range.overlaps(*hour) {
+                    snap.buffered
+                        .extend(p.parts.iter().map(|p| p.batch.clone()));
                 }
             }
         }
-        let dir = paths::signal_dir(&self.root, tenant, signal);
-        for (hour, hour_dir) in list_hours(&dir)? {
-            if !range.overlaps(hour) {
-                continue;
-            }
-            let entries = std::fs::read_dir(&hour_dir).map_err(|e| Error::io(&hour_dir, e))?;
-            let mut files: Vec<(PathBuf, u64)> = entries
-                .flatten()
-                .filter(|e| {
-                    let name = e.file_name();
-                    let name = name.to_string_lossy();
-                    name.ends_with(".parquet") && !name.starts_with('.')
-                })
-                .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
-                .collect();
-            files.sort();
-            snap.files.extend(files);
-        }
+        snap.files = list_files(&dir, range)?;
         Ok(snap)
     }
+}
+
+/// The committed files of a signal directory in the hours `range` overlaps.
+fn list_files(dir: &Path, range: TimeRange) -> Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    for (hour, hour_dir) in list_hours(dir)? {
+        if !range.overlaps(hour) {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&hour_dir) {
+            Ok(e) => e,
+            // removed by retention since it was listed
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&hour_dir, e)),
+        };
+        let mut files: Vec<(PathBuf, u64)> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".parquet") && !name.starts_with('.')
+            })
+            .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
 }
 
 /// The hour partitions present under a signal directory.
@@ -387,6 +665,9 @@ fn split_by_hour(
         .ok_or_else(|| Error::NoTimestamp {
             tenant: tenant.to_string(),
         })?;
+    if ts.is_empty() {
+        return Ok(Vec::new());
+    }
     let first = PartitionHour::containing(ts.value(0));
     if ts
         .values()
@@ -400,7 +681,7 @@ fn split_by_hour(
         groups
             .entry(PartitionHour::containing(*v))
             .or_default()
-            .push(i as u32);
+            .push(u32::try_from(i).unwrap_or(u32::MAX));
     }
     groups
         .into_iter()

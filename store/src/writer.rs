@@ -1,6 +1,7 @@
 //! Atomic Parquet commits: write to a hidden temporary name in the target
 //! directory, fsync the file, rename it into place, fsync the directory.
 //! A reader (or a crash) sees either the whole file or nothing.
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -9,19 +10,86 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::paths::ParquetFilePath;
+use crate::store::WAL_FOOTER_KEY;
 
 /// Prefix of in-progress files; readers skip them, recovery removes them.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
-fn writer_properties() -> WriterProperties {
+fn writer_properties(footer: Option<(String, String)>) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(128 * 1024))
+        .set_key_value_metadata(footer.map(|(k, v)| vec![KeyValue::new(k, v)]))
         .build()
+}
+
+/// The footer value naming the WAL entries a file holds: the WAL's id and
+/// its entries' seqs as inclusive ranges, `{"wal":"<id>","seqs":[[1,4],[9,9]]}`.
+pub(crate) fn wal_footer(wal_id: &str, seqs: &[u64]) -> String {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut ranges: Vec<[u64; 2]> = Vec::new();
+    for s in sorted {
+        match ranges.last_mut() {
+            Some(r) if r[1].checked_add(1) == Some(s) => r[1] = s,
+            _ => ranges.push([s, s]),
+        }
+    }
+    serde_json::json!({ "wal": wal_id, "seqs": ranges }).to_string()
+}
+
+/// The seqs of WAL `wal_id` held by the committed files of one hour
+/// directory, read from their footers (a missing directory holds none).
+pub(crate) fn committed_wal_seqs(dir: &Path, wal_id: &str) -> Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.ends_with(".parquet") || name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .map_err(|e| Error::Parquet {
+                path: path.clone(),
+                source: e,
+            })?;
+        let Some(kv) = meta.file_metadata().key_value_metadata() else {
+            continue;
+        };
+        for item in kv.iter().filter(|kv| kv.key == WAL_FOOTER_KEY) {
+            let Some(v) = item
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+            else {
+                continue;
+            };
+            if v["wal"].as_str() != Some(wal_id) {
+                continue;
+            }
+            for r in v["seqs"].as_array().into_iter().flatten() {
+                if let (Some(a), Some(b)) = (r[0].as_u64(), r[1].as_u64()) {
+                    // ranges are written by `wal_footer`; a corrupt huge one is bounded
+                    out.extend((a..=b).take(1 << 24));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A fully written and fsynced file under its temporary name, not yet visible.
@@ -56,6 +124,7 @@ pub(crate) fn stage_parquet(
     path: &ParquetFilePath,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    footer: Option<(String, String)>,
 ) -> Result<StagedFile> {
     let final_path = path.absolute(root);
     let dir = final_path.parent().expect("parquet paths have a directory");
@@ -74,7 +143,7 @@ pub(crate) fn stage_parquet(
         let mut writer = ArrowWriter::try_new(
             BufWriter::new(file),
             schema.clone(),
-            Some(writer_properties()),
+            Some(writer_properties(footer)),
         )
         .map_err(parquet_err)?;
         for b in batches {

@@ -1,12 +1,11 @@
 //! Store behaviour: partitioning by event hour, flush by size and age with an
 //! injected clock, atomic commits, consistent snapshots, crash leftovers.
+mod common;
+use common::timed_batch;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow::record_batch::RecordBatch;
 use bulkhead_rules::{ManualClock, TenantId};
 use bulkhead_store::{FlushConfig, Signal, Store, TimeRange};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,27 +13,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 const HOUR: i64 = 3_600_000_000_000;
 // 2024-03-05T00:00:00Z
 const T0: i64 = 1_709_596_800_000_000_000;
-
-fn batch(tenant: &str, times: &[i64]) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("tenant", DataType::Utf8, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("value", DataType::Int64, false),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from(vec![tenant; times.len()])),
-            Arc::new(TimestampNanosecondArray::from(times.to_vec()).with_timezone("UTC")),
-            Arc::new(Int64Array::from_iter_values(0..times.len() as i64)),
-        ],
-    )
-    .unwrap()
-}
 
 fn rows_in(paths: &[(std::path::PathBuf, u64)]) -> usize {
     paths
@@ -68,7 +46,8 @@ fn rows_land_in_the_hour_partition_of_their_event_time() {
         .append(
             &t,
             Signal::Logs,
-            batch("acme", &[T0 + 1, T0 + HOUR + 5, T0 + 2]),
+            "v1",
+            timed_batch("acme", &[T0 + 1, T0 + HOUR + 5, T0 + 2], 0),
         )
         .unwrap();
     let stats = store.flush_all().unwrap();
@@ -104,7 +83,7 @@ fn flush_waits_for_age_on_the_injected_clock() {
     let store = open(dir.path(), clock.clone(), 1 << 30);
     let t = TenantId::new("acme").unwrap();
     store
-        .append(&t, Signal::Spans, batch("acme", &[T0]))
+        .append(&t, Signal::Spans, "v1", timed_batch("acme", &[T0], 0))
         .unwrap();
     assert_eq!(store.flush_due().unwrap().files, 0);
     clock.advance(Duration::from_secs(9));
@@ -120,7 +99,7 @@ fn flush_by_size_is_signalled_and_done() {
     let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1);
     let t = TenantId::new("acme").unwrap();
     assert!(store
-        .append(&t, Signal::Metrics, batch("acme", &[T0]))
+        .append(&t, Signal::Metrics, "v1", timed_batch("acme", &[T0], 0))
         .unwrap());
     assert_eq!(store.flush_due().unwrap().files, 1);
 }
@@ -132,9 +111,11 @@ fn snapshot_sees_each_row_exactly_once_before_and_after_flush() {
     let a = TenantId::new("a").unwrap();
     let b = TenantId::new("b").unwrap();
     store
-        .append(&a, Signal::Logs, batch("a", &[T0, T0 + 1]))
+        .append(&a, Signal::Logs, "v1", timed_batch("a", &[T0, T0 + 1], 0))
         .unwrap();
-    store.append(&b, Signal::Logs, batch("b", &[T0])).unwrap();
+    store
+        .append(&b, Signal::Logs, "v1", timed_batch("b", &[T0], 0))
+        .unwrap();
     let count = |s: &Store, t: &TenantId| {
         let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
         rows_in(&snap.files) + snap.buffered.iter().map(|b| b.num_rows()).sum::<usize>()
@@ -143,7 +124,7 @@ fn snapshot_sees_each_row_exactly_once_before_and_after_flush() {
     assert_eq!(count(&store, &b), 1);
     store.flush_all().unwrap();
     store
-        .append(&a, Signal::Logs, batch("a", &[T0 + 2]))
+        .append(&a, Signal::Logs, "v1", timed_batch("a", &[T0 + 2], 0))
         .unwrap();
     assert_eq!(count(&store, &a), 3);
     assert_eq!(count(&store, &b), 1);
@@ -163,7 +144,7 @@ fn committed_files_are_zstd_parquet_and_no_temporaries_remain() {
     let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1 << 30);
     let t = TenantId::new("acme").unwrap();
     store
-        .append(&t, Signal::Logs, batch("acme", &[T0; 100]))
+        .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0; 100], 0))
         .unwrap();
     store.flush_all().unwrap();
     let snap = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
@@ -207,15 +188,15 @@ fn a_full_buffer_refuses_appends_as_transient() {
     let store = Store::open(dir.path(), cfg, Arc::new(ManualClock::new(0))).unwrap();
     let t = TenantId::new("acme").unwrap();
     store
-        .append(&t, Signal::Logs, batch("acme", &[T0]))
+        .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0], 0))
         .unwrap();
     let err = store
-        .append(&t, Signal::Logs, batch("acme", &[T0]))
+        .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0], 0))
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
     store.flush_all().unwrap();
     store
-        .append(&t, Signal::Logs, batch("acme", &[T0]))
+        .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0], 0))
         .unwrap();
 }
 
@@ -229,16 +210,17 @@ fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
         .append(
             &t,
             Signal::Logs,
-            batch("acme", &[T0, T0 + HOUR, T0 + 2 * HOUR]),
+            "v1",
+            timed_batch("acme", &[T0, T0 + HOUR, T0 + 2 * HOUR], 0),
         )
         .unwrap();
     store
-        .append(&other, Signal::Logs, batch("other", &[T0]))
+        .append(&other, Signal::Logs, "v1", timed_batch("other", &[T0], 0))
         .unwrap();
     store.flush_all().unwrap();
     // a buffered row of an old hour goes too
     store
-        .append(&t, Signal::Logs, batch("acme", &[T0 + 5]))
+        .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + 5], 0))
         .unwrap();
     // hours 00 and 01 ended by T0 + 2h; hour 02 has not
     assert_eq!(

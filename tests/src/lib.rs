@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bulkhead_collector::config::{ByteSize, HumanDuration};
-use bulkhead_collector::{tenants, Config, RunningServer};
+use bulkhead_collector::{tenants, Config, RunningServer, StartOptions};
 use bulkhead_rules::{Clock, Scopes, SystemClock};
+use bulkhead_store::wal::WriteFaults;
 use serde_json::Value;
 
 /// Builds a [`TestServer`].
@@ -17,6 +18,7 @@ pub struct TestServerBuilder {
     config: Config,
     clock: Arc<dyn Clock>,
     data_dir: Option<PathBuf>,
+    options: StartOptions,
 }
 
 /// A running server with its data directory and the keys of its tenants.
@@ -42,6 +44,7 @@ impl Default for TestServerBuilder {
             config,
             clock: Arc::new(SystemClock),
             data_dir: None,
+            options: StartOptions::default(),
         }
     }
 }
@@ -87,6 +90,29 @@ impl TestServerBuilder {
         self
     }
 
+    /// WAL writes fail while `faults` is switched on (a full disk).
+    pub fn wal_faults(mut self, faults: Arc<WriteFaults>) -> Self {
+        self.options.wal_faults = Some(faults);
+        self
+    }
+
+    /// Runs at the start of every ingest (to inject a panic, say).
+    pub fn fault_hook(mut self, hook: bulkhead_collector::pipeline::FaultHook) -> Self {
+        self.options.fault_hook = Some(hook);
+        self
+    }
+
+    /// Sets the accepted event-time window's bounds.
+    pub fn event_window(
+        mut self,
+        max_age: Option<std::time::Duration>,
+        max_future: std::time::Duration,
+    ) -> Self {
+        self.config.ingest.max_event_age = max_age.map(HumanDuration);
+        self.config.ingest.max_event_future = HumanDuration(max_future);
+        self
+    }
+
     /// Use an existing data directory (to restart over earlier data).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
@@ -124,7 +150,7 @@ impl TestServerBuilder {
             text.push_str(section);
             std::fs::write(&path, text).expect("write policy");
         }
-        let server = bulkhead_collector::start(&self.config, self.clock.clone())
+        let server = bulkhead_collector::start_with(&self.config, self.clock.clone(), self.options)
             .await
             .expect("server starts");
         TestServer {

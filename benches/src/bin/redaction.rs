@@ -133,6 +133,7 @@ fn main() {
         policy_version: "v1",
         node: "bench",
         received_at_nanos: 0,
+        window: bulkhead_collector::convert::EventWindow::ANY,
     };
     let batches: Vec<_> = (0..BATCHES)
         .map(|s| convert::logs(&request(s), &stamp).batch.expect("records"))

@@ -12,9 +12,10 @@
 mod aggregate;
 mod checkpoint;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use bulkhead_rules::anomaly::{Detector, DetectorSettings, Direction, Severity};
@@ -111,7 +112,7 @@ impl AnomalyEngine {
     }
 
     fn tenant(&self, tenant: &TenantId) -> Arc<Mutex<TenantState>> {
-        let mut all = self.tenants.lock().expect("anomaly tenants lock");
+        let mut all = self.tenants.lock();
         all.entry(tenant.clone())
             .or_insert_with(|| {
                 let state = checkpoint::load(&self.state_dir, tenant).unwrap_or_else(|e| {
@@ -137,7 +138,7 @@ impl AnomalyEngine {
         }
         let now_secs = self.clock.now_nanos().div_euclid(1_000_000_000);
         let state = self.tenant(tenant);
-        let mut st = state.lock().expect("anomaly tenant lock");
+        let mut st = state.lock();
         st.apply_policy(policy);
         let closed = st.closed;
         let mut fresh = Minutes::new();
@@ -176,7 +177,7 @@ impl AnomalyEngine {
             let Some(policy) = policies(&tenant).filter(|p| p.enabled) else {
                 continue;
             };
-            let mut st = state.lock().expect("anomaly tenant lock");
+            let mut st = state.lock();
             let live = st.newest.is_some_and(|n| now_minute - n <= 3_600);
             if !live {
                 continue;
@@ -198,7 +199,7 @@ impl AnomalyEngine {
 
     /// The tenants seen so far, without holding the map's lock afterwards.
     fn all_tenants(&self) -> Vec<(TenantId, Arc<Mutex<TenantState>>)> {
-        let all = self.tenants.lock().expect("anomaly tenants lock");
+        let all = self.tenants.lock();
         all.iter().map(|(t, s)| (t.clone(), s.clone())).collect()
     }
 
@@ -216,7 +217,7 @@ impl AnomalyEngine {
     pub fn checkpoint_all(&self) -> Result<(), String> {
         let tenants = self.all_tenants();
         for (tenant, state) in tenants {
-            let st = state.lock().expect("anomaly tenant lock");
+            let st = state.lock();
             checkpoint::save(&self.state_dir, &tenant, &st)?;
         }
         Ok(())
@@ -507,7 +508,7 @@ mod tests {
         let e = AnomalyEngine::new(dir.path().to_path_buf(), clock, telemetry.clone());
         e.observe(&tenant, &policy, Signal::Logs, &logs(0, &normal(0..10)));
         let st = e.tenant(&tenant);
-        assert_eq!(st.lock().unwrap().series.len(), 1);
+        assert_eq!(st.lock().series.len(), 1);
         assert!(
             telemetry.get(
                 "bulkhead_anomaly_series_dropped_total",

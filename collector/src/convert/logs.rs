@@ -89,17 +89,18 @@ struct Times {
 /// Checks a record and picks its event time: `time_unix_nano`, else
 /// `observed_time_unix_nano`, else the receive time (the spec allows either
 /// time to be unset; the row still needs a partition).
-fn validate(r: &LogRecord, received_at: i64) -> Result<Times, String> {
+fn validate(r: &LogRecord, stamp: &Stamp<'_>) -> Result<Times, String> {
     check_id(&r.trace_id, 16, "trace_id", false)?;
     check_id(&r.span_id, 8, "span_id", false)?;
     let time = nanos(r.time_unix_nano, "time_unix_nano")?;
     let observed = nanos(r.observed_time_unix_nano, "observed_time_unix_nano")?;
     let observed = (observed != 0).then_some(observed);
-    let event = if time != 0 {
-        time
-    } else {
-        observed.unwrap_or(received_at)
+    let (event, field) = match (time, observed) {
+        (t, _) if t != 0 => (t, "time_unix_nano"),
+        (_, Some(o)) => (o, "observed_time_unix_nano"),
+        _ => (stamp.received_at_nanos, "receive time"),
     };
+    stamp.window.check(event, field)?;
     Ok(Times { event, observed })
 }
 
@@ -113,7 +114,7 @@ pub(crate) fn convert(req: &ExportLogsServiceRequest, stamp: &Stamp<'_>) -> Conv
         for (si, sl) in rl.scope_logs.iter().enumerate() {
             ctx.scope(sl.scope.as_ref(), &sl.schema_url);
             for (li, record) in sl.log_records.iter().enumerate() {
-                match validate(record, stamp.received_at_nanos) {
+                match validate(record, stamp) {
                     Ok(times) => {
                         cols.append(record, times);
                         ctx.row();

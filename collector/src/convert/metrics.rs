@@ -87,7 +87,11 @@ fn temporality_name(t: i32) -> Option<&'static str> {
 
 /// Checks a point and returns its (event time, start time). The event time
 /// falls back to the receive time when unset, so the row has a partition.
-fn validate(p: &Point<'_>, received_at: i64) -> Result<(i64, Option<i64>), String> {
+fn validate(
+    p: &Point<'_>,
+    received_at: i64,
+    window: &super::EventWindow,
+) -> Result<(i64, Option<i64>), String> {
     let time = nanos(p.time, "time_unix_nano")?;
     let start = nanos(p.start, "start_time_unix_nano")?;
     if let Some((counts, bounds)) = p.buckets {
@@ -107,7 +111,12 @@ fn validate(p: &Point<'_>, received_at: i64) -> Result<(i64, Option<i64>), Strin
             .and_then(|()| check_id(&e.span_id, 8, "span_id", false))
             .map_err(|m| format!("exemplar {i}: {m}"))?;
     }
-    let event = if time != 0 { time } else { received_at };
+    let (event, field) = if time != 0 {
+        (time, "time_unix_nano")
+    } else {
+        (received_at, "receive time")
+    };
+    window.check(event, field)?;
     Ok((event, (start != 0).then_some(start)))
 }
 
@@ -337,11 +346,12 @@ struct Walker {
     ctx: Context,
     rejections: Rejections,
     received_at: i64,
+    window: super::EventWindow,
 }
 
 impl Walker {
     fn point(&mut self, m: &Metric, kind: &'static str, p: Point<'_>, at: impl Fn() -> String) {
-        match validate(&p, self.received_at) {
+        match validate(&p, self.received_at, &self.window) {
             Ok(times) => {
                 self.cols.append(m, kind, &p, times);
                 self.ctx.row();
@@ -443,6 +453,7 @@ pub(crate) fn convert(req: &ExportMetricsServiceRequest, stamp: &Stamp<'_>) -> C
         ctx: Context::new(&schema),
         rejections: Rejections::default(),
         received_at: stamp.received_at_nanos,
+        window: stamp.window,
     };
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
         w.ctx.resource(rm.resource.as_ref(), &rm.schema_url);

@@ -32,6 +32,64 @@ pub struct Stamp<'a> {
     pub policy_version: &'a str,
     pub node: &'a str,
     pub received_at_nanos: i64,
+    /// The event times accepted; records outside are rejected one by one.
+    pub window: EventWindow,
+}
+
+/// The accepted range of event time (inclusive, nanoseconds since the epoch).
+/// It keeps client clocks and hostile values out of the store: nothing far
+/// in the past (older than the tenant keeps data) or in the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    pub from: i64,
+    pub until: i64,
+}
+
+impl EventWindow {
+    /// Every time OTLP can express in Arrow's `i64` nanoseconds.
+    pub const ANY: EventWindow = EventWindow {
+        from: 0,
+        until: i64::MAX,
+    };
+
+    /// `[now - max_age, now + max_future]`, saturating; `None` age: no
+    /// lower bound.
+    pub fn around(
+        now_nanos: i64,
+        max_age: Option<std::time::Duration>,
+        max_future: std::time::Duration,
+    ) -> Self {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        EventWindow {
+            from: max_age.map_or(0, |a| now_nanos.saturating_sub(nanos(a)).max(0)),
+            until: now_nanos.saturating_add(nanos(max_future)),
+        }
+    }
+
+    /// Checks the time a record is filed under; the message names the bound.
+    pub(crate) fn check(&self, nanos: i64, field: &str) -> Result<(), String> {
+        if nanos < self.from {
+            Err(format!(
+                "{field} {nanos} ({}) is before the accepted window, which starts at {} ({}): older data is past the tenant's retention",
+                rfc3339(nanos),
+                self.from,
+                rfc3339(self.from)
+            ))
+        } else if nanos > self.until {
+            Err(format!(
+                "{field} {nanos} ({}) is after the accepted window, which ends at {} ({}): too far in the future",
+                rfc3339(nanos),
+                self.until,
+                rfc3339(self.until)
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn rfc3339(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The outcome of converting one export request.

@@ -241,12 +241,25 @@ impl Links {
 
 /// Checks a span: ids of the right length (trace and span id required),
 /// times that fit, link ids likewise.
-fn validate(s: &Span) -> Result<Times, String> {
+fn validate(s: &Span, stamp: &Stamp<'_>) -> Result<Times, String> {
     check_id(&s.trace_id, 16, "trace_id", true)?;
     check_id(&s.span_id, 8, "span_id", true)?;
     check_id(&s.parent_span_id, 8, "parent_span_id", false)?;
     let start = nanos(s.start_time_unix_nano, "start_time_unix_nano")?;
     let end = nanos(s.end_time_unix_nano, "end_time_unix_nano")?;
+    if start != 0 {
+        stamp.window.check(start, "start_time_unix_nano")?;
+    } else {
+        stamp.window.check(
+            stamp.received_at_nanos,
+            "receive time (start_time_unix_nano unset)",
+        )?;
+    }
+    if start != 0 && end != 0 && end < start {
+        return Err(format!(
+            "end_time_unix_nano {end} is before start_time_unix_nano {start}"
+        ));
+    }
     for (i, e) in s.events.iter().enumerate() {
         nanos(e.time_unix_nano, "time_unix_nano").map_err(|m| format!("event {i}: {m}"))?;
     }
@@ -274,7 +287,7 @@ pub(crate) fn convert(req: &ExportTraceServiceRequest, stamp: &Stamp<'_>) -> Con
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             ctx.scope(ss.scope.as_ref(), &ss.schema_url);
             for (pi, span) in ss.spans.iter().enumerate() {
-                match validate(span) {
+                match validate(span, stamp) {
                     Ok(times) => {
                         cols.append(span, times, stamp.received_at_nanos);
                         ctx.row();

@@ -58,6 +58,12 @@ impl tonic::service::Interceptor for Authenticate {
                 self.1.refused(&e);
                 e.grpc_status()
             })?;
+        // Runs before the message is decoded: a tenant over its limit costs
+        // no decoding.
+        self.1.admit(&principal).map_err(|e| {
+            self.1.refused(&e);
+            e.grpc_status()
+        })?;
         req.extensions_mut().insert(principal);
         Ok(req)
     }
@@ -121,7 +127,9 @@ impl GrpcReceiver {
         let span =
             tracing::info_span!("otlp_grpc", tenant = %principal.tenant, key = %principal.key_id);
         let export = wrap(req.into_inner());
-        async { self.pipeline.ingest(&principal, &export) }
+        let pipeline = self.pipeline.clone();
+        self.pipeline
+            .offload(move || pipeline.ingest(&principal, &export))
             .instrument(span)
             .await
             .map_err(|e| {

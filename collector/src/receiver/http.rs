@@ -3,8 +3,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +12,7 @@ use axum::Router;
 use bulkhead_rules::{Authenticator, Principal, Scope};
 use prost::Message;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::error::ReceiveError;
 use crate::pipeline::{Export, Outcome, Pipeline};
@@ -60,8 +60,8 @@ pub fn router(pipeline: Arc<Pipeline>, max_body: usize) -> Router {
             "/v1/metrics",
             post(|s, h, b| export(s, h, b, Kind::Metrics)),
         )
-        // The compressed body is bounded here; the decompressed one in `decompress`.
-        .layer(DefaultBodyLimit::max(max_body))
+        // The compressed body is bounded in `read_body`; the decompressed one in `decompress`.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -200,7 +200,7 @@ fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, Rec
 async fn export(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     kind: Kind,
 ) -> Response {
     let encoding = match request_encoding(&headers) {
@@ -210,26 +210,33 @@ async fn export(
             return error_response(&e, Encoding::Json);
         }
     };
-    let result = (|| {
+    let result = async {
+        // The key is checked before a byte of the body is read.
         let principal = authenticate(&state, &headers)?;
+        // ... and so is the tenant's limit: over it, nothing more is done
+        state.pipeline.admit(&principal)?;
         let span =
             tracing::info_span!("otlp_http", tenant = %principal.tenant, key = %principal.key_id);
-        let _entered = span.enter();
-        // A body over `DefaultBodyLimit` gets a google.rpc.Status like any other error.
-        let body = body.map_err(|e| match e.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ReceiveError::TooLarge {
-                limit: state.max_body,
-            },
-            _ => ReceiveError::BadRequest(format!("request body could not be read: {e}")),
-        })?;
-        let body = decompress(&headers, body, state.max_body)?;
-        let export = match kind {
-            Kind::Logs => Export::Logs(decode(encoding, &body)?),
-            Kind::Traces => Export::Traces(decode(encoding, &body)?),
-            Kind::Metrics => Export::Metrics(decode(encoding, &body)?),
-        };
-        state.pipeline.ingest(&principal, &export)
-    })();
+        let body = read_body(body, state.max_body)
+            .instrument(span.clone())
+            .await?;
+        let pipeline = state.pipeline.clone();
+        let max_body = state.max_body;
+        state
+            .pipeline
+            .offload(move || {
+                let body = decompress(&headers, body, max_body)?;
+                let export = match kind {
+                    Kind::Logs => Export::Logs(decode(encoding, &body)?),
+                    Kind::Traces => Export::Traces(decode(encoding, &body)?),
+                    Kind::Metrics => Export::Metrics(decode(encoding, &body)?),
+                };
+                pipeline.ingest(&principal, &export)
+            })
+            .instrument(span)
+            .await
+    }
+    .await;
     match result {
         Ok(outcome) => success_response(kind, encoding, outcome),
         Err(e) => {
@@ -237,6 +244,20 @@ async fn export(
             error_response(&e, encoding)
         }
     }
+}
+
+/// Reads the (still compressed) body, refusing it as soon as it passes `limit`.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReceiveError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ReceiveError::TooLarge { limit };
+            }
+            source = s.source();
+        }
+        ReceiveError::BadRequest(format!("request body could not be read: {e}"))
+    })
 }
 
 fn success_response(kind: Kind, encoding: Encoding, o: Outcome) -> Response {

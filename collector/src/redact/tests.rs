@@ -23,6 +23,7 @@ const STAMP: Stamp<'static> = Stamp {
     policy_version: "p1",
     node: "n1",
     received_at_nanos: 1_700_000_000_000_000_000,
+    window: crate::convert::EventWindow::ANY,
 };
 
 const CARD: &str = "4111 1111 1111 1111";

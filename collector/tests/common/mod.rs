@@ -12,6 +12,7 @@ pub const STAMP: Stamp<'static> = Stamp {
     policy_version: "policy-v7",
     node: "node-a",
     received_at_nanos: 1_700_000_000_000_000_000,
+    window: bulkhead_collector::convert::EventWindow::ANY,
 };
 
 pub fn batch(c: &Converted) -> &RecordBatch {

@@ -4,7 +4,9 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use bulkhead_rules::{Clock, TenantId};
 
@@ -157,34 +159,49 @@ impl AuditLog {
     /// Appends `event`, stamped with the next seq, the clock's time and the
     /// chain hashes, and returns it once it is durable.
     pub fn append(&self, event: NewEvent) -> Result<AuditEvent, AuditError> {
+        let mut out = self.append_all(vec![event])?;
+        out.pop()
+            .ok_or_else(|| AuditError::Poisoned(self.path.clone()))
+    }
+
+    /// Appends `events` in order and returns them once all are durable: one
+    /// write and one fsync for the lot (and for whatever else is queued).
+    pub fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<AuditEvent>, AuditError> {
         let mut s = lock(&self.state);
         if s.poisoned {
             return Err(AuditError::Poisoned(self.path.clone()));
         }
-        let mut entry = AuditEvent {
-            seq: s.next_seq,
-            time_nanos: self.clock.now_nanos(),
-            tenant: event.tenant,
-            key_id: event.key_id,
-            kind: event.kind,
-            details: event.details,
-            prev_hash: s.last_hash.clone(),
-            hash: String::new(),
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let mut entry = AuditEvent {
+                seq: s.next_seq,
+                time_nanos: self.clock.now_nanos(),
+                tenant: event.tenant,
+                key_id: event.key_id,
+                kind: event.kind,
+                details: event.details,
+                prev_hash: s.last_hash.clone(),
+                hash: String::new(),
+            };
+            entry.hash = entry.compute_hash();
+            s.pending.extend_from_slice(entry.to_line().as_bytes());
+            s.pending.push(b'\n');
+            s.next_seq += 1;
+            s.last_hash.clone_from(&entry.hash);
+            out.push(entry);
+        }
+        let Some(last) = out.last().map(|e| e.seq) else {
+            return Ok(out);
         };
-        entry.hash = entry.compute_hash();
-        s.pending.extend_from_slice(entry.to_line().as_bytes());
-        s.pending.push(b'\n');
-        s.next_seq += 1;
-        s.last_hash.clone_from(&entry.hash);
         loop {
-            if s.durable.seq >= entry.seq {
-                return Ok(entry);
+            if s.durable.seq >= last {
+                return Ok(out);
             }
             if s.poisoned {
                 return Err(AuditError::Poisoned(self.path.clone()));
             }
             if s.flushing {
-                s = self.flushed.wait(s).unwrap_or_else(PoisonError::into_inner);
+                self.flushed.wait(&mut s);
                 continue;
             }
             // Lead: write and fsync everything queued, without the lock so
@@ -275,10 +292,10 @@ impl AuditLog {
 }
 
 /// Nothing panics while holding the lock in a way that leaves the state
-/// half-updated (the leader updates it after its I/O), so a poisoned mutex
-/// is still usable.
+/// half-updated (the leader updates it after its I/O); `parking_lot` locks
+/// are not poisoned by a panic elsewhere.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    m.lock()
 }
 
 struct Tail {

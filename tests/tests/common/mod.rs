@@ -39,6 +39,8 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// The `Retry-After` header, when there was one.
+    pub retry_after: Option<String>,
 }
 
 impl Answer {
@@ -116,11 +118,16 @@ impl<'a> Post<'a> {
             .get("content-type")
             .map(|v| v.to_str().expect("ascii").to_string())
             .unwrap_or_default();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii").to_string());
         let body = resp.bytes().await.expect("response body").to_vec();
         Answer {
             status,
             content_type,
             body,
+            retry_after,
         }
     }
 }

@@ -18,6 +18,7 @@ pub(super) const STAMP: Stamp<'static> = Stamp {
     policy_version: "p3",
     node: "n1",
     received_at_nanos: 1_700_000_000_000_000_000,
+    window: crate::convert::EventWindow::ANY,
 };
 
 pub(super) const TRACE_ID: [u8; 16] = [0xab; 16];

@@ -1,0 +1,240 @@
+//! `noisy_neighbour`: does one tenant at ten times its quota hurt another?
+//!
+//! Starts a real server in this process on loopback (temporary data
+//! directory, write-ahead log on), with two tenants: `quiet`, unlimited, and
+//! `noisy`, limited to `--noisy-limit` records/s. First `quiet` alone sends
+//! paced OTLP/gRPC requests and its acknowledgement latency is measured (the
+//! baseline); then the same `quiet` load runs while `noisy` sends ten times
+//! its limit. Reports both latency distributions, how many of `noisy`'s
+//! requests were throttled and whether each carried a retry hint.
+//!
+//! ```text
+//! cargo run --release -p bulkhead-benches --bin noisy_neighbour
+//! ```
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_collector::{tenants, Config};
+use bulkhead_rules::{Scopes, SystemClock};
+use clap::Parser;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds each phase lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// `quiet`'s requests per second (one client, paced).
+    #[arg(long, default_value_t = 50)]
+    quiet_rate: u64,
+    /// Records per request, for both tenants.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// `noisy`'s limit in records/s; it sends ten times this.
+    #[arg(long, default_value_t = 5_000)]
+    noisy_limit: u64,
+}
+
+fn request(batch: usize, tag: &str) -> ExportLogsServiceRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..batch)
+                    .map(|i| LogRecord {
+                        time_unix_nano: now + i as u64,
+                        severity_number: 9,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!(
+                                "{tag} request handled in {i} ms by worker {}",
+                                i % 7
+                            ))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn authed<T>(
+    msg: T,
+    auth: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", auth.clone());
+    r
+}
+
+/// Sends `rate` requests per second for `secs`; returns the latencies of
+/// acknowledged requests.
+async fn quiet(
+    ch: Channel,
+    auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    rate: u64,
+    secs: u64,
+    batch: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut client = LogsServiceClient::new(ch);
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    for _ in 0..rate * secs {
+        tick.tick().await;
+        let req = authed(request(batch, "quiet"), &auth);
+        let t = Instant::now();
+        client
+            .export(req)
+            .await
+            .map_err(|e| format!("quiet was refused: {e}"))?;
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+/// Sends `rate` records/s (in requests of `batch`) from four clients until
+/// `until`; returns (accepted, throttled, throttled with RetryInfo).
+async fn noisy(
+    ch: Channel,
+    auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    rate: u64,
+    batch: usize,
+    until: Instant,
+) -> (u64, u64, u64) {
+    const CLIENTS: u64 = 4;
+    let per_client = (rate / batch as u64 / CLIENTS).max(1);
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (ch, auth) = (ch.clone(), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = LogsServiceClient::new(ch);
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_client as u32);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut ok, mut throttled, mut hinted) = (0u64, 0u64, 0u64);
+            while Instant::now() < until {
+                tick.tick().await;
+                match client.export(authed(request(batch, "noisy"), &auth)).await {
+                    Ok(_) => ok += 1,
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        throttled += 1;
+                        if tonic_types::StatusExt::get_details_retry_info(&s).is_some() {
+                            hinted += 1;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            (ok, throttled, hinted)
+        }));
+    }
+    let mut sum = (0, 0, 0);
+    for t in tasks {
+        if let Ok((a, b, c)) = t.await {
+            sum = (sum.0 + a, sum.1 + b, sum.2 + c);
+        }
+    }
+    sum
+}
+
+fn pct(l: &mut [Duration], p: f64) -> f64 {
+    l.sort();
+    l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    config.listen.http = config.listen.grpc;
+    config.listen.api = config.listen.grpc;
+    let policies = config.policy_dir();
+    let mut keys = Vec::new();
+    for name in ["quiet", "noisy"] {
+        tenants::create_tenant(&policies, name)?;
+        keys.push(tenants::create_key(
+            &policies,
+            name,
+            Scopes::parse_list("ingest")?,
+        )?);
+    }
+    let noisy_policy = policies.join("noisy.toml");
+    let mut text = std::fs::read_to_string(&noisy_policy).map_err(|e| e.to_string())?;
+    text.push_str(&format!(
+        "\n[limits]\nrecords_per_second = {}\n",
+        args.noisy_limit
+    ));
+    std::fs::write(&noisy_policy, text).map_err(|e| e.to_string())?;
+
+    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
+    let ch = Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = |k: &bulkhead_rules::ApiKey| {
+        format!("Bearer {}", k.expose())
+            .parse::<tonic::metadata::MetadataValue<_>>()
+            .map_err(|e| e.to_string())
+    };
+    let (quiet_auth, noisy_auth) = (auth(&keys[0])?, auth(&keys[1])?);
+
+    let mut base = quiet(
+        ch.clone(),
+        quiet_auth.clone(),
+        args.quiet_rate,
+        args.seconds,
+        args.batch,
+    )
+    .await?;
+
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let noise = tokio::spawn(noisy(
+        ch.clone(),
+        noisy_auth,
+        args.noisy_limit * 10,
+        args.batch,
+        until,
+    ));
+    let mut loaded = quiet(ch, quiet_auth, args.quiet_rate, args.seconds, args.batch).await?;
+    let (ok, throttled, hinted) = noise.await.map_err(|e| e.to_string())?;
+    server.shutdown().await?;
+
+    println!(
+        "quiet: {} requests/s of {} records; noisy: limit {} records/s, sending {} records/s",
+        args.quiet_rate,
+        args.batch,
+        args.noisy_limit,
+        args.noisy_limit * 10
+    );
+    let (b50, b99) = (pct(&mut base, 0.5), pct(&mut base, 0.99));
+    let (l50, l99) = (pct(&mut loaded, 0.5), pct(&mut loaded, 0.99));
+    println!(
+        "quiet alone:      p50 {b50:.2} ms, p99 {b99:.2} ms ({} requests)",
+        base.len()
+    );
+    println!(
+        "quiet with noisy: p50 {l50:.2} ms, p99 {l99:.2} ms ({} requests)",
+        loaded.len()
+    );
+    println!("quiet p99 with noisy / alone: {:.2}", l99 / b99);
+    println!(
+        "noisy: {ok} requests accepted ({} records/s), {throttled} throttled, {hinted} of them with RetryInfo",
+        ok * args.batch as u64 / args.seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,725 @@
+//! The write-ahead log: every batch is appended and fsynced here before it
+//! is acknowledged, and stays until the store reports it committed to
+//! Parquet ([`Wal::complete`]).
+//!
+//! # Use
+//!
+//! [`Wal::open`] recovers what a previous run left (the entries not yet
+//! completed, in seq order), then [`Wal::append`] returns an entry's seq once
+//! it is durable and [`Wal::complete`] releases it. Concurrent appends share
+//! one write and one fdatasync (group commit): each appender encodes its
+//! batch (Arrow IPC) on its own thread, queues the bytes, and one of the
+//! waiting appenders (the leader) writes and syncs the whole queue without
+//! holding the queue lock while the others wait.
+//!
+//! Completion is not itself logged: a segment file is deleted once it is
+//! sealed and all its entries are completed, and that deletion is what makes
+//! completions durable. After a restart, completed entries whose segment is
+//! still there (the segment that was active, or one that still held other
+//! outstanding entries) are recovered again; the store recognises them by
+//! the WAL id and seq it records with its Parquet files.
+//!
+//! # On-disk format
+//!
+//! A directory holds the id file `wal.id` (the WAL's uuid v7 as text) and
+//! segment files named
+//! `<first seq, 20 digits zero-padded>.wal`. A segment starts with a 52-byte
+//! header, all integers little-endian:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..8 | magic and format version `BHWAL\0\0\x01` |
+//! | 8..24 | WAL id (uuid bytes) |
+//! | 24..32 | first seq of the segment (equals the file name) |
+//! | 32..40 | first seq of the previous segment (0: none) |
+//! | 40..48 | durable length of the previous segment when this one started |
+//! | 48..52 | CRC-32 of bytes 0..48 |
+//!
+//! followed by entries, each `[payload_len u32][crc32 of payload u32][payload]`
+//! with the payload
+//!
+//! | field | encoding |
+//! | --- | --- |
+//! | seq | u64 |
+//! | tenant | u16 length + UTF-8 (validated as a `TenantId` when read) |
+//! | signal | u8: 1 logs, 2 spans, 3 metrics, 4 anomalies |
+//! | policy version | u16 length + UTF-8 |
+//! | batch | the rest: an Arrow IPC stream (schema, one batch, end marker) |
+//!
+//! A payload is at most 1 GiB. Seqs start at 1 and strictly increase within
+//! and across segments; they may have gaps (a failed append uses up its seq,
+//! a restart skips one). Entries are only ever appended to the newest
+//! segment, which is never deleted while it is active; a new segment starts
+//! once the active one reaches [`WalConfig::segment_bytes`], after a failed
+//! write, and at every open. The directory is fsynced after a segment file
+//! is created or deleted.
+//!
+//! Seqs continue from the segments, so the id changes whenever an open finds
+//! none (a new or wiped directory): (WAL id, seq) never names two entries.
+//!
+//! # Recovery
+//!
+//! At open every segment is read in seq order and its longest valid prefix
+//! kept: an entry ends the prefix if it runs past the end of the file (or
+//! past the durable length a later segment's header recorded for it), has an
+//! absurd length, a wrong checksum, a seq not above the previous one, an
+//! invalid tenant, an unknown signal, or an IPC stream that does not decode
+//! to exactly one batch. The rest of the file is cut (truncate + fsync), a
+//! warning logged and a [`Truncation`] reported; later segments are still
+//! read. A segment whose header is torn (a crash while it was created) is
+//! deleted. A header that is whole but names another WAL, another seq or an
+//! unknown format refuses the open instead ([`WalError::Corrupt`]), as do
+//! segments without an id file: that is not a crash but a mix-up, and the
+//! data is not ours to delete.
+//!
+//! A failed write is cut back off its segment at once, and the next segment's
+//! header records where that segment ends, so it is cut at recovery even if
+//! cutting back failed. Only if cutting back fails and the process dies
+//! before another segment could start can a failed (never acknowledged)
+//! entry come back.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+use bulkhead_rules::TenantId;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::Signal;
+
+mod files;
+mod format;
+mod recovery;
+
+use files::{ActiveSegment, Disk};
+use format::{EncodedEntry, PreviousSegment, SegmentHeader, HEADER_LEN};
+
+pub type Result<T, E = WalError> = std::result::Result<T, E>;
+
+/// Errors of the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log i/o error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Found at open: something other than a torn write, left alone.
+    #[error("write-ahead log at {path} is not usable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("arrow error encoding a write-ahead log entry: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The entry cannot be logged (too large); retrying will not help.
+    #[error("write-ahead log entry refused: {0}")]
+    Invalid(String),
+}
+
+impl WalError {
+    fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        WalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True for conditions a client should retry (the disk, not the data):
+    /// i/o errors such as a full disk.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, WalError::Io { .. })
+    }
+}
+
+/// Where and how the WAL is kept.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    /// A segment is sealed and a new one started once it is this large.
+    /// Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Fault injection for tests. Default `None`.
+    pub faults: Option<Arc<WriteFaults>>,
+}
+
+impl WalConfig {
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
+            faults: None,
+        }
+    }
+}
+
+/// Fault injection for tests: a disk that is full, that cannot cut a failed
+/// write back, or that ignores fsync; and a hold on group commits.
+#[derive(Debug, Default)]
+pub struct WriteFaults {
+    failing: AtomicBool,
+    cut_back_failing: AtomicBool,
+    skip_sync: AtomicBool,
+    hold: Mutex<()>,
+}
+
+/// While held (see [`WriteFaults::hold_writes`]), appends queue up but no
+/// leader starts writing.
+#[derive(Debug)]
+pub struct WriteHold<'a> {
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl WriteFaults {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// While on, every fsync of written data (entries, segment headers, the id
+    /// file) fails as on a full disk, after the data was written.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    /// `Err(StorageFull)` while failing.
+    pub fn check(&self, path: &Path) -> io::Result<()> {
+        if self.is_failing() {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "no space left on device (injected fault) writing {}",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// While on, cutting a failed write back off a segment fails too.
+    pub fn set_cut_back_failing(&self, failing: bool) {
+        self.cut_back_failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn cut_back_fails(&self) -> bool {
+        self.cut_back_failing.load(Ordering::SeqCst)
+    }
+
+    /// While on, fsyncs are skipped (reported done): for tests that only
+    /// simulate process crashes, where the page cache survives.
+    pub fn set_skip_sync(&self, skip: bool) {
+        self.skip_sync.store(skip, Ordering::SeqCst);
+    }
+
+    fn skips_sync(&self) -> bool {
+        self.skip_sync.load(Ordering::SeqCst)
+    }
+
+    /// Holds group commits: a leader waits before taking the queue until the
+    /// returned guard is dropped, so tests can line appends up
+    /// deterministically (see [`Wal::queued`]).
+    pub fn hold_writes(&self) -> WriteHold<'_> {
+        WriteHold {
+            _guard: self.hold.lock(),
+        }
+    }
+
+    fn wait_for_release(&self) {
+        drop(self.hold.lock());
+    }
+}
+
+/// One logged batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WalEntry {
+    pub seq: u64,
+    pub tenant: TenantId,
+    pub signal: Signal,
+    pub policy_version: String,
+    pub batch: RecordBatch,
+}
+
+/// What [`Wal::open`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files read.
+    pub segments: usize,
+    /// Entries recovered.
+    pub entries: usize,
+    /// One per segment whose tail was cut.
+    pub truncated: Vec<Truncation>,
+}
+
+/// A segment cut at recovery: `bytes_cut` bytes from `offset` on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes_cut: u64,
+    pub reason: String,
+}
+
+/// Counters and gauges of the WAL.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    /// Gauge: bytes of the segment files (durable lengths).
+    pub bytes_on_disk: AtomicU64,
+    /// Gauge: segment files.
+    pub segments: AtomicU64,
+    /// Entries appended durably.
+    pub appends: AtomicU64,
+    /// fdatasyncs of appended entries (one per group commit, failed ones too).
+    pub fsyncs: AtomicU64,
+    pub fsync_nanos_total: AtomicU64,
+    /// Group commits (or segment starts) that failed.
+    pub write_errors: AtomicU64,
+    /// Bytes cut off segment tails at recovery.
+    pub truncated_bytes: AtomicU64,
+}
+
+/// A queued, sealed entry.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    frame: Vec<u8>,
+}
+
+/// Why a group commit failed, handed to each of its appenders.
+#[derive(Clone, Debug)]
+struct FailedWrite {
+    path: PathBuf,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl FailedWrite {
+    fn new(err: &WalError) -> Self {
+        match err {
+            WalError::Io { path, source } => Self {
+                path: path.clone(),
+                kind: source.kind(),
+                message: source.to_string(),
+            },
+            other => Self {
+                path: PathBuf::new(),
+                kind: io::ErrorKind::Other,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn to_error(&self) -> WalError {
+        WalError::io(&self.path, io::Error::new(self.kind, self.message.clone()))
+    }
+}
+
+/// Group-commit state, under [`Wal::queue`].
+#[derive(Debug)]
+struct Queue {
+    next_seq: u64,
+    pending: Vec<Pending>,
+    /// Generation the pending entries belong to; a leader takes one whole.
+    generation: u64,
+    /// Every generation below this one is written (or failed).
+    finished: u64,
+    /// A leader is writing.
+    writing: bool,
+    /// Seqs whose write failed, each removed by its appender.
+    failed: HashMap<u64, FailedWrite>,
+}
+
+/// The segment being written, only touched by the leader.
+#[derive(Debug)]
+struct Writer {
+    active: ActiveSegment,
+    /// Start a new segment before the next write (after a failed one).
+    needs_roll: bool,
+}
+
+#[derive(Debug)]
+struct SegmentState {
+    path: PathBuf,
+    bytes: u64,
+    outstanding: HashSet<u64>,
+}
+
+/// Which segment holds which outstanding entries.
+#[derive(Debug)]
+struct Segments {
+    by_first_seq: BTreeMap<u64, SegmentState>,
+    active: u64,
+}
+
+/// The write-ahead log of one store. See the module docs.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    id: String,
+    wal_id: uuid::Uuid,
+    segment_bytes: u64,
+    disk: Disk,
+    queue: Mutex<Queue>,
+    written: Condvar,
+    writer: Mutex<Writer>,
+    segments: Mutex<Segments>,
+    stats: WalStats,
+}
+
+impl Wal {
+    /// Opens (creating) the WAL directory, recovers every segment (see the
+    /// module docs) and starts a new active segment. Returns the recovered
+    /// entries in seq order; they stay outstanding until completed.
+    pub fn open(config: WalConfig) -> Result<(Wal, Vec<WalEntry>, RecoveryReport)> {
+        let disk = Disk {
+            faults: config.faults.clone(),
+        };
+        let dir = config.dir;
+        files::create_dir(&dir, &disk)?;
+        let found = files::list_segments(&dir)?;
+        let wal_id = files::load_or_create_id(&dir, !found.is_empty(), &disk)?;
+        let recovered = recovery::recover(wal_id, &found, &disk)?;
+
+        let header = SegmentHeader {
+            wal_id,
+            first_seq: recovered.next_seq,
+            previous: recovered.previous,
+        };
+        let active = files::create_segment(&dir, &header, &disk)?;
+
+        let stats = WalStats::default();
+        let mut by_first_seq = BTreeMap::new();
+        let mut doomed = recovered.discard;
+        for seg in recovered.segments {
+            if seg.seqs.is_empty() {
+                doomed.push(seg.path);
+            } else {
+                by_first_seq.insert(
+                    seg.first_seq,
+                    SegmentState {
+                        path: seg.path,
+                        bytes: seg.len,
+                        outstanding: seg.seqs.into_iter().collect(),
+                    },
+                );
+            }
+        }
+        by_first_seq.insert(
+            active.first_seq,
+            SegmentState {
+                path: active.path.clone(),
+                bytes: active.len,
+                outstanding: HashSet::new(),
+            },
+        );
+        for path in &doomed {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(WalError::io(path, e)),
+            }
+        }
+        if !doomed.is_empty() {
+            disk.sync_dir(&dir)?;
+        }
+        let store = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        store(&stats.segments, by_first_seq.len() as u64);
+        store(
+            &stats.bytes_on_disk,
+            by_first_seq.values().map(|s| s.bytes).sum(),
+        );
+        store(
+            &stats.truncated_bytes,
+            recovered.report.truncated.iter().map(|t| t.bytes_cut).sum(),
+        );
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovered.report.segments,
+            entries = recovered.report.entries,
+            truncated = recovered.report.truncated.len(),
+            "write-ahead log opened"
+        );
+        let wal = Wal {
+            id: wal_id.hyphenated().to_string(),
+            wal_id,
+            segment_bytes: config.segment_bytes,
+            disk,
+            queue: Mutex::new(Queue {
+                next_seq: active.first_seq,
+                pending: Vec::new(),
+                generation: 0,
+                finished: 0,
+                writing: false,
+                failed: HashMap::new(),
+            }),
+            written: Condvar::new(),
+            segments: Mutex::new(Segments {
+                by_first_seq,
+                active: active.first_seq,
+            }),
+            writer: Mutex::new(Writer {
+                active,
+                needs_roll: false,
+            }),
+            stats,
+            dir,
+        };
+        Ok((wal, recovered.entries, recovered.report))
+    }
+
+    /// Identity of this WAL (uuid v7 text): created with the directory,
+    /// stable across reopen, stored in every segment header.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one entry and returns its seq once it is durable (written and
+    /// fdatasynced, shared with concurrent appends). On an i/o error (e.g. a
+    /// full disk) the entry is not on disk and the error is transient: the
+    /// next append tries again, in a new segment.
+    pub fn append(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        policy_version: &str,
+        batch: &RecordBatch,
+    ) -> Result<u64> {
+        let encoded = EncodedEntry::new(tenant, signal, policy_version, batch)?;
+        let mut queue = self.queue.lock();
+        let seq = queue.next_seq;
+        queue.next_seq = seq
+            .checked_add(1)
+            .ok_or_else(|| WalError::Invalid("sequence numbers exhausted".into()))?;
+        queue.pending.push(Pending {
+            seq,
+            frame: encoded.seal(seq),
+        });
+        let generation = queue.generation;
+        loop {
+            if queue.finished > generation {
+                return match queue.failed.remove(&seq) {
+                    Some(failed) => Err(failed.to_error()),
+                    None => Ok(seq),
+                };
+            }
+            if queue.writing {
+                self.written.wait(&mut queue);
+            } else {
+                self.lead(&mut queue);
+            }
+        }
+    }
+
+    /// Writes everything queued as one group; the queue lock is released
+    /// while writing.
+    fn lead(&self, queue: &mut MutexGuard<'_, Queue>) {
+        queue.writing = true;
+        if let Some(faults) = &self.disk.faults {
+            MutexGuard::unlocked(queue, || faults.wait_for_release());
+        }
+        let group = std::mem::take(&mut queue.pending);
+        let generation = queue.generation;
+        queue.generation += 1;
+        let outcome = MutexGuard::unlocked(queue, || self.write_group(&group));
+        if let Err(failed) = outcome {
+            for p in &group {
+                queue.failed.insert(p.seq, failed.clone());
+            }
+        }
+        queue.finished = generation + 1;
+        queue.writing = false;
+        self.written.notify_all();
+    }
+
+    fn write_group(&self, group: &[Pending]) -> std::result::Result<(), FailedWrite> {
+        let Some(first) = group.first() else {
+            return Ok(());
+        };
+        let mut writer = self.writer.lock();
+        let full = writer.active.len >= self.segment_bytes && writer.active.len > HEADER_LEN;
+        if writer.needs_roll || full {
+            if let Err(e) = self.roll(&mut writer, first.seq) {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "write-ahead log could not start a new segment");
+                return Err(FailedWrite::new(&e));
+            }
+        }
+        let joined;
+        let bytes: &[u8] = if group.len() == 1 {
+            &first.frame
+        } else {
+            joined = group
+                .iter()
+                .flat_map(|p| p.frame.iter().copied())
+                .collect::<Vec<u8>>();
+            &joined
+        };
+        let active = &mut writer.active;
+        let written = active
+            .file
+            .seek(SeekFrom::Start(active.len))
+            .and_then(|_| active.file.write_all(bytes))
+            .and_then(|()| {
+                let started = Instant::now();
+                let synced = self.disk.sync_data(&active.file, &active.path);
+                self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.stats.fsync_nanos_total.fetch_add(
+                    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                synced
+            });
+        if let Err(e) = written {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            let err = WalError::io(&active.path, e);
+            match self.disk.cut_back(&active.file, &active.path, active.len) {
+                Ok(()) => {
+                    tracing::warn!(error = %err, entries = group.len(), "write-ahead log write failed; cut back")
+                }
+                Err(cut) => tracing::error!(
+                    error = %err,
+                    cut_error = %cut,
+                    entries = group.len(),
+                    "write-ahead log write failed and could not be cut back; \
+                     the next segment records where this one ends"
+                ),
+            }
+            // Continue in a fresh file: after a failed fsync the kernel's view of
+            // this one is not to be trusted.
+            writer.needs_roll = true;
+            return Err(FailedWrite::new(&err));
+        }
+        let added = bytes.len() as u64;
+        active.len += added;
+        let first_seq = active.first_seq;
+        {
+            let mut segments = self.segments.lock();
+            if let Some(seg) = segments.by_first_seq.get_mut(&first_seq) {
+                seg.bytes += added;
+                seg.outstanding.extend(group.iter().map(|p| p.seq));
+            }
+        }
+        self.stats.bytes_on_disk.fetch_add(added, Ordering::Relaxed);
+        self.stats
+            .appends
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts one at `first_seq`; the old one
+    /// goes if none of its entries is outstanding.
+    fn roll(&self, writer: &mut Writer, first_seq: u64) -> Result<()> {
+        let header = SegmentHeader {
+            wal_id: self.wal_id,
+            first_seq,
+            previous: Some(PreviousSegment {
+                first_seq: writer.active.first_seq,
+                durable_len: writer.active.len,
+            }),
+        };
+        let new = files::create_segment(&self.dir, &header, &self.disk)?;
+        let old = std::mem::replace(&mut writer.active, new);
+        writer.needs_roll = false;
+        self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_on_disk
+            .fetch_add(HEADER_LEN, Ordering::Relaxed);
+        let doomed = {
+            let mut segments = self.segments.lock();
+            segments.by_first_seq.insert(
+                first_seq,
+                SegmentState {
+                    path: writer.active.path.clone(),
+                    bytes: HEADER_LEN,
+                    outstanding: HashSet::new(),
+                },
+            );
+            segments.active = first_seq;
+            let done = segments
+                .by_first_seq
+                .get(&old.first_seq)
+                .is_some_and(|s| s.outstanding.is_empty());
+            if done {
+                segments.by_first_seq.remove(&old.first_seq)
+            } else {
+                None
+            }
+        };
+        if let Some(seg) = doomed {
+            self.delete_segment(seg);
+        }
+        Ok(())
+    }
+
+    /// Marks an entry as committed to Parquet. A sealed segment without
+    /// outstanding entries is deleted. Unknown or completed seqs are ignored.
+    pub fn complete(&self, seq: u64) {
+        let doomed = {
+            let mut segments = self.segments.lock();
+            let active = segments.active;
+            let Some((&first, seg)) = segments.by_first_seq.range_mut(..=seq).next_back() else {
+                return;
+            };
+            if !seg.outstanding.remove(&seq) || !seg.outstanding.is_empty() || first == active {
+                return;
+            }
+            segments.by_first_seq.remove(&first)
+        };
+        if let Some(seg) = doomed {
+            self.delete_segment(seg);
+        }
+    }
+
+    fn delete_segment(&self, seg: SegmentState) {
+        let removed = fs::remove_file(&seg.path)
+            .map_err(|e| WalError::io(&seg.path, e))
+            .and_then(|()| {
+                self.stats.segments.fetch_sub(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_on_disk
+                    .fetch_sub(seg.bytes, Ordering::Relaxed);
+                self.disk.sync_dir(&self.dir)
+            });
+        match removed {
+            Ok(()) => {
+                tracing::debug!(segment = %seg.path.display(), "write-ahead log segment deleted")
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not delete a completed write-ahead log segment; \
+                 its entries will be recovered again after a restart"
+            ),
+        }
+    }
+
+    /// Entries queued for the next group commit (for tests and metrics).
+    pub fn queued(&self) -> usize {
+        self.queue.lock().pending.len()
+    }
+
+    /// Seqs not completed yet, in order.
+    pub fn outstanding(&self) -> Vec<u64> {
+        let segments = self.segments.lock();
+        let mut out: Vec<u64> = segments
+            .by_first_seq
+            .values()
+            .flat_map(|s| s.outstanding.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn stats(&self) -> &WalStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,635 @@
+//! Write-ahead log behaviour: round trips, seqs, group commit, segments and
+//! their deletion, faults (full disk), damaged and foreign segments.
+mod common;
+use common::small_batch;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+
+use arrow::array::Int64Array;
+use bulkhead_rules::TenantId;
+use bulkhead_store::wal::{RecoveryReport, WalError};
+use bulkhead_store::{Signal, Wal, WalConfig, WalEntry, WriteFaults};
+
+const HEADER_LEN: u64 = 52;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn config(dir: &Path, segment_bytes: u64, faults: Option<Arc<WriteFaults>>) -> WalConfig {
+    WalConfig {
+        dir: dir.to_path_buf(),
+        segment_bytes,
+        faults,
+    }
+}
+
+fn open(config: WalConfig) -> (Wal, Vec<WalEntry>, RecoveryReport) {
+    Wal::open(config).unwrap()
+}
+
+/// Segment files in seq order.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    segment_files(dir).iter().map(|p| file_len(p)).sum()
+}
+
+fn seqs(entries: &[WalEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq).collect()
+}
+
+struct Appended {
+    entry: WalEntry,
+}
+
+fn append(wal: &Wal, t: &str, signal: Signal, pv: &str, rows: &[(i64, &str)]) -> Appended {
+    let b = small_batch(rows);
+    let seq = wal.append(&tenant(t), signal, pv, &b).unwrap();
+    Appended {
+        entry: WalEntry {
+            seq,
+            tenant: tenant(t),
+            signal,
+            policy_version: pv.to_string(),
+            batch: b,
+        },
+    }
+}
+
+/// Bytes one entry of `rows` takes (for sizing segments), measured.
+fn entry_len(rows: &[(i64, &str)]) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(config(dir.path(), u64::MAX, None));
+    let before = wal
+        .stats()
+        .bytes_on_disk
+        .load(std::sync::atomic::Ordering::SeqCst);
+    append(&wal, "acme", Signal::Logs, "v1", rows);
+    wal.stats()
+        .bytes_on_disk
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - before
+}
+
+fn stat(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[test]
+fn append_and_reopen_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, recovered, report) = open(WalConfig::new(dir.path()));
+    assert!(recovered.is_empty());
+    assert_eq!(report, RecoveryReport::default());
+    let id = wal.id().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+    let written = vec![
+        append(&wal, "acme", Signal::Logs, "v1", &[(1, "a"), (2, "b")]).entry,
+        append(&wal, "globex", Signal::Spans, "", &[]).entry,
+        append(&wal, "t-1_x", Signal::Metrics, "sha256:abc", &[(-5, "ü")]).entry,
+        append(&wal, "acme", Signal::Anomalies, "v2", &[(7, "")]).entry,
+    ];
+    assert!(
+        seqs(&written).windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        seqs(&written)
+    );
+    assert_eq!(stat(&wal.stats().appends), 4);
+    assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
+    assert_eq!(wal.outstanding(), seqs(&written));
+    drop(wal);
+
+    let (wal, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(recovered, written);
+    assert_eq!(report.entries, 4);
+    assert_eq!(report.segments, 1);
+    assert!(report.truncated.is_empty());
+    assert_eq!(wal.id(), id, "the id survives a reopen");
+    assert_eq!(
+        wal.outstanding(),
+        seqs(&written),
+        "recovered entries stay outstanding"
+    );
+    let next = append(&wal, "acme", Signal::Logs, "v1", &[(3, "c")]).entry;
+    assert!(next.seq > written.last().unwrap().seq);
+    drop(wal);
+
+    let (_, recovered, _) = open(WalConfig::new(dir.path()));
+    assert_eq!(seqs(&recovered), [seqs(&written), vec![next.seq]].concat());
+}
+
+#[test]
+fn seqs_are_never_reused_even_when_everything_was_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || config(dir.path(), 1, None);
+    let mut last = 0;
+    for round in 0..3 {
+        let (wal, recovered, _) = open(cfg());
+        for e in &recovered {
+            wal.complete(e.seq);
+        }
+        for i in 0..3 {
+            let seq = append(&wal, "acme", Signal::Logs, "v1", &[(i, "x")])
+                .entry
+                .seq;
+            assert!(seq > last, "round {round}: {seq} after {last}");
+            last = seq;
+            wal.complete(seq);
+        }
+        // Each entry had its own segment; all but the active one are gone.
+        assert_eq!(segment_files(dir.path()).len(), 1);
+    }
+    let (wal, _, _) = open(cfg());
+    let id = wal.id().to_string();
+    drop(wal);
+    // Without any segment nothing carries the seqs forward: a new identity.
+    for f in segment_files(dir.path()) {
+        fs::remove_file(f).unwrap();
+    }
+    let (wal, recovered, _) = open(cfg());
+    assert!(recovered.is_empty());
+    assert_ne!(wal.id(), id);
+}
+
+#[test]
+fn wal_id_is_stable_and_a_wiped_directory_gets_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("nested/wal");
+    let (wal, _, _) = open(WalConfig::new(&wal_dir));
+    let first = wal.id().to_string();
+    drop(wal);
+    let (wal, _, _) = open(WalConfig::new(&wal_dir));
+    assert_eq!(wal.id(), first);
+    drop(wal);
+    assert_eq!(
+        fs::read_to_string(wal_dir.join("wal.id")).unwrap().trim(),
+        first
+    );
+    fs::remove_dir_all(&wal_dir).unwrap();
+    let (wal, _, _) = open(WalConfig::new(&wal_dir));
+    assert_ne!(wal.id(), first);
+}
+
+#[test]
+fn concurrent_appends_share_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
+    let threads = 16;
+    let seqs: Vec<u64> = std::thread::scope(|s| {
+        let hold = faults.hold_writes();
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let wal = &wal;
+                s.spawn(move || {
+                    append(wal, "acme", Signal::Logs, "v1", &[(i, "x")])
+                        .entry
+                        .seq
+                })
+            })
+            .collect();
+        // The first appender leads and waits for the hold; the others queue.
+        while wal.queued() < threads as usize {
+            std::thread::yield_now();
+        }
+        drop(hold);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), threads as usize);
+    assert_eq!(stat(&wal.stats().appends), threads as u64);
+    assert_eq!(
+        stat(&wal.stats().fsyncs),
+        1,
+        "one write and fsync for the group"
+    );
+    drop(wal);
+    let (_, recovered, _) = open(WalConfig::new(dir.path()));
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(seqs_of(&recovered), sorted);
+    for e in &recovered {
+        let n = e
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(
+            e.seq,
+            seqs[n.value(0) as usize],
+            "entry and seq belong together"
+        );
+    }
+}
+
+fn seqs_of(entries: &[WalEntry]) -> Vec<u64> {
+    seqs(entries)
+}
+
+#[test]
+fn many_threads_appending_are_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(WalConfig::new(dir.path()));
+    let (threads, per_thread) = (16_i64, 50_i64);
+    let barrier = Barrier::new(threads as usize);
+    let mut all: Vec<(u64, i64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (wal, barrier) = (&wal, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut out = Vec::new();
+                    let mut last = 0;
+                    for i in 0..per_thread {
+                        let id = t * 1000 + i;
+                        let seq = wal
+                            .append(
+                                &tenant("acme"),
+                                Signal::Logs,
+                                "v1",
+                                &small_batch(&[(id, "x")]),
+                            )
+                            .unwrap();
+                        assert!(seq > last, "seqs increase for each appender");
+                        last = seq;
+                        out.push((seq, id));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let total = (threads * per_thread) as u64;
+    all.sort_unstable();
+    all.dedup_by_key(|(seq, _)| *seq);
+    assert_eq!(all.len() as u64, total, "seqs are unique");
+    let stats = wal.stats();
+    assert_eq!(stat(&stats.appends), total);
+    let fsyncs = stat(&stats.fsyncs);
+    assert!(fsyncs < total, "{fsyncs} fsyncs for {total} appends");
+    assert!(fsyncs >= 1);
+    drop(wal);
+    let (_, recovered, _) = open(WalConfig::new(dir.path()));
+    let got: Vec<(u64, i64)> = recovered
+        .iter()
+        .map(|e| {
+            let n = e
+                .batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            (e.seq, n.value(0))
+        })
+        .collect();
+    assert_eq!(got, all);
+}
+
+#[test]
+fn segments_roll_over_and_go_once_all_their_entries_are_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [(1, "x")];
+    let len = entry_len(&rows);
+    // two entries fill a segment
+    let cfg = || config(dir.path(), HEADER_LEN + 2 * len, None);
+    let (wal, _, _) = open(cfg());
+    let s: Vec<u64> = (0..5)
+        .map(|_| append(&wal, "acme", Signal::Logs, "v1", &rows).entry.seq)
+        .collect();
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 3, "[s0 s1] [s2 s3] [s4]: {files:?}");
+    assert_eq!(
+        files.iter().map(|f| file_len(f)).collect::<Vec<_>>(),
+        vec![HEADER_LEN + 2 * len, HEADER_LEN + 2 * len, HEADER_LEN + len]
+    );
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names[1], format!("{:020}.wal", s[2]));
+    assert_eq!(names[2], format!("{:020}.wal", s[4]));
+    assert_eq!(stat(&wal.stats().segments), 3);
+    assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
+
+    wal.complete(s[0]);
+    assert_eq!(segment_files(dir.path()).len(), 3, "s1 still outstanding");
+    wal.complete(s[1]);
+    assert_eq!(segment_files(dir.path()), files[1..], "first segment done");
+    wal.complete(s[4]);
+    assert_eq!(
+        segment_files(dir.path()),
+        files[1..],
+        "the active segment stays"
+    );
+    wal.complete(s[2]);
+    wal.complete(s[2]);
+    wal.complete(999_999);
+    wal.complete(0);
+    assert_eq!(segment_files(dir.path()), files[1..]);
+    assert_eq!(wal.outstanding(), vec![s[3]]);
+    assert_eq!(stat(&wal.stats().segments), 2);
+    assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
+    drop(wal);
+
+    // s3 is outstanding; s4 was completed but its segment was the active one.
+    let (wal, recovered, report) = open(cfg());
+    assert_eq!(seqs(&recovered), vec![s[2], s[3], s[4]]);
+    assert_eq!(report.segments, 2);
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        3,
+        "two recovered and a new active one"
+    );
+    wal.complete(s[4]);
+    assert_eq!(segment_files(dir.path()).len(), 2, "now sealed: deleted");
+    wal.complete(s[2]);
+    assert_eq!(segment_files(dir.path()).len(), 2, "s3 keeps its segment");
+    wal.complete(s[3]);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert!(wal.outstanding().is_empty());
+    let next = append(&wal, "acme", Signal::Logs, "v1", &rows).entry.seq;
+    assert!(next > s[4]);
+    assert_eq!(stat(&wal.stats().segments), 1);
+    assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
+}
+
+#[test]
+fn a_full_disk_fails_appends_without_leaving_them_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let cfg = || config(dir.path(), u64::MAX, Some(faults.clone()));
+    let (wal, _, _) = open(cfg());
+    let ok1 = append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")]).entry;
+    let before = disk_bytes(dir.path());
+
+    faults.set_failing(true);
+    assert!(faults.is_failing());
+    let mut failed = Vec::new();
+    for i in 0..3 {
+        let err = wal
+            .append(
+                &tenant("acme"),
+                Signal::Logs,
+                "v1",
+                &small_batch(&[(10 + i, "lost")]),
+            )
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        let WalError::Io { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{err}");
+        assert_eq!(
+            disk_bytes(dir.path()),
+            before,
+            "nothing of a failed append on disk"
+        );
+        failed.push(i);
+    }
+    assert_eq!(wal.outstanding(), vec![ok1.seq]);
+    assert!(stat(&wal.stats().write_errors) >= 3);
+    assert_eq!(stat(&wal.stats().appends), 1);
+
+    faults.set_failing(false);
+    let ok2 = append(&wal, "acme", Signal::Spans, "v1", &[(2, "b")]).entry;
+    assert!(ok2.seq > ok1.seq);
+    assert_eq!(wal.outstanding(), vec![ok1.seq, ok2.seq]);
+    assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
+    drop(wal);
+
+    let (_, recovered, report) = open(cfg());
+    assert_eq!(recovered, vec![ok1, ok2]);
+    assert!(report.truncated.is_empty(), "{report:?}");
+}
+
+#[test]
+fn a_write_that_cannot_be_cut_back_is_cut_off_by_the_next_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let cfg = || config(dir.path(), u64::MAX, Some(faults.clone()));
+    let (wal, _, _) = open(cfg());
+    let ok1 = append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")]).entry;
+    let first_segment = segment_files(dir.path()).pop().unwrap();
+    let durable = file_len(&first_segment);
+
+    faults.set_failing(true);
+    faults.set_cut_back_failing(true);
+    let err = wal
+        .append(
+            &tenant("acme"),
+            Signal::Logs,
+            "v1",
+            &small_batch(&[(2, "lost")]),
+        )
+        .unwrap_err();
+    assert!(err.is_transient());
+    let stuck = file_len(&first_segment) - durable;
+    assert!(stuck > 0, "the failed entry is still in the file");
+    faults.set_failing(false);
+    faults.set_cut_back_failing(false);
+
+    let ok3 = append(&wal, "acme", Signal::Logs, "v1", &[(3, "c")]).entry;
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        2,
+        "sealed, a new segment started"
+    );
+    drop(wal);
+
+    let (_, recovered, report) = open(cfg());
+    assert_eq!(
+        recovered,
+        vec![ok1, ok3],
+        "the failed entry is never recovered"
+    );
+    assert_eq!(report.truncated.len(), 1, "{report:?}");
+    let cut = &report.truncated[0];
+    assert_eq!(cut.segment, first_segment);
+    assert_eq!((cut.offset, cut.bytes_cut), (durable, stuck));
+    assert!(cut.reason.contains("durable length"), "{}", cut.reason);
+    assert_eq!(file_len(&first_segment), durable);
+}
+
+#[test]
+fn every_entry_of_a_failed_group_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
+    let before = disk_bytes(dir.path());
+    faults.set_failing(true);
+    let results: Vec<Result<u64, WalError>> = std::thread::scope(|s| {
+        let hold = faults.hold_writes();
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let wal = &wal;
+                s.spawn(move || {
+                    wal.append(
+                        &tenant("acme"),
+                        Signal::Logs,
+                        "v1",
+                        &small_batch(&[(i, "x")]),
+                    )
+                })
+            })
+            .collect();
+        while wal.queued() < 8 {
+            std::thread::yield_now();
+        }
+        drop(hold);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().is_err_and(|e| e.is_transient())));
+    assert_eq!(stat(&wal.stats().fsyncs), 1);
+    assert_eq!(disk_bytes(dir.path()), before);
+    faults.set_failing(false);
+    let ok = append(&wal, "acme", Signal::Logs, "v1", &[(9, "ok")]).entry;
+    drop(wal);
+    let (_, recovered, _) = open(config(dir.path(), u64::MAX, None));
+    assert_eq!(recovered, vec![ok]);
+}
+
+#[test]
+fn oversized_fields_are_refused_and_not_transient() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(WalConfig::new(dir.path()));
+    let err = wal
+        .append(
+            &tenant("acme"),
+            Signal::Logs,
+            &"v".repeat(70_000),
+            &small_batch::<&str>(&[]),
+        )
+        .unwrap_err();
+    assert!(matches!(err, WalError::Invalid(_)), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(stat(&wal.stats().appends), 0);
+    assert!(wal.outstanding().is_empty());
+}
+
+/// Three segments of two entries each: [a0 a1] [b0 b1] [c0 c1] (+ empty active).
+fn three_segments(dir: &Path) -> (Vec<WalEntry>, Vec<PathBuf>, u64) {
+    let rows = [(1, "x")];
+    let len = entry_len(&rows);
+    let (wal, _, _) = open(config(dir, HEADER_LEN + 2 * len, None));
+    let entries: Vec<WalEntry> = (0..6)
+        .map(|i| append(&wal, "acme", Signal::ALL[i % 4], "v1", &rows).entry)
+        .collect();
+    drop(wal);
+    let files = segment_files(dir);
+    assert_eq!(files.len(), 3);
+    (entries, files, len)
+}
+
+#[test]
+fn a_torn_header_loses_that_segment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, files, _) = three_segments(dir.path());
+    let f = fs::OpenOptions::new().write(true).open(&files[1]).unwrap();
+    f.set_len(HEADER_LEN - 1).unwrap();
+    drop(f);
+    let (_, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(
+        recovered,
+        [&entries[0..2], &entries[4..6]].concat(),
+        "later segments are still read"
+    );
+    assert_eq!(report.segments, 3);
+    assert_eq!(report.truncated.len(), 1);
+    assert_eq!(report.truncated[0].segment, files[1]);
+    assert_eq!(report.truncated[0].offset, 0);
+    assert!(!files[1].exists(), "a segment without entries is deleted");
+}
+
+#[test]
+fn a_corrupt_entry_cuts_its_segment_and_later_segments_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, files, len) = three_segments(dir.path());
+    let mut bytes = fs::read(&files[1]).unwrap();
+    let in_second_entry = (HEADER_LEN + len + len / 2) as usize;
+    bytes[in_second_entry] ^= 0x01;
+    fs::write(&files[1], &bytes).unwrap();
+    let (wal, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(recovered, [&entries[0..3], &entries[4..6]].concat());
+    assert_eq!(report.truncated.len(), 1);
+    let cut = &report.truncated[0];
+    assert_eq!((cut.offset, cut.bytes_cut), (HEADER_LEN + len, len));
+    assert!(cut.reason.contains("checksum"), "{}", cut.reason);
+    assert_eq!(file_len(&files[1]), HEADER_LEN + len);
+    assert_eq!(stat(&wal.stats().truncated_bytes), len);
+}
+
+#[test]
+fn segments_of_another_wal_or_without_an_id_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(WalConfig::new(dir.path()));
+    append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")]);
+    drop(wal);
+    let (wal, _, _) = open(WalConfig::new(other.path()));
+    append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")]);
+    drop(wal);
+    let foreign = segment_files(other.path()).pop().unwrap();
+    let planted = dir.path().join(format!("{:020}.wal", 1_000_000));
+    let mut bytes = fs::read(&foreign).unwrap();
+    // Give it a name that matches its header: rewrite first seq and checksum.
+    bytes[24..32].copy_from_slice(&1_000_000u64.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..48]);
+    bytes[48..52].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&planted, &bytes).unwrap();
+    let err = Wal::open(WalConfig::new(dir.path())).unwrap_err();
+    assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("belongs to WAL"), "{err}");
+    assert!(!err.is_transient());
+    assert!(planted.exists(), "not ours to delete");
+    fs::remove_file(&planted).unwrap();
+    Wal::open(WalConfig::new(dir.path())).unwrap();
+
+    fs::remove_file(other.path().join("wal.id")).unwrap();
+    let err = Wal::open(WalConfig::new(other.path())).unwrap_err();
+    assert!(err.to_string().contains("id file is missing"), "{err}");
+}
+
+#[test]
+fn unrelated_files_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = ["notes.txt", "00000000000000000001.wal.bak", "1.wal"];
+    let (wal, _, _) = open(WalConfig::new(dir.path()));
+    drop(wal);
+    for name in keep {
+        fs::write(dir.path().join(name), b"hello").unwrap();
+    }
+    let (wal, recovered, report) = open(WalConfig::new(dir.path()));
+    assert!(recovered.is_empty());
+    assert!(report.truncated.is_empty());
+    for name in keep {
+        assert!(dir.path().join(name).exists(), "{name}");
+    }
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        2,
+        "1.wal and the active segment"
+    );
+    assert_eq!(stat(&wal.stats().segments), 1);
+}
