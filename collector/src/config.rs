@@ -50,6 +50,9 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Query API.
     pub api: SocketAddr,
+    /// Self-metrics (`/metrics`) and health; keep it on loopback or a
+    /// private network: it shows tenant names and figures.
+    pub metrics: SocketAddr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -69,6 +72,9 @@ pub struct Ingest {
     pub max_event_future: HumanDuration,
     /// Requests decoded, converted and written at once; more wait.
     pub workers: usize,
+    /// Bytes of requests worked on at once (decompressed); above it, new
+    /// requests get 503 / UNAVAILABLE with a retry hint.
+    pub max_in_flight: ByteSize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -111,6 +117,7 @@ impl Default for Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
             http: SocketAddr::from(([127, 0, 0, 1], 4318)),
             api: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 9464)),
         }
     }
 }
@@ -126,6 +133,7 @@ impl Default for Ingest {
             max_event_age: None,
             max_event_future: HumanDuration(crate::pipeline::DEFAULT_MAX_EVENT_FUTURE),
             workers: crate::pipeline::DEFAULT_INGEST_WORKERS,
+            max_in_flight: ByteSize(512 << 20),
         }
     }
 }
@@ -188,6 +196,7 @@ impl Config {
         addr("BULKHEAD_GRPC_LISTEN", &mut self.listen.grpc);
         addr("BULKHEAD_HTTP_LISTEN", &mut self.listen.http);
         addr("BULKHEAD_API_LISTEN", &mut self.listen.api);
+        addr("BULKHEAD_METRICS_LISTEN", &mut self.listen.metrics);
         if let Some(v) = env("BULKHEAD_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
@@ -212,6 +221,9 @@ impl Config {
             (l.grpc, l.http, "listen.grpc", "listen.http"),
             (l.grpc, l.api, "listen.grpc", "listen.api"),
             (l.http, l.api, "listen.http", "listen.api"),
+            (l.grpc, l.metrics, "listen.grpc", "listen.metrics"),
+            (l.http, l.metrics, "listen.http", "listen.metrics"),
+            (l.api, l.metrics, "listen.api", "listen.metrics"),
         ] {
             if a == b && a.port() != 0 {
                 errors.push(format!("{an} and {bn}: both are {a}"));
@@ -227,6 +239,9 @@ impl Config {
             .any(|k| k.trim().is_empty())
         {
             errors.push("ingest.tenant_attribute_keys: keys must not be empty".into());
+        }
+        if self.ingest.max_in_flight.0 < self.ingest.max_body_size.0 {
+            errors.push("ingest.max_in_flight: must be at least ingest.max_body_size".into());
         }
         if self.ingest.workers == 0 {
             errors.push("ingest.workers: must be at least 1".into());

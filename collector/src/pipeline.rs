@@ -21,6 +21,20 @@ use bulkhead_rules::redact::Report;
 /// Requests worked on at once by default.
 pub const DEFAULT_INGEST_WORKERS: usize = 64;
 
+/// Bytes counted as in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    counter: Arc<std::sync::atomic::AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Called at the start of every ingest (fault injection in tests).
 pub type FaultHook = Arc<dyn Fn(&Principal) + Send + Sync>;
 
@@ -57,6 +71,9 @@ pub struct Pipeline {
     tenant_keys: Vec<String>,
     limiter: crate::limits::RateLimiter,
     refusals: crate::audit::RefusalAudit,
+    /// Bytes of requests being worked on, and the most allowed.
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
+    max_in_flight: u64,
     /// Bounds the requests worked on at once (decode, convert, redact, WAL).
     workers: Arc<tokio::sync::Semaphore>,
     /// Fault injection for tests: runs at the start of every ingest.
@@ -100,11 +117,64 @@ impl Pipeline {
             tenant_keys: redact::TENANT_KEYS.iter().map(|k| k.to_string()).collect(),
             limiter: Default::default(),
             refusals: Default::default(),
+            in_flight: Default::default(),
+            max_in_flight: u64::MAX,
             workers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_INGEST_WORKERS)),
             fault_hook: None,
             max_event_age: None,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
         }
+    }
+
+    /// Bytes of requests worked on at once; above it new requests are
+    /// refused as transient (the Collector's memory limiter is the model).
+    pub fn with_max_in_flight(mut self, bytes: u64) -> Self {
+        self.max_in_flight = bytes;
+        self
+    }
+
+    /// Bytes of requests being worked on now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Refuses new work while the requests in flight hold the limit.
+    pub fn check_in_flight(&self) -> Result<(), ReceiveError> {
+        let now = self.in_flight();
+        if now >= self.max_in_flight {
+            return Err(ReceiveError::Unavailable {
+                message: format!(
+                    "the server is working on {now} bytes of requests, its limit ({} bytes); retry later",
+                    self.max_in_flight
+                ),
+                retry_after: RETRY_AFTER,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` as in flight until the guard is dropped; refused when
+    /// they would take the total past the limit.
+    pub fn charge(&self, bytes: u64) -> Result<InFlight, ReceiveError> {
+        use std::sync::atomic::Ordering;
+        let before = self.in_flight.fetch_add(bytes, Ordering::Relaxed);
+        let guard = InFlight {
+            counter: self.in_flight.clone(),
+            bytes,
+        };
+        // one request alone is always let through (it is bounded by the body
+        // limit), so a large request cannot be refused forever
+        if before > 0 && before.saturating_add(bytes) > self.max_in_flight {
+            drop(guard);
+            return Err(ReceiveError::Unavailable {
+                message: format!(
+                    "the server is working on {before} bytes of requests; this one ({bytes} bytes) would pass its limit ({} bytes); retry later",
+                    self.max_in_flight
+                ),
+                retry_after: RETRY_AFTER,
+            });
+        }
+        Ok(guard)
     }
 
     /// How many requests may be decoded, converted and written at once;

@@ -29,6 +29,7 @@ pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     store: Arc<Store>,
     tenants: Arc<TenantDirectory>,
     anomalies: Arc<AnomalyEngine>,
@@ -135,6 +136,7 @@ pub async fn start_with(
             config.ingest.max_event_future.0,
         )
         .with_workers(config.ingest.workers)
+        .with_max_in_flight(config.ingest.max_in_flight.0)
         .with_fault_hook_opt(options.fault_hook.clone()),
     );
     telemetry.add(
@@ -164,11 +166,13 @@ pub async fn start_with(
     let grpc_listener = bind(config.listen.grpc, "OTLP/gRPC").await?;
     let http_listener = bind(config.listen.http, "OTLP/HTTP").await?;
     let api_listener = bind(config.listen.api, "the query API").await?;
+    let metrics_listener = bind(config.listen.metrics, "metrics").await?;
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
-    let (grpc_addr, http_addr, api_addr) = (
+    let (grpc_addr, http_addr, api_addr, metrics_addr) = (
         addr(&grpc_listener)?,
         addr(&http_listener)?,
         addr(&api_listener)?,
+        addr(&metrics_listener)?,
     );
 
     let shutdown = CancellationToken::new();
@@ -218,23 +222,35 @@ pub async fn start_with(
                 }
             }
         }),
-    )
-    .route(
-        "/metrics",
-        get({
-            let (telemetry, store) = (telemetry.clone(), store.clone());
-            move || async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    telemetry.render(&store),
-                )
-            }
-        }),
     );
     servers.push(serve_axum(api_listener, api, shutdown.clone(), "query API"));
+
+    // Self-metrics name tenants and their figures: their own listener,
+    // loopback by default, never the API port.
+    let metrics = axum::Router::new()
+        .route(
+            "/metrics",
+            get({
+                let (telemetry, store, pipeline) =
+                    (telemetry.clone(), store.clone(), pipeline.clone());
+                move || async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        telemetry.render(&store, pipeline.in_flight()),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    servers.push(serve_axum(
+        metrics_listener,
+        metrics,
+        shutdown.clone(),
+        "metrics",
+    ));
 
     let flusher = tokio::spawn(run_flusher(
         store.clone(),
@@ -257,11 +273,12 @@ pub async fn start_with(
         audit.clone(),
     ));
     ready.store(true, std::sync::atomic::Ordering::Release);
-    tracing::info!(%grpc_addr, %http_addr, %api_addr, store = %store_dir.display(), "bulkhead started");
+    tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
         api_addr,
+        metrics_addr,
         store,
         tenants,
         anomalies,

@@ -1,19 +1,33 @@
-//! Bulkhead's own metrics, served in the Prometheus text format at
-//! `/metrics` on the API port. Counters are labelled by tenant where they
-//! concern one; label values are `TenantId`s and fixed names, never free text.
-use parking_lot::Mutex;
-use std::collections::BTreeMap;
-use std::fmt::Write;
+//! Bulkhead's own metrics, served in the OpenMetrics text format at
+//! `/metrics` on their own listener (`listen.metrics`, loopback by default),
+//! never on the API port. Counters are labelled by tenant where they concern
+//! one; label values are `TenantId`s and fixed names, never free text.
+//! Encoding is `prometheus-client`'s.
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use parking_lot::RwLock;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use bulkhead_store::Store;
 
-/// A counter's identity: metric name and its labels, in order.
-type Key = (&'static str, Vec<(&'static str, String)>);
+type Labels = Vec<(String, String)>;
 
-/// Process-wide counters.
-#[derive(Debug, Default)]
+/// Process-wide counters, registered once with their help texts.
 pub struct Telemetry {
-    counters: Mutex<BTreeMap<Key, u64>>,
+    registry: RwLock<Registry>,
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    gauges: HashMap<&'static str, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
 }
 
 const HELP: &[(&str, &str)] = &[
@@ -71,92 +85,158 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-impl Telemetry {
-    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
-        if by == 0 {
-            return;
-        }
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        *self.counters.lock().entry(key).or_default() += by;
-    }
+/// Gauges read from the store and the WAL when `/metrics` is scraped.
+const GAUGES: &[(&str, &str)] = &[
+    (
+        "bulkhead_store_buffered_bytes",
+        "Bytes buffered in memory, not yet committed.",
+    ),
+    (
+        "bulkhead_store_files_committed",
+        "Parquet files committed since start (a counter).",
+    ),
+    (
+        "bulkhead_store_rows_committed",
+        "Rows committed to Parquet since start (a counter).",
+    ),
+    (
+        "bulkhead_store_bytes_committed",
+        "Parquet bytes committed since start (a counter).",
+    ),
+    (
+        "bulkhead_store_flush_errors",
+        "Failed flush attempts since start (data stays buffered; a counter).",
+    ),
+    (
+        "bulkhead_store_flush_seconds",
+        "Seconds spent writing and publishing Parquet files since start (a counter; divide by files committed for the mean).",
+    ),
+    (
+        "bulkhead_wal_bytes",
+        "Bytes of write-ahead log segments on disk.",
+    ),
+    (
+        "bulkhead_wal_segments",
+        "Write-ahead log segments on disk.",
+    ),
+    (
+        "bulkhead_wal_appends",
+        "Entries appended to the write-ahead log since start (a counter).",
+    ),
+    (
+        "bulkhead_wal_fsyncs",
+        "fsyncs of the write-ahead log since start (a counter; appends / fsyncs is the group-commit batch).",
+    ),
+    (
+        "bulkhead_wal_fsync_seconds",
+        "Seconds spent in write-ahead log fsyncs since start (a counter; divide by fsyncs for the mean latency).",
+    ),
+    (
+        "bulkhead_wal_write_errors",
+        "Failed write-ahead log writes since start (answered 503 / UNAVAILABLE; a counter).",
+    ),
+    (
+        "bulkhead_ingest_in_flight_bytes",
+        "Bytes of OTLP requests being worked on now.",
+    ),
+];
 
-    /// The current value of one counter (0 if never incremented).
-    pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        self.counters.lock().get(&key).copied().unwrap_or(0)
-    }
-
-    /// Everything in the Prometheus text exposition format.
-    pub fn render(&self, store: &Store) -> String {
-        let mut out = String::new();
-        let counters = self.counters.lock();
+impl Default for Telemetry {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut counters = HashMap::new();
         for (name, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
-                let labels: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                    .collect();
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{n} {v}");
-                } else {
-                    let _ = writeln!(out, "{n}{{{}}} {v}", labels.join(","));
-                }
-            }
+            let family = Family::<Labels, Counter>::default();
+            // the registry appends `_total` to counters itself
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            registry.register(base, *help, family.clone());
+            counters.insert(*name, family);
         }
-        let s = store.stats();
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        for (name, kind, help, value) in [
-            (
-                "bulkhead_store_buffered_bytes",
-                "gauge",
-                "Bytes buffered in memory, not yet committed.",
-                store.buffered_bytes() as u64,
-            ),
-            (
-                "bulkhead_store_files_committed_total",
-                "counter",
-                "Parquet files committed.",
-                load(&s.files_committed),
-            ),
-            (
-                "bulkhead_store_rows_committed_total",
-                "counter",
-                "Rows committed to Parquet.",
-                load(&s.rows_committed),
-            ),
-            (
-                "bulkhead_store_bytes_committed_total",
-                "counter",
-                "Parquet bytes committed.",
-                load(&s.bytes_committed),
-            ),
-            (
-                "bulkhead_store_flush_errors_total",
-                "counter",
-                "Failed flush attempts (data stays buffered).",
-                load(&s.flush_errors),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+        let mut gauges = HashMap::new();
+        for (name, help) in GAUGES {
+            let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            registry.register(*name, *help, g.clone());
+            gauges.insert(*name, g);
         }
-        out
+        Self {
+            registry: RwLock::new(registry),
+            counters,
+            gauges,
+        }
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn labels(labels: &[(&'static str, &str)]) -> Labels {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Telemetry {
+    /// Adds to a counter; `name` must be one of the registered counters.
+    pub fn add(&self, name: &'static str, labels_: &[(&'static str, &str)], by: u64) {
+        if by == 0 {
+            return;
+        }
+        match self.counters.get(name) {
+            Some(f) => {
+                f.get_or_create(&labels(labels_)).inc_by(by);
+            }
+            None => tracing::error!(name, "counter not registered"),
+        }
+    }
+
+    /// The current value of one counter (0 if never incremented).
+    pub fn get(&self, name: &'static str, labels_: &[(&'static str, &str)]) -> u64 {
+        self.counters
+            .get(name)
+            .map(|f| f.get_or_create(&labels(labels_)).get())
+            .unwrap_or(0)
+    }
+
+    fn set(&self, name: &str, value: f64) {
+        if let Some(g) = self.gauges.get(name) {
+            g.set(value);
+        }
+    }
+
+    /// Everything in the OpenMetrics text format; `in_flight` is the bytes of
+    /// requests being worked on.
+    pub fn render(&self, store: &Store, in_flight: u64) -> String {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let s = store.stats();
+        self.set(
+            "bulkhead_store_buffered_bytes",
+            store.buffered_bytes() as f64,
+        );
+        self.set("bulkhead_store_files_committed", load(&s.files_committed));
+        self.set("bulkhead_store_rows_committed", load(&s.rows_committed));
+        self.set("bulkhead_store_bytes_committed", load(&s.bytes_committed));
+        self.set("bulkhead_store_flush_errors", load(&s.flush_errors));
+        self.set(
+            "bulkhead_store_flush_seconds",
+            load(&s.flush_nanos_total) / 1e9,
+        );
+        if let Some(wal) = store.wal() {
+            let w = wal.stats();
+            self.set("bulkhead_wal_bytes", load(&w.bytes_on_disk));
+            self.set("bulkhead_wal_segments", load(&w.segments));
+            self.set("bulkhead_wal_appends", load(&w.appends));
+            self.set("bulkhead_wal_fsyncs", load(&w.fsyncs));
+            self.set(
+                "bulkhead_wal_fsync_seconds",
+                load(&w.fsync_nanos_total) / 1e9,
+            );
+            self.set("bulkhead_wal_write_errors", load(&w.write_errors));
+        }
+        self.set("bulkhead_ingest_in_flight_bytes", in_flight as f64);
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry.read()) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -195,14 +275,22 @@ mod tests {
             std::sync::Arc::new(bulkhead_rules::ManualClock::new(0)),
         )
         .unwrap();
-        let text = t.render(&store);
+        let text = t.render(&store, 7);
         assert!(
             text.contains("bulkhead_records_accepted_total{tenant=\"acme\",signal=\"logs\"} 5\n"),
             "{text}"
         );
         assert!(text.contains("bulkhead_requests_refused_total{reason=\"unauthenticated\"} 1\n"));
-        assert!(text.contains(
-            "# TYPE bulkhead_store_buffered_bytes gauge\nbulkhead_store_buffered_bytes 0\n"
-        ));
+        assert!(
+            text.contains(
+                "# TYPE bulkhead_store_buffered_bytes gauge\nbulkhead_store_buffered_bytes 0.0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("bulkhead_ingest_in_flight_bytes 7.0\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -259,6 +259,7 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
 grpc = "127.0.0.1:0"
 http = "127.0.0.1:0"
 api = "127.0.0.1:0"
+metrics = "127.0.0.1:0"
 [flush]
 # commits (and WAL segment deletions) happen all through the load
 max_age = "200ms"

@@ -37,6 +37,7 @@ impl Default for TestServerBuilder {
         config.listen.grpc = any(());
         config.listen.http = any(());
         config.listen.api = any(());
+        config.listen.metrics = any(());
         config.node_name = "test-node".into();
         Self {
             tenants: Vec::new(),
@@ -71,6 +72,11 @@ impl TestServerBuilder {
 
     pub fn max_body_size(mut self, bytes: u64) -> Self {
         self.config.ingest.max_body_size = ByteSize(bytes);
+        self
+    }
+
+    pub fn max_in_flight(mut self, bytes: u64) -> Self {
+        self.config.ingest.max_in_flight = ByteSize(bytes);
         self
     }
 
@@ -210,6 +216,11 @@ impl TestServer {
 
     pub fn api_endpoint(&self) -> String {
         format!("http://{}", self.running().api_addr)
+    }
+
+    /// The self-metrics listener (`/metrics`).
+    pub fn metrics_endpoint(&self) -> String {
+        format!("http://{}", self.running().metrics_addr)
     }
 
     pub fn data_dir(&self) -> &Path {

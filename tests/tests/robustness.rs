@@ -396,7 +396,7 @@ async fn a_panic_in_one_tenants_request_leaves_every_other_tenant_served() {
     }
     assert_eq!(count(&srv, &good, "SELECT count(*) FROM logs").await, 10);
     assert_eq!(count(&srv, &evil, "SELECT count(*) FROM logs").await, 0);
-    let metrics = reqwest::get(format!("{}/metrics", srv.api_endpoint()))
+    let metrics = reqwest::get(format!("{}/metrics", srv.metrics_endpoint()))
         .await
         .unwrap()
         .text()
@@ -458,5 +458,134 @@ async fn a_full_disk_gives_retryable_errors_loses_nothing_and_heals() {
     assert_eq!(
         texts(&srv, &key, "SELECT body FROM logs ORDER BY body").await,
         vec!["after", "before"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_in_flight_limit_new_requests_are_told_to_retry() {
+    // tenant "slow"'s requests wait inside ingest (holding their bytes in
+    // flight) until the test lets them go
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new((release_rx, entered_tx)));
+    let srv = TestServer::builder()
+        .tenant("slow", "ingest,query")
+        .tenant("other", "ingest,query")
+        .max_body_size(64 << 10)
+        .max_in_flight(64 << 10)
+        .fault_hook(Arc::new(move |p: &bulkhead_rules::Principal| {
+            if p.tenant.as_str() == "slow" {
+                let g = gate.lock().unwrap();
+                g.1.send(()).unwrap();
+                g.0.recv_timeout(std::time::Duration::from_secs(30))
+                    .unwrap();
+            }
+        }))
+        .start()
+        .await;
+    let (slow, other) = (
+        srv.key("slow", "ingest,query"),
+        srv.key("other", "ingest,query"),
+    );
+    let big: Vec<_> = (0..400).map(|i| log(&"x".repeat(100), i)).collect();
+    let held = {
+        let (http, slow) = (srv.http_endpoint(), slow.clone());
+        let body = prost::Message::encode_to_vec(&logs_request(big, vec![]));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{http}/v1/logs"))
+                .bearer_auth(slow)
+                .header("content-type", PROTOBUF)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::task::spawn_blocking(move || {
+        entered_rx.recv_timeout(std::time::Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .expect("the slow request is in flight");
+    let metrics = reqwest::get(format!("{}/metrics", srv.metrics_endpoint()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let in_flight: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bulkhead_ingest_in_flight_bytes "))
+        .expect("in-flight gauge")
+        .parse()
+        .unwrap();
+    assert!(in_flight > 40_000.0, "{in_flight}");
+    // another tenant's large request would pass the limit: 503, retry later
+    let big: Vec<_> = (0..400).map(|i| log(&"y".repeat(100), i)).collect();
+    let a = post_pb(&srv, "/v1/logs", &other, &logs_request(big, vec![])).await;
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert!(a.retry_after.is_some());
+    release_tx.send(()).unwrap();
+    assert_eq!(held.await.unwrap(), 200);
+    // once the bytes are released, it goes through
+    let a = post_pb(
+        &srv,
+        "/v1/logs",
+        &other,
+        &logs_request(vec![log("z", 0)], vec![]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(count(&srv, &slow, "SELECT count(*) FROM logs").await, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_keys_is_audited_summed_up_not_one_fsync_each() {
+    let mut srv = TestServer::builder()
+        .tenant("t", "ingest,query")
+        .start()
+        .await;
+    let bad =
+        "bhk_0123456789abcdef_0000000000000000000000000000000000000000000000000000000000000000";
+    for i in 0..200 {
+        let a = post_pb(
+            &srv,
+            "/v1/logs",
+            bad,
+            &logs_request(vec![log("x", i)], vec![]),
+        )
+        .await;
+        assert_eq!(a.status, 401);
+    }
+    let dir = srv.data_dir().join("audit");
+    srv.shutdown().await;
+    let text = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let refusals: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "auth_failure")
+        .collect();
+    assert!(
+        !refusals.is_empty() && refusals.len() < 20,
+        "{} entries for 200 refusals",
+        refusals.len()
+    );
+    let counted: u64 = refusals
+        .iter()
+        .map(|e| {
+            e["details"]["count"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 200, "{refusals:?}");
+    assert!(
+        refusals.iter().all(|e| e["key_id"] == "0123456789abcdef"),
+        "{refusals:?}"
     );
 }

@@ -162,6 +162,7 @@ async fn main() -> Result<(), String> {
     config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     config.listen.http = config.listen.grpc;
     config.listen.api = config.listen.grpc;
+    config.listen.metrics = config.listen.grpc;
     let policies = config.policy_dir();
     let mut keys = Vec::new();
     for name in ["quiet", "noisy"] {

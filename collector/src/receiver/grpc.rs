@@ -60,10 +60,13 @@ impl tonic::service::Interceptor for Authenticate {
             })?;
         // Runs before the message is decoded: a tenant over its limit costs
         // no decoding.
-        self.1.admit(&principal).map_err(|e| {
-            self.1.refused(&e);
-            e.grpc_status()
-        })?;
+        self.1
+            .admit(&principal)
+            .and_then(|()| self.1.check_in_flight())
+            .map_err(|e| {
+                self.1.refused(&e);
+                e.grpc_status()
+            })?;
         req.extensions_mut().insert(principal);
         Ok(req)
     }
@@ -112,7 +115,7 @@ impl GrpcReceiver {
         )
     }
 
-    async fn run<T>(
+    async fn run<T: prost::Message>(
         &self,
         req: Request<T>,
         wrap: impl FnOnce(T) -> Export,
@@ -126,10 +129,21 @@ impl GrpcReceiver {
             })?;
         let span =
             tracing::info_span!("otlp_grpc", tenant = %principal.tenant, key = %principal.key_id);
-        let export = wrap(req.into_inner());
+        let message = req.into_inner();
+        let held = self
+            .pipeline
+            .charge(message.encoded_len() as u64)
+            .map_err(|e| {
+                self.pipeline.refused(&e);
+                e.grpc_status()
+            })?;
+        let export = wrap(message);
         let pipeline = self.pipeline.clone();
         self.pipeline
-            .offload(move || pipeline.ingest(&principal, &export))
+            .offload(move || {
+                let _held = held;
+                pipeline.ingest(&principal, &export)
+            })
             .instrument(span)
             .await
             .map_err(|e| {

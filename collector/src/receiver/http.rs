@@ -215,6 +215,7 @@ async fn export(
         let principal = authenticate(&state, &headers)?;
         // ... and so is the tenant's limit: over it, nothing more is done
         state.pipeline.admit(&principal)?;
+        state.pipeline.check_in_flight()?;
         let span =
             tracing::info_span!("otlp_http", tenant = %principal.tenant, key = %principal.key_id);
         let body = read_body(body, state.max_body)
@@ -222,10 +223,17 @@ async fn export(
             .await?;
         let pipeline = state.pipeline.clone();
         let max_body = state.max_body;
+        let compressed = body.len() as u64;
+        let held = state.pipeline.charge(compressed)?;
         state
             .pipeline
             .offload(move || {
                 let body = decompress(&headers, body, max_body)?;
+                // the decompressed body is what takes memory from here on
+                let _held = (
+                    held,
+                    pipeline.charge((body.len() as u64).saturating_sub(compressed))?,
+                );
                 let export = match kind {
                     Kind::Logs => Export::Logs(decode(encoding, &body)?),
                     Kind::Traces => Export::Traces(decode(encoding, &body)?),
