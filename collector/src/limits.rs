@@ -13,29 +13,29 @@ struct Bucket {
     at_nanos: i64,
 }
 
-/// Token buckets of every tenant with a limit.
+/// One kind of token bucket (records or bytes) for every tenant.
 #[derive(Debug, Default)]
-pub struct RateLimiter {
-    buckets: Mutex<HashMap<TenantId, Bucket>>,
+struct Buckets {
+    all: Mutex<HashMap<TenantId, Bucket>>,
 }
 
-impl RateLimiter {
-    /// Takes `records` from `tenant`'s bucket at time `now_nanos`, or says how
-    /// long to wait. A request larger than the burst passes when the bucket
-    /// is full (and leaves it in debt), so no request is refused forever.
-    pub fn take(
+impl Buckets {
+    /// Takes `n` at `rate`/s with room for `burst`, or says how long to
+    /// wait. A take larger than the burst passes when the bucket is full
+    /// (and leaves it in debt), so nothing is refused forever.
+    fn take(
         &self,
         tenant: &TenantId,
-        limits: &Limits,
-        records: u64,
+        rate: u64,
+        burst: u64,
+        n: u64,
         now_nanos: i64,
     ) -> Result<(), Duration> {
-        if limits.records_per_second == 0 || records == 0 {
+        if rate == 0 || n == 0 {
             return Ok(());
         }
-        let rate = limits.records_per_second as f64;
-        let burst = limits.burst() as f64;
-        let mut all = self.buckets.lock();
+        let (rate, burst, n) = (rate as f64, burst as f64, n as f64);
+        let mut all = self.all.lock();
         let b = all.entry(tenant.clone()).or_insert(Bucket {
             tokens: burst,
             at_nanos: now_nanos,
@@ -43,7 +43,6 @@ impl RateLimiter {
         let elapsed = now_nanos.saturating_sub(b.at_nanos).max(0) as f64 / 1e9;
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.at_nanos = now_nanos.max(b.at_nanos);
-        let n = records as f64;
         if b.tokens >= n || b.tokens >= burst {
             b.tokens -= n;
             return Ok(());
@@ -51,24 +50,21 @@ impl RateLimiter {
         let missing = n.min(burst) - b.tokens;
         Err(Duration::from_secs_f64((missing / rate).max(0.001)))
     }
-}
 
-impl RateLimiter {
-    /// Admission before any work: refuses at once (with the wait) a tenant
-    /// whose bucket is empty or in debt, without taking anything, so a
-    /// tenant far over its limit costs no body read and no decoding.
-    pub fn check(
+    /// Refuses (with the wait) a tenant whose bucket is empty or in debt,
+    /// without taking anything.
+    fn check(
         &self,
         tenant: &TenantId,
-        limits: &Limits,
+        rate: u64,
+        burst: u64,
         now_nanos: i64,
     ) -> Result<(), Duration> {
-        if limits.records_per_second == 0 {
+        if rate == 0 {
             return Ok(());
         }
-        let rate = limits.records_per_second as f64;
-        let burst = limits.burst() as f64;
-        let all = self.buckets.lock();
+        let (rate, burst) = (rate as f64, burst as f64);
+        let all = self.all.lock();
         let Some(b) = all.get(tenant) else {
             return Ok(());
         };
@@ -78,6 +74,79 @@ impl RateLimiter {
             return Ok(());
         }
         Err(Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.001)))
+    }
+}
+
+/// Token buckets of every tenant with a limit: records and request bytes.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    records: Buckets,
+    bytes: Buckets,
+}
+
+/// Which of a tenant's limits refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    Records,
+    Bytes,
+}
+
+impl RateLimiter {
+    /// Takes `records` from `tenant`'s record bucket at `now_nanos`, or says
+    /// how long to wait.
+    pub fn take(
+        &self,
+        tenant: &TenantId,
+        limits: &Limits,
+        records: u64,
+        now_nanos: i64,
+    ) -> Result<(), Duration> {
+        self.records.take(
+            tenant,
+            limits.records_per_second,
+            limits.burst(),
+            records,
+            now_nanos,
+        )
+    }
+
+    /// Takes `bytes` (of a request as received) from `tenant`'s byte bucket.
+    pub fn take_bytes(
+        &self,
+        tenant: &TenantId,
+        limits: &Limits,
+        bytes: u64,
+        now_nanos: i64,
+    ) -> Result<(), Duration> {
+        self.bytes.take(
+            tenant,
+            limits.bytes_per_second,
+            limits.burst_bytes(),
+            bytes,
+            now_nanos,
+        )
+    }
+
+    /// Admission before any work: refuses at once (with the wait) a tenant
+    /// whose record or byte bucket is empty or in debt, taking nothing, so a
+    /// tenant far over its limit costs no body read and no decoding.
+    pub fn check(
+        &self,
+        tenant: &TenantId,
+        limits: &Limits,
+        now_nanos: i64,
+    ) -> Result<(), (Over, Duration)> {
+        self.records
+            .check(tenant, limits.records_per_second, limits.burst(), now_nanos)
+            .map_err(|w| (Over::Records, w))?;
+        self.bytes
+            .check(
+                tenant,
+                limits.bytes_per_second,
+                limits.burst_bytes(),
+                now_nanos,
+            )
+            .map_err(|w| (Over::Bytes, w))
     }
 }
 
@@ -94,14 +163,33 @@ mod tests {
         let l = Limits {
             records_per_second: 10,
             burst_records: 20,
+            ..Limits::default()
         };
         assert!(rl.check(&t, &l, 0).is_ok(), "an unseen tenant is admitted");
         assert!(rl.take(&t, &l, 20, 0).is_ok());
-        let wait = rl.check(&t, &l, 0).unwrap_err();
+        let (over, wait) = rl.check(&t, &l, 0).unwrap_err();
+        assert_eq!(over, Over::Records);
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
         // checking takes nothing: after 0.1 s one record fits
         assert!(rl.check(&t, &l, S / 10).is_ok());
         assert!(rl.take(&t, &l, 1, S / 10).is_ok());
+    }
+
+    #[test]
+    fn bytes_are_limited_apart_from_records() {
+        let rl = RateLimiter::default();
+        let t = TenantId::new("a").unwrap();
+        let l = Limits {
+            bytes_per_second: 1_000,
+            ..Limits::default()
+        };
+        assert!(rl.take_bytes(&t, &l, 2_000, 0).is_ok(), "the burst");
+        let wait = rl.take_bytes(&t, &l, 500, 0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert_eq!(rl.check(&t, &l, 0).unwrap_err().0, Over::Bytes);
+        // records are not limited here
+        assert!(rl.take(&t, &l, 1_000_000, 0).is_ok());
+        assert!(rl.take_bytes(&t, &l, 500, S / 2).is_ok());
     }
 
     #[test]
@@ -111,6 +199,7 @@ mod tests {
         let l = Limits {
             records_per_second: 10,
             burst_records: 20,
+            ..Limits::default()
         };
         assert!(rl.take(&t, &l, 20, 0).is_ok());
         let wait = rl.take(&t, &l, 10, 0).unwrap_err();
@@ -130,6 +219,7 @@ mod tests {
         let l = Limits {
             records_per_second: 10,
             burst_records: 20,
+            ..Limits::default()
         };
         assert!(rl.take(&t, &l, 50, 0).is_ok());
         let wait = rl.take(&t, &l, 1, 0).unwrap_err();

@@ -282,9 +282,47 @@ impl Pipeline {
         };
         self.limiter
             .check(&principal.tenant, &policy.limits, self.clock.now_nanos())
-            .map_err(|wait| {
-                self.throttled(&principal.tenant, policy.limits.records_per_second, wait)
+            .map_err(|(over, wait)| match over {
+                crate::limits::Over::Records => {
+                    self.throttled(&principal.tenant, policy.limits.records_per_second, wait)
+                }
+                crate::limits::Over::Bytes => {
+                    self.throttled_bytes(&principal.tenant, policy.limits.bytes_per_second, wait)
+                }
             })
+    }
+
+    /// Charges a request's bytes as received (before decompression and
+    /// decoding) to the tenant's byte limit.
+    pub fn charge_bytes(&self, principal: &Principal, bytes: u64) -> Result<(), ReceiveError> {
+        let Some(policy) = self.tenants.policy(&principal.tenant) else {
+            return Ok(());
+        };
+        self.limiter
+            .take_bytes(
+                &principal.tenant,
+                &policy.limits,
+                bytes,
+                self.clock.now_nanos(),
+            )
+            .map_err(|wait| {
+                self.throttled_bytes(&principal.tenant, policy.limits.bytes_per_second, wait)
+            })
+    }
+
+    fn throttled_bytes(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        rate: u64,
+        wait: Duration,
+    ) -> ReceiveError {
+        ReceiveError::Throttled {
+            message: format!(
+                "tenant {tenant} is over its ingest limit of {rate} bytes/s; retry after {} ms",
+                wait.as_millis()
+            ),
+            retry_after: wait,
+        }
     }
 
     fn throttled(

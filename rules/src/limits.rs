@@ -4,6 +4,8 @@
 //! [limits]
 //! records_per_second = 5000   # sustained ingest (log records + spans + data points); 0: unlimited
 //! burst_records = 20000       # what may arrive at once; default 2 × records_per_second
+//! bytes_per_second = 10485760 # sustained request bytes as received (compressed); 0: unlimited
+//! burst_bytes = 20971520      # default 2 × bytes_per_second
 //!
 //! [retention]
 //! logs = "30d"                # how long each table's data is kept; absent: forever
@@ -22,6 +24,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Limits {
     pub records_per_second: u64,
     pub burst_records: u64,
+    /// Request bytes per second as received (before decompression and
+    /// decoding, which is when they are charged); 0: unlimited.
+    pub bytes_per_second: u64,
+    pub burst_bytes: u64,
 }
 
 impl Limits {
@@ -34,8 +40,25 @@ impl Limits {
         }
     }
 
+    /// The byte bucket's size actually used.
+    pub fn burst_bytes(&self) -> u64 {
+        if self.burst_bytes > 0 {
+            self.burst_bytes
+        } else {
+            self.bytes_per_second.saturating_mul(2)
+        }
+    }
+
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.burst_bytes > 0 && self.bytes_per_second == 0 {
+            out.push(
+                "limits.burst_bytes is set but limits.bytes_per_second is 0 (unlimited)".into(),
+            );
+        }
+        if self.bytes_per_second > 0 && self.burst_bytes() < self.bytes_per_second {
+            out.push("limits.burst_bytes must be at least limits.bytes_per_second".into());
+        }
         if self.burst_records > 0 && self.records_per_second == 0 {
             out.push(
                 "limits.burst_records is set but limits.records_per_second is 0 (unlimited)".into(),
@@ -164,17 +187,20 @@ mod tests {
         let l = Limits {
             records_per_second: 100,
             burst_records: 0,
+            ..Limits::default()
         };
         assert_eq!(l.burst(), 200);
         assert!(l.problems().is_empty());
         let bad = Limits {
             records_per_second: 100,
             burst_records: 10,
+            ..Limits::default()
         };
         assert!(bad.problems()[0].contains("burst_records"));
         let odd = Limits {
             records_per_second: 0,
             burst_records: 10,
+            ..Limits::default()
         };
         assert!(odd.problems()[0].contains("unlimited"));
     }

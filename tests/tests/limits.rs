@@ -142,3 +142,57 @@ async fn data_past_retention_is_deleted_unless_on_legal_hold() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_are_charged_before_decoding_for_that_tenant_only() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let srv = TestServer::builder()
+        .tenant("big", "ingest,query")
+        .tenant("small", "ingest,query")
+        .policy(
+            "big",
+            "[limits]\nbytes_per_second = 1000\nburst_bytes = 1000\n",
+        )
+        .clock(clock.clone())
+        .start()
+        .await;
+    let req = logs(&[NOW; 20]);
+    let size = req.encoded_len();
+    assert!(size > 500 && size < 1000, "{size}");
+    let (endpoint, key) = (srv.http_endpoint(), srv.key("big", "ingest,query"));
+    let garbage = |n: usize| {
+        let (endpoint, key) = (endpoint.clone(), key.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{endpoint}/v1/logs"))
+                .bearer_auth(key)
+                .header("content-type", "application/x-protobuf")
+                .body(vec![0xff; n])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(post(&srv, "big", &req).await.status(), 200);
+    // bytes are charged before decoding: an undecodable body uses up the rest
+    assert_eq!(garbage(1000 - size).await, 400);
+    let resp = post(&srv, "big", &req).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("bytes/s"), "{text}");
+    // with the bucket empty, nothing is read or decoded: 429, not 400
+    assert_eq!(garbage(10).await, 429);
+    // the other tenant is not limited
+    for _ in 0..5 {
+        assert_eq!(post(&srv, "small", &req).await.status(), 200);
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(post(&srv, "big", &req).await.status(), 200);
+    let big = srv.key("big", "ingest,query");
+    assert_eq!(
+        srv.scalar(&big, "SELECT count(*) FROM logs").await,
+        json!(40)
+    );
+}

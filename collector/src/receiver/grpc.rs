@@ -130,9 +130,11 @@ impl GrpcReceiver {
         let span =
             tracing::info_span!("otlp_grpc", tenant = %principal.tenant, key = %principal.key_id);
         let message = req.into_inner();
+        let size = message.encoded_len() as u64;
         let held = self
             .pipeline
-            .charge(message.encoded_len() as u64)
+            .charge_bytes(&principal, size)
+            .and_then(|()| self.pipeline.charge(size))
             .map_err(|e| {
                 self.pipeline.refused(&e);
                 e.grpc_status()

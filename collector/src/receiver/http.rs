@@ -224,6 +224,8 @@ async fn export(
         let pipeline = state.pipeline.clone();
         let max_body = state.max_body;
         let compressed = body.len() as u64;
+        // charged before any decompression or decoding
+        state.pipeline.charge_bytes(&principal, compressed)?;
         let held = state.pipeline.charge(compressed)?;
         state
             .pipeline
