@@ -358,25 +358,7 @@ pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("duration {s:?} must start with a whole number, e.g. \"30s\""))?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3_600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            other => {
-                return Err(format!(
-                    "duration {s:?}: unknown unit {other:?}; use ms, s, m, h or d"
-                ))
-            }
-        };
-        Ok(HumanDuration(d))
+        bulkhead_rules::units::parse_duration(s).map(HumanDuration)
     }
 }
 
@@ -408,7 +390,14 @@ mod tests {
             HumanDuration::parse("250ms").unwrap().0,
             Duration::from_millis(250)
         );
-        assert!(HumanDuration::parse("3 weeks").is_err());
+        // one parser for every duration (bulkhead_rules::units)
+        assert_eq!(
+            HumanDuration::parse("3 weeks").unwrap().0,
+            Duration::from_secs(21 * 86_400)
+        );
+        assert!(HumanDuration::parse("3 fortnights")
+            .unwrap_err()
+            .contains("not understood"));
     }
 
     #[test]

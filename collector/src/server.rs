@@ -124,7 +124,7 @@ pub async fn start_with(
             store.clone(),
             tenants.clone(),
             config.node_name.clone(),
-            clock,
+            clock.clone(),
             flush_wanted.clone(),
             telemetry.clone(),
             anomalies.clone(),
@@ -252,6 +252,7 @@ pub async fn start_with(
         "metrics",
     ));
 
+    let flusher_clock = clock.clone();
     let flusher = tokio::spawn(run_flusher(
         store.clone(),
         flush.max_age,
@@ -259,6 +260,7 @@ pub async fn start_with(
         shutdown.clone(),
         pipeline.clone(),
         anomalies.clone(),
+        flusher_clock,
     ));
     // Registered before start returns, so a SIGHUP from now on is ours.
     #[cfg(unix)]
@@ -370,11 +372,13 @@ async fn run_flusher(
     shutdown: CancellationToken,
     pipeline: Arc<Pipeline>,
     anomalies: Arc<AnomalyEngine>,
+    clock: Arc<dyn Clock>,
 ) {
-    const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
-    const RETENTION_EVERY: Duration = Duration::from_secs(60);
-    let mut last_checkpoint = tokio::time::Instant::now();
-    let mut last_retention = tokio::time::Instant::now();
+    // decided on the injected clock: tests advance it instead of waiting
+    const CHECKPOINT_EVERY: i64 = 60_000_000_000;
+    const RETENTION_EVERY: i64 = 60_000_000_000;
+    let mut last_checkpoint = clock.now_nanos();
+    let mut last_retention = clock.now_nanos();
     let period = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -397,8 +401,8 @@ async fn run_flusher(
         if let Err(e) = ticked {
             tracing::error!(error = %e, "anomaly tick panicked");
         }
-        if last_retention.elapsed() >= RETENTION_EVERY {
-            last_retention = tokio::time::Instant::now();
+        if clock.now_nanos().saturating_sub(last_retention) >= RETENTION_EVERY {
+            last_retention = clock.now_nanos();
             let p = pipeline.clone();
             match tokio::task::spawn_blocking(move || p.enforce_retention()).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "retention failed; will retry"),
@@ -406,8 +410,8 @@ async fn run_flusher(
                 Ok(Ok(_)) => {}
             }
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            last_checkpoint = tokio::time::Instant::now();
+        if clock.now_nanos().saturating_sub(last_checkpoint) >= CHECKPOINT_EVERY {
+            last_checkpoint = clock.now_nanos();
             let a = anomalies.clone();
             match tokio::task::spawn_blocking(move || a.checkpoint_all()).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "anomaly checkpoint failed"),

@@ -349,18 +349,9 @@ pub fn revoke_key(policy_dir: &Path, name: &str, key_id: &str) -> Result<(), Str
 
 /// Writes a policy file atomically (temporary name, fsync, rename).
 fn write_policy(policy_dir: &Path, policy: &TenantPolicy) -> Result<(), String> {
-    use std::io::Write;
-    std::fs::create_dir_all(policy_dir).map_err(|e| format!("{}: {e}", policy_dir.display()))?;
     let path = PolicySet::path_for(policy_dir, &policy.tenant);
-    let temp = policy_dir.join(format!(".{}.toml.tmp", policy.tenant));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(policy.to_toml().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&temp, &path)?;
-        std::fs::File::open(policy_dir)?.sync_all()
-    };
-    write().map_err(|e| format!("{}: {e}", path.display()))
+    bulkhead_store::atomic::write_atomic(&path, policy.to_toml().as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

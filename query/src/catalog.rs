@@ -70,9 +70,11 @@ impl TableProvider for TenantTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let range = time_range(filters);
-        let snapshot = self
-            .store
-            .snapshot(&self.tenant, self.signal, range)
+        // listing directories is filesystem work: off the runtime's workers
+        let (store, tenant, signal) = (self.store.clone(), self.tenant.clone(), self.signal);
+        let snapshot = tokio::task::spawn_blocking(move || store.snapshot(&tenant, signal, range))
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.files.is_empty() {
@@ -157,9 +159,10 @@ impl TableProvider for AuditTable {
         let external = |e: &dyn std::fmt::Display| {
             datafusion::error::DataFusionError::Execution(format!("audit log: {e}"))
         };
-        let events = self
-            .log
-            .events_for(&self.tenant, time_range(filters))
+        let (log, tenant, range) = (self.log.clone(), self.tenant.clone(), time_range(filters));
+        let events = tokio::task::spawn_blocking(move || log.events_for(&tenant, range))
+            .await
+            .map_err(|e| external(&e))?
             .map_err(|e| external(&e))?;
         let batch = bulkhead_store::audit::to_batch(&events).map_err(|e| external(&e))?;
         Ok(MemorySourceConfig::try_new_exec(

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod policy;
 pub mod redact;
 pub mod tenant;
+pub mod units;
 
 pub use anomaly_policy::{AnomalyPolicy, SeriesKind};
 pub use clock::{Clock, ManualClock, SystemClock};

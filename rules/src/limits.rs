@@ -77,26 +77,13 @@ pub struct Period(pub Duration);
 
 impl Period {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("period {s:?} must start with a whole number, e.g. \"30d\""))?;
-        let secs = match unit {
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
-            other => {
-                return Err(format!(
-                    "period {s:?}: unknown unit {other:?}; use m, h or d"
-                ))
-            }
-        };
-        if n == 0 {
-            return Err(format!("period {s:?} must be more than 0"));
+        let d = crate::units::parse_duration(s)?;
+        if d < Duration::from_secs(60) || d.subsec_nanos() != 0 || d.as_secs() % 60 != 0 {
+            return Err(format!(
+                "period {s:?} must be a whole number of minutes, at least one"
+            ));
         }
-        Ok(Period(Duration::from_secs(n.saturating_mul(secs))))
+        Ok(Period(d))
     }
 }
 
@@ -172,7 +159,16 @@ mod tests {
         );
         assert_eq!(Period::parse("90m").unwrap().0, Duration::from_secs(5_400));
         assert!(Period::parse("0d").is_err());
-        assert!(Period::parse("3w").unwrap_err().contains("unknown unit"));
+        assert_eq!(
+            Period::parse("3w").unwrap().0,
+            Duration::from_secs(21 * 86_400)
+        );
+        assert!(Period::parse("3 parsecs")
+            .unwrap_err()
+            .contains("not understood"));
+        assert!(Period::parse("90s")
+            .unwrap_err()
+            .contains("whole number of minutes"));
         let r: Retention = toml::from_str("logs = \"30d\"\nspans = \"12h\"\n").unwrap();
         assert_eq!(r.period("logs"), Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(r.period("metrics"), None);

@@ -8,6 +8,7 @@
 //! ([`paths`]), and gives readers a consistent [`Snapshot`] of committed files
 //! plus still-buffered batches. [`schema`] holds the tables' Arrow schemas.
 
+pub mod atomic;
 pub mod audit;
 pub mod error;
 pub mod paths;

@@ -104,15 +104,8 @@ impl StagedFile {
     /// Renames the file into place and fsyncs its directory. On error the
     /// temporary file is removed and nothing became visible.
     pub(crate) fn publish(self) -> Result<PathBuf> {
-        let dir = self
-            .final_path
-            .parent()
-            .expect("parquet paths have a directory");
-        if let Err(e) = fs::rename(&self.temp_path, &self.final_path) {
-            let _ = fs::remove_file(&self.temp_path);
-            return Err(Error::io(&self.final_path, e));
-        }
-        sync_dir(dir)?;
+        crate::atomic::publish(&self.temp_path, &self.final_path)
+            .map_err(|e| Error::io(&self.final_path, e))?;
         Ok(self.final_path)
     }
 }
@@ -205,9 +198,7 @@ pub(crate) fn sync_dir_if_exists(dir: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    crate::atomic::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Removes temporary files left behind by a crash mid-commit; returns how many.

@@ -66,7 +66,6 @@ fn path(dir: &Path, tenant: &TenantId) -> std::path::PathBuf {
 }
 
 pub(super) fn save(dir: &Path, tenant: &TenantId, st: &TenantState) -> Result<(), String> {
-    use std::io::Write;
     let file = File {
         version: 1,
         newest: st.newest,
@@ -93,17 +92,9 @@ pub(super) fn save(dir: &Path, tenant: &TenantId, st: &TenantState) -> Result<()
             .collect(),
     };
     let text = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let target = path(dir, tenant);
-    let temp = dir.join(format!(".{tenant}.json.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&temp, &target)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| format!("{}: {e}", target.display()))
+    bulkhead_store::atomic::write_atomic(&target, &text)
+        .map_err(|e| format!("{}: {e}", target.display()))
 }
 
 /// The tenant's saved state, or a fresh one when there is none. Detectors are
