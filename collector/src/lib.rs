@@ -7,6 +7,7 @@
 //! policies and keys; [`config`] the TOML configuration.
 
 pub mod anomaly;
+pub mod attr_limits;
 pub mod audit;
 pub mod backtest;
 pub mod config;

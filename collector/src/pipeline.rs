@@ -489,13 +489,32 @@ impl Pipeline {
 
     /// Converts and buffers one request for the caller's tenant. The tenant
     /// comes from the principal only; nothing in the request can choose it.
-    pub fn ingest(&self, principal: &Principal, export: &Export) -> Result<Outcome, ReceiveError> {
+    pub fn ingest(
+        &self,
+        principal: &Principal,
+        export: &mut Export,
+    ) -> Result<Outcome, ReceiveError> {
         principal.require(Scope::Ingest)?;
         if let Some(hook) = &self.fault_hook {
             hook(principal);
         }
         let version = self.tenants.policy_version(&principal.tenant);
         let policy = self.tenants.policy(&principal.tenant);
+        let limits = policy
+            .as_ref()
+            .map(|p| p.limits.clone())
+            .unwrap_or_default();
+        let applied = crate::attr_limits::apply(export, &limits);
+        self.telemetry.add(
+            "bulkhead_attributes_dropped_total",
+            &[("tenant", principal.tenant.as_str())],
+            applied.attributes_dropped,
+        );
+        self.telemetry.add(
+            "bulkhead_attribute_values_truncated_total",
+            &[("tenant", principal.tenant.as_str())],
+            applied.values_truncated,
+        );
         let now = self.clock.now_nanos();
         let max_age = self.max_event_age.or_else(|| {
             policy
@@ -509,7 +528,7 @@ impl Pipeline {
             received_at_nanos: now,
             window: EventWindow::around(now, max_age, self.max_event_future),
         };
-        let (converted, signal) = match export {
+        let (converted, signal) = match &*export {
             Export::Logs(r) => (convert::logs(r, &stamp), Signal::Logs),
             Export::Traces(r) => (convert::spans(r, &stamp), Signal::Spans),
             Export::Metrics(r) => (convert::metrics(r, &stamp), Signal::Metrics),

@@ -72,6 +72,14 @@ const HELP: &[(&str, &str)] = &[
         "New series not tracked because the tenant's series limit was reached.",
     ),
     (
+        "bulkhead_attributes_dropped_total",
+        "Attributes dropped over the tenant's limits.max_attributes_per_record, by tenant.",
+    ),
+    (
+        "bulkhead_attribute_values_truncated_total",
+        "Attribute values cut to the tenant's limits.max_attribute_value_length, by tenant.",
+    ),
+    (
         "bulkhead_request_panics_total",
         "Requests whose handling panicked (answered 500 / INTERNAL; other requests unaffected).",
     ),

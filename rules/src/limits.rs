@@ -6,6 +6,8 @@
 //! burst_records = 20000       # what may arrive at once; default 2 × records_per_second
 //! bytes_per_second = 10485760 # sustained request bytes as received (compressed); 0: unlimited
 //! burst_bytes = 20971520      # default 2 × bytes_per_second
+//! max_attributes_per_record = 128    # more are dropped and counted
+//! max_attribute_value_length = 8192  # longer string/bytes values are cut (bytes) and counted
 //!
 //! [retention]
 //! logs = "30d"                # how long each table's data is kept; absent: forever
@@ -19,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Ingest limits of a tenant.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub records_per_second: u64,
@@ -28,6 +30,30 @@ pub struct Limits {
     /// decoding, which is when they are charged); 0: unlimited.
     pub bytes_per_second: u64,
     pub burst_bytes: u64,
+    /// Attributes kept per resource, scope, record, span, event, link or
+    /// data point; the rest are dropped and counted.
+    pub max_attributes_per_record: u32,
+    /// Bytes kept of a string or bytes attribute value; longer ones are cut
+    /// (at a character boundary) and counted.
+    pub max_attribute_value_length: u32,
+}
+
+/// Attributes kept per item by default (the OpenTelemetry SDKs' default).
+pub const DEFAULT_MAX_ATTRIBUTES: u32 = 128;
+/// Bytes kept of an attribute value by default.
+pub const DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH: u32 = 8192;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            records_per_second: 0,
+            burst_records: 0,
+            bytes_per_second: 0,
+            burst_bytes: 0,
+            max_attributes_per_record: DEFAULT_MAX_ATTRIBUTES,
+            max_attribute_value_length: DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH,
+        }
+    }
 }
 
 impl Limits {
@@ -51,6 +77,12 @@ impl Limits {
 
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.max_attributes_per_record == 0 {
+            out.push("limits.max_attributes_per_record must be at least 1".into());
+        }
+        if self.max_attribute_value_length < 16 {
+            out.push("limits.max_attribute_value_length must be at least 16".into());
+        }
         if self.burst_bytes > 0 && self.bytes_per_second == 0 {
             out.push(
                 "limits.burst_bytes is set but limits.bytes_per_second is 0 (unlimited)".into(),

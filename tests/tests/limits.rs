@@ -196,3 +196,60 @@ async fn request_bytes_are_charged_before_decoding_for_that_tenant_only() {
         json!(40)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_over_the_limits_are_dropped_or_cut_and_counted() {
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    let srv = TestServer::builder()
+        .tenant("t", "ingest,query")
+        .policy(
+            "t",
+            "[limits]\nmax_attributes_per_record = 3\nmax_attribute_value_length = 16\n",
+        )
+        .start()
+        .await;
+    let mut req = logs(&[NOW]);
+    let attr = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let record = &mut req.resource_logs[0].scope_logs[0].log_records[0];
+    record.time_unix_nano = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    record.attributes = vec![
+        attr("long", "é".repeat(20)),
+        attr("b", "2".into()),
+        attr("c", "3".into()),
+        attr("d", "4".into()),
+        attr("e", "5".into()),
+    ];
+    record.dropped_attributes_count = 1;
+    assert_eq!(post(&srv, "t", &req).await.status(), 200);
+    let key = srv.key("t", "ingest,query");
+    let r = srv
+        .query(
+            &key,
+            "SELECT cardinality(attributes) AS n, attributes['long'] AS long, dropped_attributes_count AS dropped FROM logs",
+        )
+        .await;
+    assert_eq!(
+        r.rows(),
+        &vec![json!({"n": 3, "long": "é".repeat(8), "dropped": 3})]
+    );
+    let metrics = reqwest::get(format!("{}/metrics", srv.metrics_endpoint()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bulkhead_attributes_dropped_total{tenant=\"t\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bulkhead_attribute_values_truncated_total{tenant=\"t\"} 1"));
+}

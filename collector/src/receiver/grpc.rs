@@ -139,12 +139,12 @@ impl GrpcReceiver {
                 self.pipeline.refused(&e);
                 e.grpc_status()
             })?;
-        let export = wrap(message);
+        let mut export = wrap(message);
         let pipeline = self.pipeline.clone();
         self.pipeline
             .offload(move || {
                 let _held = held;
-                pipeline.ingest(&principal, &export)
+                pipeline.ingest(&principal, &mut export)
             })
             .instrument(span)
             .await

@@ -236,12 +236,12 @@ async fn export(
                     held,
                     pipeline.charge((body.len() as u64).saturating_sub(compressed))?,
                 );
-                let export = match kind {
+                let mut export = match kind {
                     Kind::Logs => Export::Logs(decode(encoding, &body)?),
                     Kind::Traces => Export::Traces(decode(encoding, &body)?),
                     Kind::Metrics => Export::Metrics(decode(encoding, &body)?),
                 };
-                pipeline.ingest(&principal, &export)
+                pipeline.ingest(&principal, &mut export)
             })
             .instrument(span)
             .await
