@@ -38,6 +38,10 @@ impl Drop for InFlight {
 /// Called at the start of every ingest (fault injection in tests).
 pub type FaultHook = Arc<dyn Fn(&Principal) + Send + Sync>;
 
+/// How long a tenant over its storage quota is asked to wait (retention runs
+/// every minute).
+const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// How long a client is asked to wait when the store is saturated.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -280,6 +284,12 @@ impl Pipeline {
         let Some(policy) = self.tenants.policy(&principal.tenant) else {
             return Ok(());
         };
+        if let (Some(quota), Some(used)) = (
+            policy.limits.storage_quota,
+            self.store.committed_bytes_known(&principal.tenant),
+        ) {
+            self.check_quota(&principal.tenant, quota.0, used)?;
+        }
         self.limiter
             .check(&principal.tenant, &policy.limits, self.clock.now_nanos())
             .map_err(|(over, wait)| match over {
@@ -290,6 +300,23 @@ impl Pipeline {
                     self.throttled_bytes(&principal.tenant, policy.limits.bytes_per_second, wait)
                 }
             })
+    }
+
+    fn check_quota(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        quota: u64,
+        used: u64,
+    ) -> Result<(), ReceiveError> {
+        if used < quota {
+            return Ok(());
+        }
+        Err(ReceiveError::Throttled {
+            message: format!(
+                "tenant {tenant} holds {used} bytes, at or over its storage quota of {quota} bytes; retry once retention or an operator has made room"
+            ),
+            retry_after: QUOTA_RETRY_AFTER,
+        })
     }
 
     /// Charges a request's bytes as received (before decompression and
@@ -504,6 +531,16 @@ impl Pipeline {
             .as_ref()
             .map(|p| p.limits.clone())
             .unwrap_or_default();
+        if let Some(quota) = limits.storage_quota {
+            // measured from disk the first time (we are off the runtime here)
+            let used = self.store.committed_bytes(&principal.tenant).map_err(|e| {
+                ReceiveError::Unavailable {
+                    message: format!("tenant {}: storage: {e}", principal.tenant),
+                    retry_after: RETRY_AFTER,
+                }
+            })?;
+            self.check_quota(&principal.tenant, quota.0, used)?;
+        }
         let applied = crate::attr_limits::apply(export, &limits);
         self.telemetry.add(
             "bulkhead_attributes_dropped_total",

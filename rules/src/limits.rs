@@ -8,6 +8,7 @@
 //! burst_bytes = 20971520      # default 2 × bytes_per_second
 //! max_attributes_per_record = 128    # more are dropped and counted
 //! max_attribute_value_length = 8192  # longer string/bytes values are cut (bytes) and counted
+//! storage_quota = "50GiB"     # committed Parquet bytes; over it ingest is refused (429); absent: none
 //!
 //! [retention]
 //! logs = "30d"                # how long each table's data is kept; absent: forever
@@ -36,6 +37,11 @@ pub struct Limits {
     /// Bytes kept of a string or bytes attribute value; longer ones are cut
     /// (at a character boundary) and counted.
     pub max_attribute_value_length: u32,
+    /// Committed Parquet bytes the tenant may hold; at or over it, ingest is
+    /// refused as exhausted (retry once retention or an operator freed
+    /// room). None: no quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_quota: Option<crate::units::ByteSize>,
 }
 
 /// Attributes kept per item by default (the OpenTelemetry SDKs' default).
@@ -52,6 +58,7 @@ impl Default for Limits {
             burst_bytes: 0,
             max_attributes_per_record: DEFAULT_MAX_ATTRIBUTES,
             max_attribute_value_length: DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH,
+            storage_quota: None,
         }
     }
 }

@@ -100,6 +100,10 @@ struct Shard {
     commit: RwLock<()>,
     /// One flusher at a time per tenant.
     flushing: Mutex<()>,
+    /// Bytes of the tenant's committed files; measured from disk once (the
+    /// first time it is asked for), then kept up to date by commits and
+    /// deletions.
+    committed_bytes: std::sync::OnceLock<AtomicU64>,
 }
 
 /// What one flush pass did.
@@ -494,6 +498,11 @@ impl Store {
                     p.first_at = self.clock.now_nanos();
                 }
             }
+            // counted under the write lock, so a measurement (read lock)
+            // sees the file either on disk or in this count, not both
+            if let Some(c) = shard.committed_bytes.get() {
+                c.fetch_add(size, Ordering::Relaxed);
+            }
             tracing::debug!(%tenant, %signal, path = %final_path.display(), size, "committed");
         }
         self.release(&seqs);
@@ -537,6 +546,7 @@ impl Store {
         let shard = self.shard(tenant);
         let mut released = Vec::new();
         let mut deleted = 0;
+        let mut freed = 0u64;
         {
             // under the tenant's write lock: a reader sees the hour whole or
             // not at all
@@ -553,16 +563,24 @@ impl Store {
                 if hour.end_nanos() > cutoff_nanos {
                     continue;
                 }
-                deleted += std::fs::read_dir(&hour_dir)
+                for e in std::fs::read_dir(&hour_dir)
                     .map_err(|e| Error::io(&hour_dir, e))?
                     .flatten()
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
-                    .count();
+                {
+                    deleted += 1;
+                    freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
                 std::fs::remove_dir_all(&hour_dir).map_err(|e| Error::io(&hour_dir, e))?;
                 if let Some(date_dir) = hour_dir.parent() {
                     // an emptied date directory goes too; a non-empty one stays
                     let _ = std::fs::remove_dir(date_dir);
                 }
+            }
+            if let Some(c) = shard.committed_bytes.get() {
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(freed))
+                });
             }
         }
         if deleted > 0 {
@@ -570,6 +588,40 @@ impl Store {
         }
         self.release(&released);
         Ok(deleted)
+    }
+
+    /// Bytes of `tenant`'s committed files, every signal. The first call for
+    /// a tenant measures the directory (blocking); later ones are a load.
+    pub fn committed_bytes(&self, tenant: &TenantId) -> Result<u64> {
+        let shard = self.shard(tenant);
+        if let Some(c) = shard.committed_bytes.get() {
+            return Ok(c.load(Ordering::Relaxed));
+        }
+        let measured = {
+            // under the read lock no commit or deletion of the tenant runs
+            let _read = shard.commit.read();
+            let mut total = 0;
+            for signal in Signal::ALL {
+                let dir = paths::signal_dir(&self.root, tenant, signal);
+                total += list_files(&dir, TimeRange::ALL)?
+                    .iter()
+                    .map(|(_, size)| size)
+                    .sum::<u64>();
+            }
+            shard
+                .committed_bytes
+                .get_or_init(|| AtomicU64::new(total))
+                .load(Ordering::Relaxed)
+        };
+        Ok(measured)
+    }
+
+    /// [`Store::committed_bytes`] when already measured, without any I/O.
+    pub fn committed_bytes_known(&self, tenant: &TenantId) -> Option<u64> {
+        self.existing_shard(tenant)?
+            .committed_bytes
+            .get()
+            .map(|c| c.load(Ordering::Relaxed))
     }
 
     /// A consistent view of `tenant`'s `signal` within `range`.

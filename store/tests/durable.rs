@@ -216,8 +216,26 @@ fn retention_and_commits_release_wal_segments() {
             .count()
     };
     assert!(segments(dir.path()) > 2, "small segments roll over");
-    // retention drops the buffered hour: its entries are released too
+    // committed bytes: measured once, then kept by commits and deletions
+    assert_eq!(store.committed_bytes(&t).unwrap(), 0);
+    let stats = store.flush_all().unwrap();
+    assert!(stats.bytes > 0);
+    assert_eq!(store.committed_bytes(&t).unwrap(), stats.bytes);
+    assert_eq!(store.committed_bytes_known(&t), Some(stats.bytes));
+    for i in 0..3 {
+        store
+            .append(
+                &t,
+                Signal::Logs,
+                "v1",
+                timed_batch("acme", &[T0 + i], 100_000 + i),
+            )
+            .unwrap();
+    }
+    // retention drops the hour, committed and buffered: its entries are
+    // released too
     store.delete_before(&t, Signal::Logs, T0 + HOUR).unwrap();
     assert_eq!(segments(dir.path()), 1, "only the active segment is left");
     assert!(values(&store).is_empty());
+    assert_eq!(store.committed_bytes(&t).unwrap(), 0);
 }

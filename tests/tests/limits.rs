@@ -253,3 +253,37 @@ async fn attributes_over_the_limits_are_dropped_or_cut_and_counted() {
     );
     assert!(metrics.contains("bulkhead_attribute_values_truncated_total{tenant=\"t\"} 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_storage_quota_is_refused_alone() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let srv = TestServer::builder()
+        .tenant("full", "ingest,query")
+        .tenant("roomy", "ingest,query")
+        .policy("full", "[limits]\nstorage_quota = \"2KiB\"\n")
+        .clock(clock.clone())
+        .start()
+        .await;
+    assert_eq!(post(&srv, "full", &logs(&[NOW; 3])).await.status(), 200);
+    // still buffered: nothing committed yet
+    assert_eq!(post(&srv, "full", &logs(&[NOW; 3])).await.status(), 200);
+    let store = srv.server().store().clone();
+    tokio::task::spawn_blocking(move || store.flush_all().unwrap())
+        .await
+        .unwrap();
+    let full = bulkhead_rules::TenantId::new("full").unwrap();
+    let used = srv.server().store().committed_bytes(&full).unwrap();
+    assert!(used >= 2048, "one Parquet file is over 2 KiB: {used}");
+    let resp = post(&srv, "full", &logs(&[NOW; 3])).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "60");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("storage quota of 2048 bytes"), "{text}");
+    assert_eq!(post(&srv, "roomy", &logs(&[NOW; 3])).await.status(), 200);
+    // what it holds stays readable
+    let key = srv.key("full", "ingest,query");
+    assert_eq!(
+        srv.scalar(&key, "SELECT count(*) FROM logs").await,
+        json!(6)
+    );
+}
