@@ -293,12 +293,16 @@ impl Pipeline {
         self.limiter
             .check(&principal.tenant, &policy.limits, self.clock.now_nanos())
             .map_err(|(over, wait)| match over {
-                crate::limits::Over::Records => {
-                    self.throttled(&principal.tenant, policy.limits.records_per_second, wait)
-                }
-                crate::limits::Over::Bytes => {
-                    self.throttled_bytes(&principal.tenant, policy.limits.bytes_per_second, wait)
-                }
+                crate::limits::Over::Records => self.throttled(
+                    &principal.tenant,
+                    format!("{} records/s", policy.limits.records_per_second),
+                    wait,
+                ),
+                crate::limits::Over::Bytes => self.throttled(
+                    &principal.tenant,
+                    format!("{} bytes/s", policy.limits.bytes_per_second),
+                    wait,
+                ),
             })
     }
 
@@ -333,34 +337,23 @@ impl Pipeline {
                 self.clock.now_nanos(),
             )
             .map_err(|wait| {
-                self.throttled_bytes(&principal.tenant, policy.limits.bytes_per_second, wait)
+                self.throttled(
+                    &principal.tenant,
+                    format!("{} bytes/s", policy.limits.bytes_per_second),
+                    wait,
+                )
             })
-    }
-
-    fn throttled_bytes(
-        &self,
-        tenant: &bulkhead_rules::TenantId,
-        rate: u64,
-        wait: Duration,
-    ) -> ReceiveError {
-        ReceiveError::Throttled {
-            message: format!(
-                "tenant {tenant} is over its ingest limit of {rate} bytes/s; retry after {} ms",
-                wait.as_millis()
-            ),
-            retry_after: wait,
-        }
     }
 
     fn throttled(
         &self,
         tenant: &bulkhead_rules::TenantId,
-        rate: u64,
+        limit: String,
         wait: Duration,
     ) -> ReceiveError {
         ReceiveError::Throttled {
             message: format!(
-                "tenant {tenant} is over its ingest limit of {rate} records/s; retry after {} ms",
+                "tenant {tenant} is over its ingest limit of {limit}; retry after {} ms",
                 wait.as_millis()
             ),
             retry_after: wait,
@@ -575,7 +568,11 @@ impl Pipeline {
                 self.limiter
                     .take(&principal.tenant, &p.limits, converted.accepted, now)
             {
-                return Err(self.throttled(&principal.tenant, p.limits.records_per_second, wait));
+                return Err(self.throttled(
+                    &principal.tenant,
+                    format!("{} records/s", p.limits.records_per_second),
+                    wait,
+                ));
             }
         }
         let governed = match converted.batch {

@@ -1,7 +1,7 @@
 //! Write-ahead log behaviour: round trips, seqs, group commit, segments and
 //! their deletion, faults (full disk), damaged and foreign segments.
 mod common;
-use common::small_batch;
+use common::{segment_files, small_batch};
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,17 +28,6 @@ fn config(dir: &Path, segment_bytes: u64, faults: Option<Arc<WriteFaults>>) -> W
 
 fn open(config: WalConfig) -> (Wal, Vec<WalEntry>, RecoveryReport) {
     Wal::open(config).unwrap()
-}
-
-/// Segment files in seq order.
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    out.sort();
-    out
 }
 
 fn file_len(path: &Path) -> u64 {

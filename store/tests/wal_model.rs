@@ -11,9 +11,8 @@
 //! (completion is only made durable by deleting the segment), and those are
 //! outstanding again.
 mod common;
-use common::small_batch;
+use common::{segment_files, small_batch};
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::ipc::writer::StreamWriter;
@@ -174,16 +173,6 @@ impl Model {
         self.needs_roll = false;
         recovered
     }
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    out.sort();
-    out
 }
 
 struct Harness {

@@ -2,7 +2,7 @@
 //! cut at any byte, and bytes flipped anywhere, give back exactly the entries
 //! that lie whole before the damage, and the file is cut right after them.
 mod common;
-use common::small_batch;
+use common::{segment_files, small_batch};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -44,16 +44,6 @@ fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
         segment_bytes,
         faults: Some(faults),
     }
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    out.sort();
-    out
 }
 
 /// An entry as written, with the segment file it went to and where it ends.

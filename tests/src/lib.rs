@@ -223,6 +223,18 @@ impl TestServer {
         format!("http://{}", self.running().metrics_addr)
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.metrics_endpoint()))
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.expect("metrics body")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }

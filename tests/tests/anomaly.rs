@@ -185,12 +185,7 @@ async fn a_volume_burst_is_an_anomaly_of_its_tenant_only() {
         json!(0)
     );
     // and the counter says the same
-    let metrics = reqwest::get(format!("{}/metrics", srv.api_endpoint()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics_text().await;
     assert!(
         metrics
             .lines()

@@ -185,12 +185,7 @@ applies_to = ["record_attributes"]
     assert_eq!(rows[0]["claimed"], json!("strict"));
 
     // counted per tenant and rule
-    let metrics = reqwest::get(format!("{}/metrics", srv.api_endpoint()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics_text().await;
     for line in [
         "bulkhead_redactions_total{tenant=\"strict\",rule=\"hash-orders\",action=\"hashed\"} 1",
         "bulkhead_redactions_total{tenant=\"strict\",rule=\"no-card-attribute\",action=\"attribute_dropped\"} 1",

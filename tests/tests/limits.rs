@@ -241,12 +241,7 @@ async fn attributes_over_the_limits_are_dropped_or_cut_and_counted() {
         r.rows(),
         &vec![json!({"n": 3, "long": "é".repeat(8), "dropped": 3})]
     );
-    let metrics = reqwest::get(format!("{}/metrics", srv.metrics_endpoint()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics_text().await;
     assert!(
         metrics.contains("bulkhead_attributes_dropped_total{tenant=\"t\"} 2"),
         "{metrics}"

@@ -6,12 +6,7 @@ use std::time::{Duration, Instant};
 use bulkhead_e2e::TestServer;
 
 async fn metric(srv: &TestServer, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", srv.api_endpoint()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = srv.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .map(|v| v.parse().unwrap())

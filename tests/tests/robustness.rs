@@ -396,12 +396,7 @@ async fn a_panic_in_one_tenants_request_leaves_every_other_tenant_served() {
     }
     assert_eq!(count(&srv, &good, "SELECT count(*) FROM logs").await, 10);
     assert_eq!(count(&srv, &evil, "SELECT count(*) FROM logs").await, 0);
-    let metrics = reqwest::get(format!("{}/metrics", srv.metrics_endpoint()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics_text().await;
     assert!(
         metrics.contains("bulkhead_request_panics_total 10"),
         "{metrics}"
@@ -510,12 +505,7 @@ async fn over_the_in_flight_limit_new_requests_are_told_to_retry() {
     .await
     .unwrap()
     .expect("the slow request is in flight");
-    let metrics = reqwest::get(format!("{}/metrics", srv.metrics_endpoint()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics_text().await;
     let in_flight: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("bulkhead_ingest_in_flight_bytes "))

@@ -23,14 +23,27 @@ async fn metrics_count_accepted_rejected_and_refused() {
     assert_eq!(resp.status(), 200);
     assert_eq!(post(None, body).await.unwrap().status(), 401);
 
-    let text = http
+    let text = srv.metrics_text().await;
+    // not on the API port: it names tenants and their figures
+    let api = http
         .get(format!("{}/metrics", srv.api_endpoint()))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(api.status(), 404);
+    for gauge in [
+        "bulkhead_wal_bytes ",
+        "bulkhead_wal_fsync_seconds ",
+        "bulkhead_store_buffered_bytes ",
+        "bulkhead_ingest_in_flight_bytes ",
+    ] {
+        assert!(text.contains(gauge), "missing {gauge} in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bulkhead_wal_appends ") && l != "bulkhead_wal_appends 0.0"),
+        "the accepted request went through the WAL:\n{text}"
+    );
     for line in [
         "bulkhead_records_accepted_total{tenant=\"acme\",signal=\"spans\"} 1",
         "bulkhead_records_rejected_total{tenant=\"acme\",signal=\"spans\"} 1",

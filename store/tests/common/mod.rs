@@ -1,6 +1,7 @@
 //! Batches shared by the store's test binaries.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a subset
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
@@ -48,4 +49,15 @@ pub fn timed_batch(tenant: &str, times: &[i64], first_value: i64) -> RecordBatch
         ],
     )
     .unwrap()
+}
+
+/// The WAL segment files of `dir`, in seq order.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    out.sort();
+    out
 }
