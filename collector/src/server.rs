@@ -190,7 +190,8 @@ pub async fn start_with(
             .add_service(traces)
             .add_service(metrics)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                // without TCP_NODELAY small responses wait for delayed ACKs (~40 ms)
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 token.cancelled_owned(),
             )
             .await
@@ -355,6 +356,13 @@ fn serve_axum(
     token: CancellationToken,
     what: &'static str,
 ) -> JoinHandle<Result<(), String>> {
+    use axum::serve::ListenerExt;
+    // without TCP_NODELAY small responses wait for delayed ACKs (~40 ms)
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(token.cancelled_owned())

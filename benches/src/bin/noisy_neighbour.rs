@@ -26,10 +26,10 @@ use tonic::transport::Channel;
 #[derive(Parser)]
 struct Args {
     /// Seconds each phase lasts.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     seconds: u64,
     /// `quiet`'s requests per second (one client, paced).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     quiet_rate: u64,
     /// Records per request, for both tenants.
     #[arg(long, default_value_t = 100)]
@@ -118,12 +118,14 @@ async fn noisy(
         let (ch, auth) = (ch.clone(), auth.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = LogsServiceClient::new(ch);
+            // built once: the load generator shares the cores with the server
+            let template = request(batch, "noisy");
             let mut tick = tokio::time::interval(Duration::from_secs(1) / per_client as u32);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let (mut ok, mut throttled, mut hinted) = (0u64, 0u64, 0u64);
             while Instant::now() < until {
                 tick.tick().await;
-                match client.export(authed(request(batch, "noisy"), &auth)).await {
+                match client.export(authed(template.clone(), &auth)).await {
                     Ok(_) => ok += 1,
                     Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                         throttled += 1;
