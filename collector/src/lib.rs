@@ -10,6 +10,7 @@ pub mod anomaly;
 pub mod attr_limits;
 pub mod audit;
 pub mod backtest;
+pub mod cardinality;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -75,6 +75,7 @@ pub struct Pipeline {
     tenant_keys: Vec<String>,
     limiter: crate::limits::RateLimiter,
     refusals: crate::audit::RefusalAudit,
+    series: crate::cardinality::SeriesLimiter,
     /// Bytes of requests being worked on, and the most allowed.
     in_flight: Arc<std::sync::atomic::AtomicU64>,
     max_in_flight: u64,
@@ -121,6 +122,7 @@ impl Pipeline {
             tenant_keys: redact::TENANT_KEYS.iter().map(|k| k.to_string()).collect(),
             limiter: Default::default(),
             refusals: Default::default(),
+            series: Default::default(),
             in_flight: Default::default(),
             max_in_flight: u64::MAX,
             workers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_INGEST_WORKERS)),
@@ -573,6 +575,32 @@ impl Pipeline {
                     format!("{} records/s", p.limits.records_per_second),
                     wait,
                 ));
+            }
+        }
+        let mut converted = converted;
+        if let (Signal::Metrics, Some(batch)) = (signal, converted.batch.take()) {
+            let admitted = self
+                .series
+                .admit(&principal.tenant, limits.max_metric_series, batch)
+                .map_err(|e| {
+                    ReceiveError::Internal(format!(
+                        "tenant {}: series limit: {e}",
+                        principal.tenant
+                    ))
+                })?;
+            converted.batch = admitted.batch;
+            if admitted.rejected > 0 {
+                converted.accepted -= admitted.rejected;
+                converted.rejected += admitted.rejected;
+                converted.errors.push(format!(
+                    "{} data points start new series past the tenant's limit of {} metric series",
+                    admitted.rejected, limits.max_metric_series
+                ));
+                self.telemetry.add(
+                    "bulkhead_metric_series_rejected_total",
+                    &[("tenant", principal.tenant.as_str())],
+                    admitted.rejected,
+                );
             }
         }
         let governed = match converted.batch {

@@ -80,6 +80,10 @@ const HELP: &[(&str, &str)] = &[
         "Attribute values cut to the tenant's limits.max_attribute_value_length, by tenant.",
     ),
     (
+        "bulkhead_metric_series_rejected_total",
+        "Data points rejected because they would start a metric series past the tenant's limits.max_metric_series.",
+    ),
+    (
         "bulkhead_request_panics_total",
         "Requests whose handling panicked (answered 500 / INTERNAL; other requests unaffected).",
     ),

@@ -8,6 +8,7 @@
 //! burst_bytes = 20971520      # default 2 × bytes_per_second
 //! max_attributes_per_record = 128    # more are dropped and counted
 //! max_attribute_value_length = 8192  # longer string/bytes values are cut (bytes) and counted
+//! max_metric_series = 100000 # metric name + resource and point attributes; points of new series past it are rejected
 //! storage_quota = "50GiB"     # committed Parquet bytes; over it ingest is refused (429); absent: none
 //!
 //! [retention]
@@ -37,6 +38,10 @@ pub struct Limits {
     /// Bytes kept of a string or bytes attribute value; longer ones are cut
     /// (at a character boundary) and counted.
     pub max_attribute_value_length: u32,
+    /// Distinct metric series (name, resource and data point attributes)
+    /// the tenant may have; data points of new series past it are
+    /// rejected. 0: no limit.
+    pub max_metric_series: u64,
     /// Committed Parquet bytes the tenant may hold; at or over it, ingest is
     /// refused as exhausted (retry once retention or an operator freed
     /// room). None: no quota.
@@ -46,6 +51,8 @@ pub struct Limits {
 
 /// Attributes kept per item by default (the OpenTelemetry SDKs' default).
 pub const DEFAULT_MAX_ATTRIBUTES: u32 = 128;
+/// Metric series per tenant by default.
+pub const DEFAULT_MAX_METRIC_SERIES: u64 = 100_000;
 /// Bytes kept of an attribute value by default.
 pub const DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH: u32 = 8192;
 
@@ -58,6 +65,7 @@ impl Default for Limits {
             burst_bytes: 0,
             max_attributes_per_record: DEFAULT_MAX_ATTRIBUTES,
             max_attribute_value_length: DEFAULT_MAX_ATTRIBUTE_VALUE_LENGTH,
+            max_metric_series: DEFAULT_MAX_METRIC_SERIES,
             storage_quota: None,
         }
     }

@@ -282,3 +282,90 @@ async fn a_tenant_at_its_storage_quota_is_refused_alone() {
         json!(6)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_of_new_series_past_the_limit_are_rejected_alone() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    let clock = Arc::new(ManualClock::new(NOW));
+    let srv = TestServer::builder()
+        .tenant("few", "ingest,query")
+        .tenant("many", "ingest,query")
+        .policy("few", "[limits]\nmax_metric_series = 2\n")
+        .clock(clock.clone())
+        .start()
+        .await;
+    // one point per host: each host is a series
+    let gauge = |hosts: &[&str]| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "cpu".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: hosts
+                            .iter()
+                            .map(|h| NumberDataPoint {
+                                time_unix_nano: NOW as u64,
+                                attributes: vec![KeyValue {
+                                    key: "host".into(),
+                                    value: Some(AnyValue {
+                                        value: Some(any_value::Value::StringValue(h.to_string())),
+                                    }),
+                                    ..Default::default()
+                                }],
+                                value: Some(number_data_point::Value::AsDouble(1.0)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let send = |tenant: &'static str, hosts: &'static [&'static str]| {
+        let (endpoint, key) = (srv.http_endpoint(), srv.key(tenant, "ingest,query"));
+        let body = gauge(hosts).encode_to_vec();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{endpoint}/v1/metrics"))
+                .bearer_auth(key)
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            ExportMetricsServiceResponse::decode(r.bytes().await.unwrap())
+                .unwrap()
+                .partial_success
+        }
+    };
+    let p = send("few", &["a", "b", "c"])
+        .await
+        .expect("partial success");
+    assert_eq!(p.rejected_data_points, 1);
+    assert!(
+        p.error_message.contains("limit of 2 metric series"),
+        "{p:?}"
+    );
+    // known series keep flowing; a new one is refused
+    assert_eq!(send("few", &["b", "a"]).await, None);
+    assert_eq!(
+        send("few", &["d"]).await.map(|p| p.rejected_data_points),
+        Some(1)
+    );
+    assert_eq!(send("many", &["a", "b", "c", "d"]).await, None);
+    let few = srv.key("few", "ingest,query");
+    assert_eq!(
+        srv.scalar(&few, "SELECT count(*) FROM metrics").await,
+        json!(4)
+    );
+}
