@@ -578,7 +578,12 @@ impl Pipeline {
             }
         }
         let mut converted = converted;
-        if let (Signal::Metrics, Some(batch)) = (signal, converted.batch.take()) {
+        // (the batch is only taken out for metrics: other signals keep it)
+        let metrics_batch = match signal {
+            Signal::Metrics => converted.batch.take(),
+            _ => None,
+        };
+        if let Some(batch) = metrics_batch {
             let admitted = self
                 .series
                 .admit(&principal.tenant, limits.max_metric_series, batch)
