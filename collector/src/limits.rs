@@ -13,6 +13,15 @@ struct Bucket {
     at_nanos: i64,
 }
 
+impl Bucket {
+    /// The tokens at `now_nanos`: refilled at `rate`/s since the last take,
+    /// at most `burst`.
+    fn refilled(&self, rate: f64, burst: f64, now_nanos: i64) -> f64 {
+        let elapsed = now_nanos.saturating_sub(self.at_nanos).max(0) as f64 / 1e9;
+        (self.tokens + elapsed * rate).min(burst)
+    }
+}
+
 /// One kind of token bucket (records or bytes) for every tenant.
 #[derive(Debug, Default)]
 struct Buckets {
@@ -40,8 +49,7 @@ impl Buckets {
             tokens: burst,
             at_nanos: now_nanos,
         });
-        let elapsed = now_nanos.saturating_sub(b.at_nanos).max(0) as f64 / 1e9;
-        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        b.tokens = b.refilled(rate, burst, now_nanos);
         b.at_nanos = now_nanos.max(b.at_nanos);
         if b.tokens >= n || b.tokens >= burst {
             b.tokens -= n;
@@ -68,8 +76,7 @@ impl Buckets {
         let Some(b) = all.get(tenant) else {
             return Ok(());
         };
-        let elapsed = now_nanos.saturating_sub(b.at_nanos).max(0) as f64 / 1e9;
-        let tokens = (b.tokens + elapsed * rate).min(burst);
+        let tokens = b.refilled(rate, burst, now_nanos);
         if tokens >= 1.0 {
             return Ok(());
         }

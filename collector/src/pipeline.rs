@@ -560,7 +560,7 @@ impl Pipeline {
             received_at_nanos: now,
             window: EventWindow::around(now, max_age, self.max_event_future),
         };
-        let (converted, signal) = match &*export {
+        let (mut converted, signal) = match &*export {
             Export::Logs(r) => (convert::logs(r, &stamp), Signal::Logs),
             Export::Traces(r) => (convert::spans(r, &stamp), Signal::Spans),
             Export::Metrics(r) => (convert::metrics(r, &stamp), Signal::Metrics),
@@ -577,16 +577,10 @@ impl Pipeline {
                 ));
             }
         }
-        let mut converted = converted;
-        // (the batch is only taken out for metrics: other signals keep it)
-        let metrics_batch = match signal {
-            Signal::Metrics => converted.batch.take(),
-            _ => None,
-        };
-        if let Some(batch) = metrics_batch {
+        if let (Signal::Metrics, Some(batch)) = (signal, &converted.batch) {
             let admitted = self
                 .series
-                .admit(&principal.tenant, limits.max_metric_series, batch)
+                .admit(&principal.tenant, limits.max_metric_series, batch.clone())
                 .map_err(|e| {
                     ReceiveError::Internal(format!(
                         "tenant {}: series limit: {e}",
