@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead_collector::{tenants, Config};
+use bulkhead::Config;
+use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -148,7 +149,7 @@ async fn main() -> Result<(), String> {
     config.wal.enabled = !args.no_wal;
     tenants::create_tenant(&config.policy_dir(), "bench")?;
     let key = tenants::create_key(&config.policy_dir(), "bench", Scopes::parse_list("ingest")?)?;
-    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
+    let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
     let endpoint = format!("http://{}", server.grpc_addr);
 
     let requests = args.records.div_ceil(args.batch);

@@ -14,7 +14,7 @@ pub enum ReceiveError {
     /// The body could not be decoded or is otherwise invalid as a whole.
     #[error("{0}")]
     BadRequest(String),
-    #[error("request body exceeds the limit of {limit} bytes after decompression")]
+    #[error("request too large: over the limit of {limit} bytes, as sent or decompressed")]
     TooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),

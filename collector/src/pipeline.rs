@@ -74,7 +74,7 @@ pub struct Pipeline {
     audit: Option<Arc<bulkhead_store::audit::AuditLog>>,
     tenant_keys: Vec<String>,
     limiter: crate::limits::RateLimiter,
-    refusals: crate::audit::RefusalAudit,
+    refusals: Arc<bulkhead_store::audit::RefusalAudit>,
     series: crate::cardinality::SeriesLimiter,
     /// Bytes of requests being worked on, and the most allowed.
     in_flight: Arc<std::sync::atomic::AtomicU64>,
@@ -275,7 +275,9 @@ impl Pipeline {
     ) {
         if self.audit.is_some() {
             self.refusals
-                .record(bulkhead_query::http::auth_event(err, presented, interface));
+                .record(bulkhead_store::audit::NewEvent::refused_credential(
+                    err, presented, interface,
+                ));
         }
     }
 
@@ -360,6 +362,12 @@ impl Pipeline {
             ),
             retry_after: wait,
         }
+    }
+
+    /// Where refused credentials are summed up until [`Pipeline::flush_refusals`];
+    /// other interfaces (the query API) record theirs here too.
+    pub fn refusals(&self) -> &Arc<bulkhead_store::audit::RefusalAudit> {
+        &self.refusals
     }
 
     /// Writes the refused credentials summed up since the last call to the

@@ -60,6 +60,14 @@ const HELP: &[(&str, &str)] = &[
         "Policy directory reloads taken into force.",
     ),
     (
+        "bulkhead_policy_checks_total",
+        "Looks at the policy directory for changes (periodic and on SIGHUP).",
+    ),
+    (
+        "bulkhead_housekeeping_runs_total",
+        "Runs of the housekeeping loop (flushes, retention, anomaly ticks, policy checks).",
+    ),
+    (
         "bulkhead_policy_reload_errors_total",
         "Policy changes refused (the previous policies stay in force).",
     ),

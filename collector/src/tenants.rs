@@ -3,12 +3,12 @@
 use parking_lot::{Mutex, RwLock};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bulkhead_rules::redact::Redactor;
 use bulkhead_rules::{
-    ApiKey, AuthError, Authenticator, KeyRecord, Keyring, PolicySet, Principal, Scopes, TenantId,
-    TenantPolicy,
+    ApiKey, AuthError, Authenticator, Clock, KeyRecord, Keyring, PolicySet, Principal, Scopes,
+    TenantId, TenantPolicy,
 };
 
 /// How often an unknown key may trigger a look at the policy directory.
@@ -55,7 +55,9 @@ pub struct TenantDirectory {
     /// The directory state last refused, so it is not re-read and re-logged.
     refused: Mutex<Option<Fingerprint>>,
     current: RwLock<Arc<Loaded>>,
-    last_check: Mutex<Option<Instant>>,
+    /// When an unknown key last made us look (injected clock, nanoseconds).
+    last_check: Mutex<Option<i64>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for TenantDirectory {
@@ -130,7 +132,15 @@ impl TenantDirectory {
             current: RwLock::new(Arc::new(loaded)),
             refused: Mutex::new(None),
             last_check: Mutex::new(None),
+            clock: Arc::new(bulkhead_rules::SystemClock),
         })
+    }
+
+    /// Decides on `clock` when an unknown key may make the directory be
+    /// looked at again (at most once a second).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn current(&self) -> Arc<Loaded> {
@@ -227,11 +237,13 @@ impl TenantDirectory {
 
     fn reload_rate_limited(&self) -> bool {
         {
+            let now = self.clock.now_nanos();
+            let every = i64::try_from(RELOAD_AT_MOST_EVERY.as_nanos()).unwrap_or(i64::MAX);
             let mut last = self.last_check.lock();
-            if last.is_some_and(|t| t.elapsed() < RELOAD_AT_MOST_EVERY) {
+            if last.is_some_and(|t| now.saturating_sub(t) < every) {
                 return false;
             }
-            *last = Some(Instant::now());
+            *last = Some(now);
         }
         matches!(self.reload_if_changed(), ReloadOutcome::Reloaded(_))
     }

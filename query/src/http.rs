@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bulkhead_rules::{AuthError, Authenticator, Scope};
-use bulkhead_store::audit::{AuditLog, NewEvent};
+use bulkhead_store::audit::{AuditLog, NewEvent, RefusalAudit};
 use serde::Deserialize;
 use tracing::Instrument;
 
@@ -19,7 +19,18 @@ use crate::sandbox::QueryEngine;
 pub struct ApiState {
     pub engine: Arc<QueryEngine>,
     pub auth: Arc<dyn Authenticator>,
+    /// Refused credentials are summed up here and written by the server's
+    /// housekeeping, not with one fsync each.
+    pub refusals: Arc<RefusalAudit>,
+    /// Called once for every request whose handling panicked (it is
+    /// answered 500; the server counts it).
+    pub on_panic: Arc<dyn Fn() + Send + Sync>,
+    /// Runs after authentication, before the query (tests inject faults).
+    pub fault_hook: Option<QueryFaultHook>,
 }
+
+/// A hook run for every authenticated query (fault injection in tests).
+pub type QueryFaultHook = Arc<dyn Fn(&bulkhead_rules::TenantId) + Send + Sync>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,9 +40,42 @@ struct QueryRequest {
 
 /// The API routes served on the API port.
 pub fn router(state: ApiState) -> Router {
+    let on_panic = state.on_panic.clone();
     Router::new()
         .route("/api/v1/query", post(query))
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            contain_panics(on_panic.clone(), req, next)
+        }))
+}
+
+/// A panic while handling one request answers that request 500 and stops
+/// there: the connection, the engine and every other request carry on.
+async fn contain_panics(
+    on_panic: Arc<dyn Fn() + Send + Sync>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "query request panicked; answered 500");
+            on_panic();
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while answering this query; it has been logged",
+            )
+        }
+    }
 }
 
 /// A JSON error body with a status.
@@ -73,25 +117,6 @@ pub async fn audit(log: Option<&Arc<AuditLog>>, event: NewEvent) -> bool {
     }
 }
 
-/// The audit event for a refused credential.
-pub fn auth_event(e: &AuthError, presented: Option<&str>, interface: &str) -> NewEvent {
-    let event = match e {
-        AuthError::Forbidden {
-            tenant,
-            key_id,
-            needed,
-        } => match bulkhead_rules::TenantId::new(tenant) {
-            Ok(t) => NewEvent::scope_refused(&t, key_id, needed),
-            Err(_) => NewEvent::auth_failure(Some(key_id), &e.to_string()),
-        },
-        _ => {
-            let id = presented.and_then(|k| bulkhead_rules::ApiKey::parse(k).ok());
-            NewEvent::auth_failure(id.as_ref().map(|k| k.id()), &e.to_string())
-        }
-    };
-    event.detail(bulkhead_store::audit::detail::INTERFACE, interface)
-}
-
 async fn query(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -105,10 +130,17 @@ async fn query(
     {
         Ok(p) => p,
         Err(e) => {
-            audit(log, auth_event(&e, presented, "query")).await;
+            if log.is_some() {
+                state
+                    .refusals
+                    .record(NewEvent::refused_credential(&e, presented, "query"));
+            }
             return error_response(auth_status(&e), &e.to_string());
         }
     };
+    if let Some(hook) = &state.fault_hook {
+        hook(&principal.tenant);
+    }
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -9,9 +9,21 @@
 //! partition files into `date=`/`hour=` directories) and ends with the lineage
 //! columns `policy_version`, `received_by`, `received_at`. Attribute sets are
 //! `Map<Utf8, Utf8>` columns built by [`attributes_field`].
+//!
+//! Each table is declared once, as a struct of typed Arrow arrays
+//! ([`LogColumns`], [`SpanColumns`], [`MetricColumns`], [`AnomalyColumns`],
+//! each signal table ending with [`SharedColumns`]); the schema is derived
+//! from that declaration, and converters build the struct, so a column
+//! change fails to compile where the column is built.
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, MapArray, StringArray,
+    TimestampNanosecondArray, UInt32Array, UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 
 /// Name of the tenant column, first in every table.
 pub const TENANT_COLUMN: &str = "tenant";
@@ -45,186 +57,266 @@ pub fn attributes_field(name: &str) -> Field {
     Field::new(name, attributes_map_type(), false)
 }
 
-/// The `logs` table.
-pub fn logs_schema() -> SchemaRef {
-    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        build(vec![
-            Field::new("observed_timestamp", timestamp_type(), true),
-            Field::new("trace_id", DataType::Utf8, true),
-            Field::new("span_id", DataType::Utf8, true),
-            Field::new("trace_flags", DataType::UInt32, false),
-            Field::new("severity_text", DataType::Utf8, false),
-            Field::new("severity_number", DataType::Int32, false),
-            service_name(),
-            Field::new("body", DataType::Utf8, true),
-            Field::new("body_type", DataType::Utf8, true),
-            Field::new("event_name", DataType::Utf8, false),
-            attributes_field("attributes"),
-            Field::new("dropped_attributes_count", DataType::UInt32, false),
-            Field::new("flags", DataType::UInt32, false),
-        ])
-    });
-    SCHEMA.clone()
+/// Declares a table's columns once, in order: the struct with one typed
+/// Arrow array per column (what converters fill in) and the schema's fields
+/// are generated from the same list, so adding, removing, renaming or
+/// retyping a column fails to compile where the column is built. A
+/// `then Tail` ends the table with the columns of another declaration.
+macro_rules! columns {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$cmeta:meta])* $col:ident : $array:ty = ($dt:expr, $nullable:expr) ),* $(,)?
+        }
+        $( then $tail:ident )?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            $( $(#[$cmeta])* pub $col: $array, )*
+            $(
+                /// The columns every table ends with.
+                pub tail: $tail,
+            )?
+        }
+
+        impl $name {
+            /// The schema's fields, in column order.
+            pub fn fields() -> Vec<Field> {
+                #[allow(unused_mut)]
+                let mut fields = vec![$( Field::new(stringify!($col), $dt, $nullable) ),*];
+                $( fields.extend($tail::fields()); )?
+                fields
+            }
+
+            /// The arrays in column order.
+            pub fn into_arrays(self) -> Vec<ArrayRef> {
+                #[allow(unused_mut)]
+                let mut arrays: Vec<ArrayRef> = vec![$( Arc::new(self.$col) as ArrayRef ),*];
+                $( arrays.extend($tail::into_arrays(self.tail)); )?
+                arrays
+            }
+        }
+    };
 }
 
-/// The `spans` table.
-pub fn spans_schema() -> SchemaRef {
-    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        let event = Fields::from(vec![
-            Field::new("timestamp", timestamp_type(), false),
-            Field::new("name", DataType::Utf8, false),
-            attributes_field("attributes"),
-            Field::new("dropped_attributes_count", DataType::UInt32, false),
-        ]);
-        let link = Fields::from(vec![
-            Field::new("trace_id", DataType::Utf8, false),
-            Field::new("span_id", DataType::Utf8, false),
-            Field::new("trace_state", DataType::Utf8, false),
-            Field::new("flags", DataType::UInt32, false),
-            attributes_field("attributes"),
-            Field::new("dropped_attributes_count", DataType::UInt32, false),
-        ]);
-        build(vec![
-            Field::new("end_timestamp", timestamp_type(), true),
-            Field::new("duration_ns", DataType::Int64, true),
-            Field::new("trace_id", DataType::Utf8, false),
-            Field::new("span_id", DataType::Utf8, false),
-            Field::new("parent_span_id", DataType::Utf8, true),
-            Field::new("trace_state", DataType::Utf8, false),
-            Field::new("flags", DataType::UInt32, false),
-            Field::new("name", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("status_code", DataType::Utf8, false),
-            Field::new("status_message", DataType::Utf8, false),
-            service_name(),
-            attributes_field("attributes"),
-            Field::new("dropped_attributes_count", DataType::UInt32, false),
-            Field::new("events", list_of(DataType::Struct(event)), false),
-            Field::new("dropped_events_count", DataType::UInt32, false),
-            Field::new("links", list_of(DataType::Struct(link)), false),
-            Field::new("dropped_links_count", DataType::UInt32, false),
-        ])
-    });
-    SCHEMA.clone()
+columns! {
+    /// The columns every signal table ends with: resource, scope, lineage.
+    pub struct SharedColumns {
+        resource_attributes: MapArray = (attributes_map_type(), false),
+        resource_dropped_attributes_count: UInt32Array = (DataType::UInt32, false),
+        resource_entity_refs: ListArray = (list_of(DataType::Struct(entity_ref_fields())), false),
+        resource_schema_url: StringArray = (DataType::Utf8, false),
+        scope_name: StringArray = (DataType::Utf8, false),
+        scope_version: StringArray = (DataType::Utf8, false),
+        scope_attributes: MapArray = (attributes_map_type(), false),
+        scope_dropped_attributes_count: UInt32Array = (DataType::UInt32, false),
+        scope_schema_url: StringArray = (DataType::Utf8, false),
+        policy_version: StringArray = (DataType::Utf8, false),
+        received_by: StringArray = (DataType::Utf8, false),
+        received_at: TimestampNanosecondArray = (timestamp_type(), false),
+    }
 }
 
-/// The `metrics` table: one row per data point of every kind.
-pub fn metrics_schema() -> SchemaRef {
-    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        let exemplar = Fields::from(vec![
-            Field::new("timestamp", timestamp_type(), false),
-            Field::new("value", DataType::Float64, true),
-            Field::new("value_int", DataType::Int64, true),
-            Field::new("span_id", DataType::Utf8, true),
-            Field::new("trace_id", DataType::Utf8, true),
-            attributes_field("filtered_attributes"),
-        ]);
-        let u64_list = || list_of(DataType::UInt64);
-        let f64_list = || list_of(DataType::Float64);
-        build(vec![
-            Field::new("start_timestamp", timestamp_type(), true),
-            service_name(),
-            Field::new("metric_name", DataType::Utf8, false),
-            Field::new("metric_description", DataType::Utf8, false),
-            Field::new("metric_unit", DataType::Utf8, false),
-            Field::new("metric_type", DataType::Utf8, false),
-            attributes_field("metric_metadata"),
-            Field::new("aggregation_temporality", DataType::Utf8, true),
-            Field::new("is_monotonic", DataType::Boolean, true),
-            Field::new("value", DataType::Float64, true),
-            Field::new("value_int", DataType::Int64, true),
-            Field::new("count", DataType::UInt64, true),
-            Field::new("sum", DataType::Float64, true),
-            Field::new("min", DataType::Float64, true),
-            Field::new("max", DataType::Float64, true),
-            Field::new("bucket_counts", u64_list(), true),
-            Field::new("explicit_bounds", f64_list(), true),
-            Field::new("scale", DataType::Int32, true),
-            Field::new("zero_count", DataType::UInt64, true),
-            Field::new("zero_threshold", DataType::Float64, true),
-            Field::new("positive_offset", DataType::Int32, true),
-            Field::new("positive_bucket_counts", u64_list(), true),
-            Field::new("negative_offset", DataType::Int32, true),
-            Field::new("negative_bucket_counts", u64_list(), true),
-            Field::new("quantiles", f64_list(), true),
-            Field::new("quantile_values", f64_list(), true),
-            Field::new("exemplars", list_of(DataType::Struct(exemplar)), true),
-            Field::new("flags", DataType::UInt32, false),
-            attributes_field("attributes"),
-        ])
-    });
-    SCHEMA.clone()
+columns! {
+    /// The `logs` table's columns.
+    pub struct LogColumns {
+        tenant: StringArray = (DataType::Utf8, false),
+        timestamp: TimestampNanosecondArray = (timestamp_type(), false),
+        observed_timestamp: TimestampNanosecondArray = (timestamp_type(), true),
+        trace_id: StringArray = (DataType::Utf8, true),
+        span_id: StringArray = (DataType::Utf8, true),
+        trace_flags: UInt32Array = (DataType::UInt32, false),
+        severity_text: StringArray = (DataType::Utf8, false),
+        severity_number: Int32Array = (DataType::Int32, false),
+        service_name: StringArray = (DataType::Utf8, true),
+        body: StringArray = (DataType::Utf8, true),
+        body_type: StringArray = (DataType::Utf8, true),
+        event_name: StringArray = (DataType::Utf8, false),
+        attributes: MapArray = (attributes_map_type(), false),
+        dropped_attributes_count: UInt32Array = (DataType::UInt32, false),
+        flags: UInt32Array = (DataType::UInt32, false),
+    }
+    then SharedColumns
 }
 
-/// `List<item>` with non-null items named `item` (Arrow's default name).
-fn list_of(item: DataType) -> DataType {
-    DataType::List(FieldRef::new(Field::new_list_field(item, false)))
+columns! {
+    /// The `spans` table's columns.
+    pub struct SpanColumns {
+        tenant: StringArray = (DataType::Utf8, false),
+        timestamp: TimestampNanosecondArray = (timestamp_type(), false),
+        end_timestamp: TimestampNanosecondArray = (timestamp_type(), true),
+        duration_ns: Int64Array = (DataType::Int64, true),
+        trace_id: StringArray = (DataType::Utf8, false),
+        span_id: StringArray = (DataType::Utf8, false),
+        parent_span_id: StringArray = (DataType::Utf8, true),
+        trace_state: StringArray = (DataType::Utf8, false),
+        flags: UInt32Array = (DataType::UInt32, false),
+        name: StringArray = (DataType::Utf8, false),
+        kind: StringArray = (DataType::Utf8, false),
+        status_code: StringArray = (DataType::Utf8, false),
+        status_message: StringArray = (DataType::Utf8, false),
+        service_name: StringArray = (DataType::Utf8, true),
+        attributes: MapArray = (attributes_map_type(), false),
+        dropped_attributes_count: UInt32Array = (DataType::UInt32, false),
+        events: ListArray = (list_of(DataType::Struct(span_event_fields())), false),
+        dropped_events_count: UInt32Array = (DataType::UInt32, false),
+        links: ListArray = (list_of(DataType::Struct(span_link_fields())), false),
+        dropped_links_count: UInt32Array = (DataType::UInt32, false),
+    }
+    then SharedColumns
 }
 
-fn service_name() -> Field {
-    Field::new("service_name", DataType::Utf8, true)
+columns! {
+    /// The `metrics` table's columns: one row per data point of every kind.
+    pub struct MetricColumns {
+        tenant: StringArray = (DataType::Utf8, false),
+        timestamp: TimestampNanosecondArray = (timestamp_type(), false),
+        start_timestamp: TimestampNanosecondArray = (timestamp_type(), true),
+        service_name: StringArray = (DataType::Utf8, true),
+        metric_name: StringArray = (DataType::Utf8, false),
+        metric_description: StringArray = (DataType::Utf8, false),
+        metric_unit: StringArray = (DataType::Utf8, false),
+        metric_type: StringArray = (DataType::Utf8, false),
+        metric_metadata: MapArray = (attributes_map_type(), false),
+        aggregation_temporality: StringArray = (DataType::Utf8, true),
+        is_monotonic: BooleanArray = (DataType::Boolean, true),
+        value: Float64Array = (DataType::Float64, true),
+        value_int: Int64Array = (DataType::Int64, true),
+        count: UInt64Array = (DataType::UInt64, true),
+        sum: Float64Array = (DataType::Float64, true),
+        min: Float64Array = (DataType::Float64, true),
+        max: Float64Array = (DataType::Float64, true),
+        bucket_counts: ListArray = (list_of(DataType::UInt64), true),
+        explicit_bounds: ListArray = (list_of(DataType::Float64), true),
+        scale: Int32Array = (DataType::Int32, true),
+        zero_count: UInt64Array = (DataType::UInt64, true),
+        zero_threshold: Float64Array = (DataType::Float64, true),
+        positive_offset: Int32Array = (DataType::Int32, true),
+        positive_bucket_counts: ListArray = (list_of(DataType::UInt64), true),
+        negative_offset: Int32Array = (DataType::Int32, true),
+        negative_bucket_counts: ListArray = (list_of(DataType::UInt64), true),
+        quantiles: ListArray = (list_of(DataType::Float64), true),
+        quantile_values: ListArray = (list_of(DataType::Float64), true),
+        exemplars: ListArray = (list_of(DataType::Struct(exemplar_fields())), true),
+        flags: UInt32Array = (DataType::UInt32, false),
+        attributes: MapArray = (attributes_map_type(), false),
+    }
+    then SharedColumns
 }
 
-/// `tenant`, `timestamp`, the signal's own columns, then the resource and
-/// scope columns and the lineage columns every table shares.
-fn build(signal_columns: Vec<Field>) -> SchemaRef {
-    let entity_ref = Fields::from(vec![
+columns! {
+    /// The `anomalies` table's columns: one row per anomaly the baseline
+    /// detectors found in the tenant's own series (see `docs/anomaly.md`).
+    /// `timestamp` is the start of the minute whose value was anomalous.
+    pub struct AnomalyColumns {
+        tenant: StringArray = (DataType::Utf8, false),
+        timestamp: TimestampNanosecondArray = (timestamp_type(), false),
+        signal: StringArray = (DataType::Utf8, false),
+        kind: StringArray = (DataType::Utf8, false),
+        series: StringArray = (DataType::Utf8, false),
+        service_name: StringArray = (DataType::Utf8, true),
+        observed: Float64Array = (DataType::Float64, false),
+        expected: Float64Array = (DataType::Float64, false),
+        lower: Float64Array = (DataType::Float64, false),
+        upper: Float64Array = (DataType::Float64, false),
+        score: Float64Array = (DataType::Float64, false),
+        severity: StringArray = (DataType::Utf8, false),
+        settings: StringArray = (DataType::Utf8, false),
+        policy_version: StringArray = (DataType::Utf8, false),
+        detected_by: StringArray = (DataType::Utf8, false),
+        detected_at: TimestampNanosecondArray = (timestamp_type(), false),
+    }
+}
+
+/// Fields of a `resource_entity_refs` item.
+fn entity_ref_fields() -> Fields {
+    Fields::from(vec![
         Field::new("schema_url", DataType::Utf8, false),
         Field::new("type", DataType::Utf8, false),
         Field::new("id_keys", list_of(DataType::Utf8), false),
         Field::new("description_keys", list_of(DataType::Utf8), false),
-    ]);
-    let mut fields = vec![
-        Field::new(TENANT_COLUMN, DataType::Utf8, false),
-        Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
-    ];
-    fields.extend(signal_columns);
-    fields.extend([
-        attributes_field("resource_attributes"),
-        Field::new("resource_dropped_attributes_count", DataType::UInt32, false),
-        Field::new(
-            "resource_entity_refs",
-            list_of(DataType::Struct(entity_ref)),
-            false,
-        ),
-        Field::new("resource_schema_url", DataType::Utf8, false),
-        Field::new("scope_name", DataType::Utf8, false),
-        Field::new("scope_version", DataType::Utf8, false),
-        attributes_field("scope_attributes"),
-        Field::new("scope_dropped_attributes_count", DataType::UInt32, false),
-        Field::new("scope_schema_url", DataType::Utf8, false),
-        Field::new("policy_version", DataType::Utf8, false),
-        Field::new("received_by", DataType::Utf8, false),
-        Field::new("received_at", timestamp_type(), false),
-    ]);
-    Arc::new(Schema::new(fields))
+    ])
 }
 
-/// The `anomalies` table: one row per anomaly the baseline detectors found
-/// in the tenant's own series (see `docs/anomaly.md`). `timestamp` is the
-/// start of the minute whose value was anomalous.
-pub fn anomalies_schema() -> SchemaRef {
-    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        Arc::new(Schema::new(vec![
-            Field::new(TENANT_COLUMN, DataType::Utf8, false),
-            Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
-            Field::new("signal", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("series", DataType::Utf8, false),
-            Field::new("service_name", DataType::Utf8, true),
-            Field::new("observed", DataType::Float64, false),
-            Field::new("expected", DataType::Float64, false),
-            Field::new("lower", DataType::Float64, false),
-            Field::new("upper", DataType::Float64, false),
-            Field::new("score", DataType::Float64, false),
-            Field::new("severity", DataType::Utf8, false),
-            Field::new("settings", DataType::Utf8, false),
-            Field::new("policy_version", DataType::Utf8, false),
-            Field::new("detected_by", DataType::Utf8, false),
-            Field::new("detected_at", timestamp_type(), false),
-        ]))
-    });
-    SCHEMA.clone()
+/// Fields of a span `events` item.
+fn span_event_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("timestamp", timestamp_type(), false),
+        Field::new("name", DataType::Utf8, false),
+        attributes_field("attributes"),
+        Field::new("dropped_attributes_count", DataType::UInt32, false),
+    ])
+}
+
+/// Fields of a span `links` item.
+fn span_link_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("span_id", DataType::Utf8, false),
+        Field::new("trace_state", DataType::Utf8, false),
+        Field::new("flags", DataType::UInt32, false),
+        attributes_field("attributes"),
+        Field::new("dropped_attributes_count", DataType::UInt32, false),
+    ])
+}
+
+/// Fields of a metric `exemplars` item.
+fn exemplar_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("timestamp", timestamp_type(), false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("value_int", DataType::Int64, true),
+        Field::new("span_id", DataType::Utf8, true),
+        Field::new("trace_id", DataType::Utf8, true),
+        attributes_field("filtered_attributes"),
+    ])
+}
+
+macro_rules! table {
+    ($(#[$meta:meta])* $fn:ident, $columns:ident) => {
+        $(#[$meta])*
+        pub fn $fn() -> SchemaRef {
+            static SCHEMA: LazyLock<SchemaRef> =
+                LazyLock::new(|| Arc::new(Schema::new($columns::fields())));
+            SCHEMA.clone()
+        }
+
+        impl $columns {
+            /// The batch of these columns, in the table's schema (fails on
+            /// arrays of different lengths or a type detail such as a time
+            /// zone that the array types do not pin down).
+            pub fn into_batch(self) -> Result<RecordBatch, ArrowError> {
+                RecordBatch::try_new($fn(), self.into_arrays())
+            }
+        }
+    };
+}
+
+table!(
+    /// The `logs` table.
+    logs_schema,
+    LogColumns
+);
+table!(
+    /// The `spans` table.
+    spans_schema,
+    SpanColumns
+);
+table!(
+    /// The `metrics` table: one row per data point of every kind.
+    metrics_schema,
+    MetricColumns
+);
+table!(
+    /// The `anomalies` table.
+    anomalies_schema,
+    AnomalyColumns
+);
+
+/// `List<item>` with non-null items named `item` (Arrow's default name).
+fn list_of(item: DataType) -> DataType {
+    DataType::List(FieldRef::new(Field::new_list_field(item, false)))
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bulkhead_collector::config::{ByteSize, HumanDuration};
-use bulkhead_collector::{tenants, Config, RunningServer, StartOptions};
+use bulkhead::config::{ByteSize, HumanDuration};
+use bulkhead::{Config, RunningServer, StartOptions};
+use bulkhead_collector::tenants;
 use bulkhead_rules::{Clock, Scopes, SystemClock};
 use bulkhead_store::wal::WriteFaults;
 use serde_json::Value;
@@ -103,6 +104,18 @@ impl TestServerBuilder {
     }
 
     /// Runs at the start of every ingest (to inject a panic, say).
+    /// Housekeeping (flushes, policy checks) does nothing while `paused` is set.
+    pub fn pause_housekeeping(mut self, paused: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.options.pause_housekeeping = Some(paused);
+        self
+    }
+
+    /// Runs for every authenticated query (fault injection).
+    pub fn query_fault_hook(mut self, hook: bulkhead_query::http::QueryFaultHook) -> Self {
+        self.options.query_fault_hook = Some(hook);
+        self
+    }
+
     pub fn fault_hook(mut self, hook: bulkhead_collector::pipeline::FaultHook) -> Self {
         self.options.fault_hook = Some(hook);
         self
@@ -156,7 +169,7 @@ impl TestServerBuilder {
             text.push_str(section);
             std::fs::write(&path, text).expect("write policy");
         }
-        let server = bulkhead_collector::start_with(&self.config, self.clock.clone(), self.options)
+        let server = bulkhead::start_with(&self.config, self.clock.clone(), self.options)
             .await
             .expect("server starts");
         TestServer {

@@ -36,6 +36,8 @@ async fn queries_and_refusals_are_on_the_record_of_their_tenant_only() {
             .status,
         401
     );
+    // refused credentials are summed up and written by housekeeping; write now
+    srv.server().flush_refusals().await;
 
     let r = srv
         .query(&qa, "SELECT tenant, kind, key_id, details['rows'] AS rows_returned, details['scope'] AS scope, details['sql_sha256'] IS NOT NULL AS hashed FROM audit ORDER BY seq")
@@ -85,4 +87,73 @@ async fn queries_and_refusals_are_on_the_record_of_their_tenant_only() {
     srv.shutdown().await;
     let report = bulkhead_store::audit::verify(&dir).expect("the trail verifies");
     assert!(report.entries >= 6, "{report:?}");
+}
+
+/// The periodic look at the policy directory is due on the injected clock:
+/// housekeeping runs on and on without finding the change while the clock
+/// stands still, and finds it (and audits it) once the clock moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_are_looked_for_on_the_injected_clock() {
+    use std::sync::Arc;
+    let clock = Arc::new(bulkhead_rules::ManualClock::new(1_748_822_400_000_000_000));
+    let srv = TestServer::builder()
+        .tenant("a", "query")
+        .clock(clock.clone())
+        .flush_max_age(Duration::from_millis(100))
+        .start()
+        .await;
+    let qa = srv.key("a", "query");
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(0)
+    };
+    let policies = srv.data_dir().join("policies");
+    let mut text = std::fs::read_to_string(policies.join("a.toml")).unwrap();
+    text.push_str("\n[anomaly]\nseries_limit = 10\n");
+    std::fs::write(policies.join("a.toml"), text).unwrap();
+
+    // ten housekeeping runs with the clock standing still: no look
+    let start = metric(
+        &srv.metrics_text().await,
+        "bulkhead_housekeeping_runs_total",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = srv.metrics_text().await;
+        assert_eq!(metric(&m, "bulkhead_policy_checks_total"), 0, "{m}");
+        assert_eq!(metric(&m, "bulkhead_policy_reloads_total"), 0, "{m}");
+        if metric(&m, "bulkhead_housekeeping_runs_total") >= start + 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "housekeeping does not run: {m}");
+        tokio::task::yield_now().await;
+    }
+
+    clock.advance(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = srv.metrics_text().await;
+        if metric(&m, "bulkhead_policy_reloads_total") == 1 {
+            assert_eq!(metric(&m, "bulkhead_policy_checks_total"), 1, "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the change was not taken: {m}");
+        tokio::task::yield_now().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = srv
+            .query(
+                &qa,
+                "SELECT count(*) AS n FROM audit WHERE kind = 'policy_changed'",
+            )
+            .await;
+        if r.rows()[0]["n"] == json!(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", r.body);
+        tokio::task::yield_now().await;
+    }
 }

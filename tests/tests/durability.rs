@@ -140,8 +140,13 @@ async fn shutdown_commits_buffers_and_a_restart_reads_them_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_store_asks_clients_to_retry() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // flushes held still, or the first request's flush could make room
+    // before the second arrives
+    let paused = std::sync::Arc::new(AtomicBool::new(true));
     let srv = TestServer::builder()
         .tenant("acme", "ingest,query")
+        .pause_housekeeping(paused.clone())
         .max_total_buffer(2048)
         .flush_max_age(std::time::Duration::from_secs(3600))
         .start()
@@ -149,18 +154,37 @@ async fn a_saturated_store_asks_clients_to_retry() {
     let key = srv.key("acme", "ingest,query");
     // the first request fills the buffer past its limit; the next is refused
     post_logs(&srv, &key, logs(&vec![T1; 200])).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/logs", srv.http_endpoint()))
-        .bearer_auth(&key)
-        .header("content-type", "application/x-protobuf")
-        .body(logs(&[T1]))
-        .send()
-        .await
-        .unwrap();
+    let one_more = || async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/logs", srv.http_endpoint()))
+            .bearer_auth(&key)
+            .header("content-type", "application/x-protobuf")
+            .body(logs(&[T1]))
+            .send()
+            .await
+            .unwrap()
+    };
+    let resp = one_more().await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_eq!(
         srv.scalar(&key, "SELECT count(*) FROM logs").await,
         json!(200)
+    );
+    // once flushes make room, the retry is taken
+    paused.store(false, Ordering::Release);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let resp = one_more().await;
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(resp.status(), 503);
+        assert!(std::time::Instant::now() < deadline, "never made room");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        srv.scalar(&key, "SELECT count(*) FROM logs").await,
+        json!(201)
     );
 }

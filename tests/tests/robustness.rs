@@ -404,6 +404,52 @@ async fn a_panic_in_one_tenants_request_leaves_every_other_tenant_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_one_tenants_query_is_a_500_for_that_query_alone() {
+    let srv = TestServer::builder()
+        .tenant("evil", "ingest,query")
+        .tenant("good", "ingest,query")
+        .query_fault_hook(Arc::new(|t: &bulkhead_rules::TenantId| {
+            if t.as_str() == "evil" {
+                panic!("injected query fault for tenant evil");
+            }
+        }))
+        .start()
+        .await;
+    let (evil, good) = (
+        srv.key("evil", "ingest,query"),
+        srv.key("good", "ingest,query"),
+    );
+    let a = post_pb(
+        &srv,
+        "/v1/logs",
+        &good,
+        &logs_request(vec![log("kept", 1)], vec![]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    for _ in 0..5 {
+        let r = srv.query(&evil, "SELECT count(*) FROM logs").await;
+        assert_eq!(r.status, 500, "{:?}", r.body);
+        assert!(r.error().contains("internal error"), "{}", r.error());
+        assert_eq!(count(&srv, &good, "SELECT count(*) FROM logs").await, 1);
+    }
+    // ingest of the faulty tenant is not affected either
+    let a = post_pb(
+        &srv,
+        "/v1/logs",
+        &evil,
+        &logs_request(vec![log("x", 1)], vec![]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let metrics = srv.metrics_text().await;
+    assert!(
+        metrics.contains("bulkhead_request_panics_total 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_gives_retryable_errors_loses_nothing_and_heals() {
     let faults = WriteFaults::new();
     let dir = tempfile::tempdir().unwrap();
@@ -550,6 +596,10 @@ async fn a_flood_of_bad_keys_is_audited_summed_up_not_one_fsync_each() {
         .await;
         assert_eq!(a.status, 401);
     }
+    // the query API sums its refusals up the same way
+    for _ in 0..100 {
+        assert_eq!(srv.query(bad, "SELECT 1").await.status, 401);
+    }
     let dir = srv.data_dir().join("audit");
     srv.shutdown().await;
     let text = std::fs::read_to_string(dir.join("audit.log")).unwrap();
@@ -563,17 +613,21 @@ async fn a_flood_of_bad_keys_is_audited_summed_up_not_one_fsync_each() {
         "{} entries for 200 refusals",
         refusals.len()
     );
-    let counted: u64 = refusals
-        .iter()
-        .map(|e| {
-            e["details"]["count"]
-                .as_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum();
-    assert_eq!(counted, 200, "{refusals:?}");
+    let counted = |interface: &str| -> u64 {
+        refusals
+            .iter()
+            .filter(|e| e["details"]["interface"] == interface)
+            .map(|e| {
+                e["details"]["count"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(counted("otlp_http"), 200, "{refusals:?}");
+    assert_eq!(counted("query"), 100, "{refusals:?}");
     assert!(
         refusals.iter().all(|e| e["key_id"] == "0123456789abcdef"),
         "{refusals:?}"

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead_collector::{tenants, Config};
+use bulkhead::Config;
+use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -183,7 +184,7 @@ async fn main() -> Result<(), String> {
     ));
     std::fs::write(&noisy_policy, text).map_err(|e| e.to_string())?;
 
-    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
+    let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
     let ch = Channel::from_shared(format!("http://{}", server.grpc_addr))
         .map_err(|e| e.to_string())?
         .connect()

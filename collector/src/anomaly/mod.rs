@@ -17,9 +17,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use bulkhead_rules::anomaly::{Detector, DetectorSettings, Direction, Severity};
 use bulkhead_rules::{AnomalyPolicy, Clock, SeriesKind, TenantId};
+use bulkhead_store::schema::{AnomalyColumns, TIME_ZONE};
 use bulkhead_store::Signal;
 
 use crate::telemetry::Telemetry;
@@ -360,38 +361,33 @@ pub fn to_batch(
     detected_at_nanos: i64,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
     let n = findings.len();
-    let f64s = |f: fn(&Finding) -> f64| {
-        Arc::new(Float64Array::from_iter_values(findings.iter().map(f))) as ArrayRef
-    };
-    let strs = |f: fn(&Finding) -> String| {
-        Arc::new(StringArray::from_iter_values(findings.iter().map(f))) as ArrayRef
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![tenant.as_str(); n])),
-        Arc::new(
-            TimestampNanosecondArray::from_iter_values(
-                findings.iter().map(|f| f.minute_secs * 1_000_000_000),
-            )
-            .with_timezone("UTC"),
+    let f64s = |f: fn(&Finding) -> f64| Float64Array::from_iter_values(findings.iter().map(f));
+    let strs = |f: fn(&Finding) -> String| StringArray::from_iter_values(findings.iter().map(f));
+    let times = |v: Vec<i64>| TimestampNanosecondArray::from(v).with_timezone(TIME_ZONE);
+    AnomalyColumns {
+        tenant: StringArray::from(vec![tenant.as_str(); n]),
+        timestamp: times(
+            findings
+                .iter()
+                .map(|f| f.minute_secs.saturating_mul(1_000_000_000))
+                .collect(),
         ),
-        strs(|f| f.signal.name().to_string()),
-        strs(|f| f.kind.as_str().to_string()),
-        strs(|f| f.series.clone()),
-        Arc::new(StringArray::from_iter(
-            findings.iter().map(|f| f.service.clone()),
-        )),
-        f64s(|f| f.observed),
-        f64s(|f| f.expected),
-        f64s(|f| f.lower),
-        f64s(|f| f.upper),
-        f64s(|f| f.score),
-        strs(|f| severity_name(f.severity).to_string()),
-        strs(|f| f.settings.clone()),
-        Arc::new(StringArray::from(vec![policy_version; n])),
-        Arc::new(StringArray::from(vec![node; n])),
-        Arc::new(TimestampNanosecondArray::from(vec![detected_at_nanos; n]).with_timezone("UTC")),
-    ];
-    RecordBatch::try_new(bulkhead_store::schema::anomalies_schema(), columns)
+        signal: strs(|f| f.signal.name().to_string()),
+        kind: strs(|f| f.kind.as_str().to_string()),
+        series: strs(|f| f.series.clone()),
+        service_name: StringArray::from_iter(findings.iter().map(|f| f.service.clone())),
+        observed: f64s(|f| f.observed),
+        expected: f64s(|f| f.expected),
+        lower: f64s(|f| f.lower),
+        upper: f64s(|f| f.upper),
+        score: f64s(|f| f.score),
+        severity: strs(|f| severity_name(f.severity).to_string()),
+        settings: strs(|f| f.settings.clone()),
+        policy_version: StringArray::from(vec![policy_version; n]),
+        detected_by: StringArray::from(vec![node; n]),
+        detected_at: times(vec![detected_at_nanos; n]),
+    }
+    .into_batch()
 }
 
 #[cfg(test)]
@@ -417,11 +413,13 @@ mod tests {
             .map(|f| match f.name().as_str() {
                 "timestamp" => {
                     Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone("UTC"))
-                        as ArrayRef
+                        as arrow::array::ArrayRef
                 }
-                "service_name" => Arc::new(StringArray::from(vec!["svc"; n])) as ArrayRef,
+                "service_name" => {
+                    Arc::new(StringArray::from(vec!["svc"; n])) as arrow::array::ArrayRef
+                }
                 "severity_number" => {
-                    Arc::new(arrow::array::Int32Array::from(vec![9; n])) as ArrayRef
+                    Arc::new(arrow::array::Int32Array::from(vec![9; n])) as arrow::array::ArrayRef
                 }
                 _ => arrow::array::new_null_array(f.data_type(), n),
             })

@@ -8,26 +8,26 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, ListArray, ListBuilder, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, ListArray, ListBuilder, StringArray, StringBuilder, StructArray,
     TimestampNanosecondArray, UInt32Array, UInt32Builder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::take;
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 use arrow::error::ArrowError;
-use bulkhead_store::schema::TIME_ZONE;
+use bulkhead_store::schema::{SharedColumns, TIME_ZONE};
 use opentelemetry_proto::tonic::common::v1::{EntityRef, InstrumentationScope};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::attrs::{self, AttrsBuilder};
 use super::Stamp;
 
-/// The shared columns of a batch, in schema order within each group.
+/// The shared columns of a batch: `tenant`, `service_name` and the tail
+/// every table ends with.
 pub(crate) struct Shared {
-    pub(crate) tenant: ArrayRef,
-    pub(crate) service_name: ArrayRef,
-    /// `resource_*`, `scope_*`, then the lineage columns: the end of every schema.
-    pub(crate) tail: Vec<ArrayRef>,
+    pub(crate) tenant: StringArray,
+    pub(crate) service_name: StringArray,
+    pub(crate) tail: SharedColumns,
 }
 
 #[derive(Debug)]
@@ -115,31 +115,31 @@ impl Context {
         let n = self.rows();
         let by_resource = UInt32Array::from(std::mem::take(&mut self.row_resource));
         let by_scope = UInt32Array::from(std::mem::take(&mut self.row_scope));
-        let r = |a: ArrayRef| take(&a, &by_resource, None);
-        let s = |a: ArrayRef| take(&a, &by_scope, None);
-        let repeat = |v: &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)))
+        fn expand<T: Array + Clone + 'static>(a: &T, rows: &UInt32Array) -> Result<T, ArrowError> {
+            let taken = take(a, rows, None)?;
+            taken.as_any().downcast_ref::<T>().cloned().ok_or_else(|| {
+                ArrowError::InvalidArgumentError("take changed an array's type".into())
+            })
+        }
+        let repeat = |v: &str| StringArray::from_iter_values(std::iter::repeat_n(v, n));
+        let tail = SharedColumns {
+            resource_attributes: expand(&self.res_attrs.finish(), &by_resource)?,
+            resource_dropped_attributes_count: expand(&self.res_dropped.finish(), &by_resource)?,
+            resource_entity_refs: expand(&self.res_entity_refs.finish()?, &by_resource)?,
+            resource_schema_url: expand(&self.res_schema_url.finish(), &by_resource)?,
+            scope_name: expand(&self.scope_name.finish(), &by_scope)?,
+            scope_version: expand(&self.scope_version.finish(), &by_scope)?,
+            scope_attributes: expand(&self.scope_attrs.finish(), &by_scope)?,
+            scope_dropped_attributes_count: expand(&self.scope_dropped.finish(), &by_scope)?,
+            scope_schema_url: expand(&self.scope_schema_url.finish(), &by_scope)?,
+            policy_version: repeat(stamp.policy_version),
+            received_by: repeat(stamp.node),
+            received_at: TimestampNanosecondArray::from(vec![stamp.received_at_nanos; n])
+                .with_timezone(TIME_ZONE),
         };
-        let tail = vec![
-            r(Arc::new(self.res_attrs.finish()))?,
-            r(Arc::new(self.res_dropped.finish()))?,
-            r(self.res_entity_refs.finish()?)?,
-            r(Arc::new(self.res_schema_url.finish()))?,
-            s(Arc::new(self.scope_name.finish()))?,
-            s(Arc::new(self.scope_version.finish()))?,
-            s(Arc::new(self.scope_attrs.finish()))?,
-            s(Arc::new(self.scope_dropped.finish()))?,
-            s(Arc::new(self.scope_schema_url.finish()))?,
-            repeat(stamp.policy_version),
-            repeat(stamp.node),
-            Arc::new(
-                TimestampNanosecondArray::from(vec![stamp.received_at_nanos; n])
-                    .with_timezone(TIME_ZONE),
-            ),
-        ];
         Ok(Shared {
             tenant: repeat(stamp.tenant),
-            service_name: r(Arc::new(self.service_name.finish()))?,
+            service_name: expand(&self.service_name.finish(), &by_resource)?,
             tail,
         })
     }
@@ -196,7 +196,7 @@ impl EntityRefsBuilder {
         push_offset(&mut self.offsets, refs.len());
     }
 
-    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
+    fn finish(mut self) -> Result<ListArray, ArrowError> {
         let children: Vec<ArrayRef> = vec![
             Arc::new(self.schema_url.finish()),
             Arc::new(self.kind.finish()),
@@ -238,7 +238,7 @@ pub(crate) fn list_of_structs(
     children: Vec<ArrayRef>,
     offsets: Vec<i32>,
     valid: Option<Vec<bool>>,
-) -> Result<ArrayRef, ArrowError> {
+) -> Result<ListArray, ArrowError> {
     let values = StructArray::try_new(fields, children, None)?;
     let nulls = valid.map(NullBuffer::from);
     let list = ListArray::try_new(
@@ -247,5 +247,5 @@ pub(crate) fn list_of_structs(
         Arc::new(values),
         nulls,
     )?;
-    Ok(Arc::new(list))
+    Ok(list)
 }

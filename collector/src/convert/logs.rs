@@ -1,11 +1,9 @@
 //! OTLP log records to the `logs` table.
-use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
-};
+use arrow::array::{Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder};
 use arrow::error::ArrowError;
-use bulkhead_store::schema::{logs_schema, TIME_ZONE};
+use arrow::record_batch::RecordBatch;
+use bulkhead_store::schema::{logs_schema, LogColumns, TIME_ZONE};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
@@ -127,33 +125,28 @@ pub(crate) fn convert(req: &ExportLogsServiceRequest, stamp: &Stamp<'_>) -> Conv
         }
     }
     let accepted = ctx.rows() as u64;
-    let columns = columns(ctx, cols, stamp);
-    finish(schema, columns, accepted, rejections)
+    finish(columns(ctx, cols, stamp), accepted, rejections)
 }
 
-fn columns(
-    ctx: Context,
-    mut cols: Columns,
-    stamp: &Stamp<'_>,
-) -> Result<Vec<ArrayRef>, ArrowError> {
+fn columns(ctx: Context, mut cols: Columns, stamp: &Stamp<'_>) -> Result<RecordBatch, ArrowError> {
     let shared = ctx.finish(stamp)?;
-    let mut columns: Vec<ArrayRef> = vec![
-        shared.tenant,
-        Arc::new(cols.timestamp.finish()),
-        Arc::new(cols.observed_timestamp.finish()),
-        Arc::new(cols.trace_id.finish()),
-        Arc::new(cols.span_id.finish()),
-        Arc::new(cols.trace_flags.finish()),
-        Arc::new(cols.severity_text.finish()),
-        Arc::new(cols.severity_number.finish()),
-        shared.service_name,
-        Arc::new(cols.body.finish()),
-        Arc::new(cols.body_type.finish()),
-        Arc::new(cols.event_name.finish()),
-        Arc::new(cols.attributes.finish()),
-        Arc::new(cols.dropped_attributes_count.finish()),
-        Arc::new(cols.flags.finish()),
-    ];
-    columns.extend(shared.tail);
-    Ok(columns)
+    LogColumns {
+        tenant: shared.tenant,
+        timestamp: cols.timestamp.finish(),
+        observed_timestamp: cols.observed_timestamp.finish(),
+        trace_id: cols.trace_id.finish(),
+        span_id: cols.span_id.finish(),
+        trace_flags: cols.trace_flags.finish(),
+        severity_text: cols.severity_text.finish(),
+        severity_number: cols.severity_number.finish(),
+        service_name: shared.service_name,
+        body: cols.body.finish(),
+        body_type: cols.body_type.finish(),
+        event_name: cols.event_name.finish(),
+        attributes: cols.attributes.finish(),
+        dropped_attributes_count: cols.dropped_attributes_count.finish(),
+        flags: cols.flags.finish(),
+        tail: shared.tail,
+    }
+    .into_batch()
 }

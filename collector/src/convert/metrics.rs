@@ -2,13 +2,15 @@
 //! with the columns that do not apply to a kind left null.
 use std::sync::Arc;
 
+use arrow::array::ListArray;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{FieldRef, Fields};
 use arrow::error::ArrowError;
-use bulkhead_store::schema::{metrics_schema, TIME_ZONE};
+use arrow::record_batch::RecordBatch;
+use bulkhead_store::schema::{metrics_schema, MetricColumns, TIME_ZONE};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
@@ -321,7 +323,7 @@ impl Exemplars {
         self.valid.push(exemplars.is_some());
     }
 
-    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
+    fn finish(mut self) -> Result<ListArray, ArrowError> {
         let children: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish()),
             Arc::new(self.value.finish()),
@@ -472,49 +474,44 @@ pub(crate) fn convert(req: &ExportMetricsServiceRequest, stamp: &Stamp<'_>) -> C
         rejections,
         ..
     } = w;
-    let columns = columns(ctx, cols, stamp);
-    finish(schema, columns, accepted, rejections)
+    finish(columns(ctx, cols, stamp), accepted, rejections)
 }
 
-fn columns(
-    ctx: Context,
-    mut cols: Columns,
-    stamp: &Stamp<'_>,
-) -> Result<Vec<ArrayRef>, ArrowError> {
+fn columns(ctx: Context, mut cols: Columns, stamp: &Stamp<'_>) -> Result<RecordBatch, ArrowError> {
     let shared = ctx.finish(stamp)?;
-    let mut columns: Vec<ArrayRef> = vec![
-        shared.tenant,
-        Arc::new(cols.timestamp.finish()),
-        Arc::new(cols.start_timestamp.finish()),
-        shared.service_name,
-        Arc::new(cols.metric_name.finish()),
-        Arc::new(cols.metric_description.finish()),
-        Arc::new(cols.metric_unit.finish()),
-        Arc::new(cols.metric_type.finish()),
-        Arc::new(cols.metric_metadata.finish()),
-        Arc::new(cols.aggregation_temporality.finish()),
-        Arc::new(cols.is_monotonic.finish()),
-        Arc::new(cols.value.finish()),
-        Arc::new(cols.value_int.finish()),
-        Arc::new(cols.count.finish()),
-        Arc::new(cols.sum.finish()),
-        Arc::new(cols.min.finish()),
-        Arc::new(cols.max.finish()),
-        Arc::new(cols.bucket_counts.finish()),
-        Arc::new(cols.explicit_bounds.finish()),
-        Arc::new(cols.scale.finish()),
-        Arc::new(cols.zero_count.finish()),
-        Arc::new(cols.zero_threshold.finish()),
-        Arc::new(cols.positive_offset.finish()),
-        Arc::new(cols.positive_bucket_counts.finish()),
-        Arc::new(cols.negative_offset.finish()),
-        Arc::new(cols.negative_bucket_counts.finish()),
-        Arc::new(cols.quantiles.finish()),
-        Arc::new(cols.quantile_values.finish()),
-        cols.exemplars.finish()?,
-        Arc::new(cols.flags.finish()),
-        Arc::new(cols.attributes.finish()),
-    ];
-    columns.extend(shared.tail);
-    Ok(columns)
+    MetricColumns {
+        tenant: shared.tenant,
+        timestamp: cols.timestamp.finish(),
+        start_timestamp: cols.start_timestamp.finish(),
+        service_name: shared.service_name,
+        metric_name: cols.metric_name.finish(),
+        metric_description: cols.metric_description.finish(),
+        metric_unit: cols.metric_unit.finish(),
+        metric_type: cols.metric_type.finish(),
+        metric_metadata: cols.metric_metadata.finish(),
+        aggregation_temporality: cols.aggregation_temporality.finish(),
+        is_monotonic: cols.is_monotonic.finish(),
+        value: cols.value.finish(),
+        value_int: cols.value_int.finish(),
+        count: cols.count.finish(),
+        sum: cols.sum.finish(),
+        min: cols.min.finish(),
+        max: cols.max.finish(),
+        bucket_counts: cols.bucket_counts.finish(),
+        explicit_bounds: cols.explicit_bounds.finish(),
+        scale: cols.scale.finish(),
+        zero_count: cols.zero_count.finish(),
+        zero_threshold: cols.zero_threshold.finish(),
+        positive_offset: cols.positive_offset.finish(),
+        positive_bucket_counts: cols.positive_bucket_counts.finish(),
+        negative_offset: cols.negative_offset.finish(),
+        negative_bucket_counts: cols.negative_bucket_counts.finish(),
+        quantiles: cols.quantiles.finish(),
+        quantile_values: cols.quantile_values.finish(),
+        exemplars: cols.exemplars.finish()?,
+        flags: cols.flags.finish(),
+        attributes: cols.attributes.finish(),
+        tail: shared.tail,
+    }
+    .into_batch()
 }

@@ -7,8 +7,7 @@
 //! (bad id length, out-of-range time, histogram shape, metric without data)
 //! is rejected on its own; the rest of the request is kept, as OTLP partial
 //! success requires.
-use arrow::array::{ArrayRef, StringBuilder};
-use arrow::datatypes::SchemaRef;
+use arrow::array::StringBuilder;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -148,8 +147,7 @@ impl Rejections {
 
 /// Assembles the batch from columns in schema order.
 pub(crate) fn finish(
-    schema: SchemaRef,
-    columns: Result<Vec<ArrayRef>, ArrowError>,
+    batch: Result<RecordBatch, ArrowError>,
     accepted: u64,
     mut rejections: Rejections,
 ) -> Converted {
@@ -161,7 +159,7 @@ pub(crate) fn finish(
             errors: rejections.messages,
         };
     }
-    match columns.and_then(|columns| RecordBatch::try_new(schema, columns)) {
+    match batch {
         Ok(batch) => Converted {
             batch: Some(batch),
             accepted,

@@ -1,12 +1,14 @@
 //! OTLP spans to the `spans` table.
 use std::sync::Arc;
 
+use arrow::array::ListArray;
 use arrow::array::{
     ArrayRef, Int64Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::datatypes::{FieldRef, Fields};
 use arrow::error::ArrowError;
-use bulkhead_store::schema::{spans_schema, TIME_ZONE};
+use arrow::record_batch::RecordBatch;
+use bulkhead_store::schema::{spans_schema, SpanColumns, TIME_ZONE};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -171,7 +173,7 @@ impl Events {
         push_offset(&mut self.offsets, events.len());
     }
 
-    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
+    fn finish(mut self) -> Result<ListArray, ArrowError> {
         let children: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish()),
             Arc::new(self.name.finish()),
@@ -226,7 +228,7 @@ impl Links {
         push_offset(&mut self.offsets, links.len());
     }
 
-    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
+    fn finish(mut self) -> Result<ListArray, ArrowError> {
         let children: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -300,38 +302,33 @@ pub(crate) fn convert(req: &ExportTraceServiceRequest, stamp: &Stamp<'_>) -> Con
         }
     }
     let accepted = ctx.rows() as u64;
-    let columns = columns(ctx, cols, stamp);
-    finish(schema, columns, accepted, rejections)
+    finish(columns(ctx, cols, stamp), accepted, rejections)
 }
 
-fn columns(
-    ctx: Context,
-    mut cols: Columns,
-    stamp: &Stamp<'_>,
-) -> Result<Vec<ArrayRef>, ArrowError> {
+fn columns(ctx: Context, mut cols: Columns, stamp: &Stamp<'_>) -> Result<RecordBatch, ArrowError> {
     let shared = ctx.finish(stamp)?;
-    let mut columns: Vec<ArrayRef> = vec![
-        shared.tenant,
-        Arc::new(cols.timestamp.finish()),
-        Arc::new(cols.end_timestamp.finish()),
-        Arc::new(cols.duration_ns.finish()),
-        Arc::new(cols.trace_id.finish()),
-        Arc::new(cols.span_id.finish()),
-        Arc::new(cols.parent_span_id.finish()),
-        Arc::new(cols.trace_state.finish()),
-        Arc::new(cols.flags.finish()),
-        Arc::new(cols.name.finish()),
-        Arc::new(cols.kind.finish()),
-        Arc::new(cols.status_code.finish()),
-        Arc::new(cols.status_message.finish()),
-        shared.service_name,
-        Arc::new(cols.attributes.finish()),
-        Arc::new(cols.dropped_attributes_count.finish()),
-        cols.events.finish()?,
-        Arc::new(cols.dropped_events_count.finish()),
-        cols.links.finish()?,
-        Arc::new(cols.dropped_links_count.finish()),
-    ];
-    columns.extend(shared.tail);
-    Ok(columns)
+    SpanColumns {
+        tenant: shared.tenant,
+        timestamp: cols.timestamp.finish(),
+        end_timestamp: cols.end_timestamp.finish(),
+        duration_ns: cols.duration_ns.finish(),
+        trace_id: cols.trace_id.finish(),
+        span_id: cols.span_id.finish(),
+        parent_span_id: cols.parent_span_id.finish(),
+        trace_state: cols.trace_state.finish(),
+        flags: cols.flags.finish(),
+        name: cols.name.finish(),
+        kind: cols.kind.finish(),
+        status_code: cols.status_code.finish(),
+        status_message: cols.status_message.finish(),
+        service_name: shared.service_name,
+        attributes: cols.attributes.finish(),
+        dropped_attributes_count: cols.dropped_attributes_count.finish(),
+        events: cols.events.finish()?,
+        dropped_events_count: cols.dropped_events_count.finish(),
+        links: cols.links.finish()?,
+        dropped_links_count: cols.dropped_links_count.finish(),
+        tail: shared.tail,
+    }
+    .into_batch()
 }

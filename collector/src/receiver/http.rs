@@ -1,6 +1,5 @@
 //! OTLP/HTTP: `POST /v1/logs`, `/v1/traces`, `/v1/metrics`, protobuf or JSON,
 //! uncompressed, gzip or zstd. Responses use the request's encoding.
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -16,7 +15,7 @@ use tracing::Instrument;
 
 use crate::error::ReceiveError;
 use crate::pipeline::{Export, Outcome, Pipeline};
-use crate::receiver::{logs_response, metrics_response, traces_response};
+use crate::receiver::{decompress, logs_response, metrics_response, traces_response};
 use bulkhead_rules::keys::bearer_token;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -127,44 +126,15 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, ReceiveError> {
     }
 }
 
-/// Undoes `Content-Encoding`, refusing bodies that inflate past `limit`
-/// without ever holding more than `limit + 1` bytes.
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ReceiveError> {
+/// Undoes `Content-Encoding` (see [`decompress`]).
+fn decompress_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ReceiveError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    let read_limited = |reader: &mut dyn Read, name: &str| -> Result<Bytes, ReceiveError> {
-        let mut out = Vec::new();
-        reader
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                ReceiveError::BadRequest(format!("{name} body could not be decompressed: {e}"))
-            })?;
-        if out.len() > limit {
-            return Err(ReceiveError::TooLarge { limit });
-        }
-        Ok(Bytes::from(out))
-    };
     match encoding.as_deref() {
-        None | Some("") | Some("identity") => {
-            if body.len() > limit {
-                return Err(ReceiveError::TooLarge { limit });
-            }
-            Ok(body)
-        }
-        Some("gzip") | Some("x-gzip") => {
-            read_limited(&mut flate2::read::GzDecoder::new(&body[..]), "gzip")
-        }
-        Some("zstd") => {
-            let mut decoder = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
-                ReceiveError::BadRequest(format!("zstd body could not be decompressed: {e}"))
-            })?;
-            read_limited(&mut decoder, "zstd")
-        }
-        Some(other) => Err(ReceiveError::UnsupportedMediaType(format!(
-            "unsupported Content-Encoding {other:?}: use gzip, zstd or none"
-        ))),
+        None | Some("") | Some("identity") => decompress(None, body, limit),
+        Some("x-gzip") => decompress(Some("gzip"), body, limit),
+        Some(other) => decompress(Some(other), body, limit),
     }
 }
 
@@ -230,7 +200,7 @@ async fn export(
         state
             .pipeline
             .offload(move || {
-                let body = decompress(&headers, body, max_body)?;
+                let body = decompress_body(&headers, body, max_body)?;
                 // the decompressed body is what takes memory from here on
                 let _held = (
                     held,
@@ -338,7 +308,7 @@ mod tests {
         }
         let bomb = gz.finish().unwrap();
         assert!(bomb.len() < 128 << 10);
-        let err = decompress(
+        let err = decompress_body(
             &headers(&[("content-encoding", "gzip")]),
             Bytes::from(bomb),
             1 << 20,
@@ -351,23 +321,23 @@ mod tests {
     fn zstd_and_identity_bodies_pass_and_unknown_encodings_are_named() {
         let data = b"hello otlp".to_vec();
         let z = zstd::encode_all(&data[..], 3).unwrap();
-        let out = decompress(
+        let out = decompress_body(
             &headers(&[("content-encoding", "zstd")]),
             Bytes::from(z),
             1024,
         )
         .unwrap();
         assert_eq!(&out[..], &data[..]);
-        let out = decompress(&HeaderMap::new(), Bytes::from(data.clone()), 1024).unwrap();
+        let out = decompress_body(&HeaderMap::new(), Bytes::from(data.clone()), 1024).unwrap();
         assert_eq!(&out[..], &data[..]);
-        let err = decompress(
+        let err = decompress_body(
             &headers(&[("content-encoding", "br")]),
             Bytes::from(data),
             1024,
         )
         .unwrap_err();
         assert!(err.to_string().contains("\"br\""));
-        let err = decompress(
+        let err = decompress_body(
             &headers(&[("content-encoding", "gzip")]),
             Bytes::from_static(b"not gzip"),
             1024,

@@ -150,7 +150,7 @@ mod tests {
     fn check_reports_every_problem_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        crate::tenants::create_tenant(&c.policy_dir(), "good").unwrap();
+        bulkhead_collector::tenants::create_tenant(&c.policy_dir(), "good").unwrap();
         assert!(check(&c).unwrap().contains("ok: 1 tenant(s)"));
         std::fs::write(
             c.policy_dir().join("bad.toml"),
@@ -172,7 +172,7 @@ mod tests {
     fn diff_validates_and_shows_versions() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        crate::tenants::create_tenant(&c.policy_dir(), "acme").unwrap();
+        bulkhead_collector::tenants::create_tenant(&c.policy_dir(), "acme").unwrap();
         let shown = show(&c, "acme").unwrap();
         assert!(
             shown.contains("version ") && shown.contains("tenant = \"acme\""),

@@ -126,13 +126,13 @@ impl Default for Ingest {
     fn default() -> Self {
         Self {
             max_body_size: ByteSize(64 << 20),
-            tenant_attribute_keys: crate::redact::TENANT_KEYS
+            tenant_attribute_keys: bulkhead_collector::redact::TENANT_KEYS
                 .iter()
                 .map(|k| k.to_string())
                 .collect(),
             max_event_age: None,
-            max_event_future: HumanDuration(crate::pipeline::DEFAULT_MAX_EVENT_FUTURE),
-            workers: crate::pipeline::DEFAULT_INGEST_WORKERS,
+            max_event_future: HumanDuration(bulkhead_collector::pipeline::DEFAULT_MAX_EVENT_FUTURE),
+            workers: bulkhead_collector::pipeline::DEFAULT_INGEST_WORKERS,
             max_in_flight: ByteSize(512 << 20),
         }
     }

@@ -3,8 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use bulkhead_collector::config::Config;
-use bulkhead_collector::{policy_cli, tenants};
+use bulkhead::config::Config;
+use bulkhead::policy_cli;
+use bulkhead_collector::tenants;
 use bulkhead_rules::{PolicySet, Scopes, SystemClock, TenantId};
 use bulkhead_store::audit::{AuditError, AuditLog, EventKind, NewEvent};
 use clap::{Parser, Subcommand};
@@ -196,7 +197,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     } else {
         None
     };
-    let server = bulkhead_collector::start(&config, Arc::new(SystemClock)).await?;
+    let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
     // Handlers are in place before anything says the server is up.
     let stop = stop_signals()?;
     let token = server.shutdown_token();
@@ -343,8 +344,8 @@ fn main() -> ExitCode {
         }),
         Command::Anomaly {
             command: AnomalyCommand::Backtest { input, output, settings },
-        } => bulkhead_collector::backtest::parse_settings(settings.as_deref()).and_then(|s| {
-            let summary = bulkhead_collector::backtest::run(&input, &output, &s)?;
+        } => bulkhead::backtest::parse_settings(settings.as_deref()).and_then(|s| {
+            let summary = bulkhead::backtest::run(&input, &output, &s)?;
             for (line, why) in &summary.skipped {
                 eprintln!("warning: {}: line {line} skipped: {why}", input.display());
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use bulkhead_query::http::ApiState;
+use bulkhead_query::http::{ApiState, QueryFaultHook};
 use bulkhead_query::{QueryEngine, QueryLimits};
 use bulkhead_rules::{Authenticator, Clock};
 use bulkhead_store::wal::{WalConfig, WriteFaults};
@@ -15,12 +15,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::anomaly::AnomalyEngine;
 use crate::config::Config;
-use crate::pipeline::{FaultHook, Pipeline};
-use crate::receiver::grpc::GrpcReceiver;
-use crate::telemetry::Telemetry;
-use crate::tenants::{ReloadOutcome, TenantDirectory};
+use bulkhead_collector::anomaly::AnomalyEngine;
+use bulkhead_collector::pipeline::{FaultHook, Pipeline};
+use bulkhead_collector::telemetry::Telemetry;
+use bulkhead_collector::tenants::{ReloadOutcome, TenantDirectory};
 use bulkhead_store::audit::AuditLog;
 
 /// A started server. Drop does not stop it: call [`RunningServer::shutdown`].
@@ -49,6 +48,11 @@ pub struct StartOptions {
     pub wal_faults: Option<Arc<WriteFaults>>,
     /// Runs at the start of every ingest.
     pub fault_hook: Option<FaultHook>,
+    /// Runs for every authenticated query.
+    pub query_fault_hook: Option<QueryFaultHook>,
+    /// While set, housekeeping does nothing (no flush, no policy check):
+    /// tests hold the store's state still.
+    pub pause_housekeeping: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -56,6 +60,8 @@ impl std::fmt::Debug for StartOptions {
         f.debug_struct("StartOptions")
             .field("wal_faults", &self.wal_faults.is_some())
             .field("fault_hook", &self.fault_hook.is_some())
+            .field("query_fault_hook", &self.query_fault_hook.is_some())
+            .field("pause_housekeeping", &self.pause_housekeeping)
             .finish()
     }
 }
@@ -107,7 +113,7 @@ pub async fn start_with(
         .map_err(|e| format!("opening the store: {e}"))?
     };
     let store = Arc::new(store);
-    let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?);
+    let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?.with_clock(clock.clone()));
     let audit = Arc::new(
         AuditLog::open(&config.audit_dir(), clock.clone())
             .map_err(|e| format!("audit log: {e}"))?,
@@ -179,13 +185,11 @@ pub async fn start_with(
     let max_body = config.ingest.max_body_size.as_usize();
     let mut servers = Vec::new();
 
-    let (logs, traces, metrics) = GrpcReceiver::new(pipeline.clone()).services(max_body);
+    let (logs, traces, metrics) =
+        bulkhead_collector::receiver::grpc::services(pipeline.clone(), max_body);
     let token = shutdown.clone();
     servers.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(
-                crate::receiver::grpc::otlp_status_codes::<tonic::body::Body>,
-            ))
             .add_service(logs)
             .add_service(traces)
             .add_service(metrics)
@@ -198,7 +202,7 @@ pub async fn start_with(
             .map_err(|e| format!("OTLP/gRPC server: {e}"))
     }));
 
-    let http = crate::receiver::http::router(pipeline.clone(), max_body);
+    let http = bulkhead_collector::receiver::http::router(pipeline.clone(), max_body);
     servers.push(serve_axum(
         http_listener,
         http,
@@ -209,6 +213,12 @@ pub async fn start_with(
     let api = bulkhead_query::http::router(ApiState {
         engine,
         auth: tenants.clone() as Arc<dyn Authenticator>,
+        refusals: pipeline.refusals().clone(),
+        on_panic: {
+            let telemetry = telemetry.clone();
+            Arc::new(move || telemetry.add("bulkhead_request_panics_total", &[], 1))
+        },
+        fault_hook: options.query_fault_hook.clone(),
     })
     .route("/healthz", get(|| async { "ok\n" }))
     .route(
@@ -253,28 +263,29 @@ pub async fn start_with(
         "metrics",
     ));
 
-    let flusher_clock = clock.clone();
-    let flusher = tokio::spawn(run_flusher(
-        store.clone(),
-        flush.max_age,
-        flush_wanted,
-        shutdown.clone(),
-        pipeline.clone(),
-        anomalies.clone(),
-        flusher_clock,
-    ));
+    let policies = PolicyWatch {
+        tenants: tenants.clone(),
+        telemetry: telemetry.clone(),
+        audit: audit.clone(),
+    };
+    let flusher = tokio::spawn(run_housekeeping(Housekeeping {
+        store: store.clone(),
+        max_age: flush.max_age,
+        wanted: flush_wanted,
+        shutdown: shutdown.clone(),
+        pipeline: pipeline.clone(),
+        anomalies: anomalies.clone(),
+        policies: policies.clone(),
+        telemetry: telemetry.clone(),
+        clock: clock.clone(),
+        paused: options.pause_housekeeping.clone(),
+    }));
     // Registered before start returns, so a SIGHUP from now on is ours.
     #[cfg(unix)]
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     #[cfg(not(unix))]
     let hup = None;
-    let watcher = tokio::spawn(watch_policies(
-        tenants.clone(),
-        telemetry.clone(),
-        shutdown.clone(),
-        hup,
-        audit.clone(),
-    ));
+    let watcher = tokio::spawn(watch_hangups(policies, shutdown.clone(), hup));
     ready.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
@@ -295,25 +306,22 @@ pub async fn start_with(
     })
 }
 
-/// How often the policy directory is looked at for changes.
+/// How often, on the injected clock, the policy directory is looked at for
+/// changes (SIGHUP looks at once).
 const POLICY_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// Takes policy changes into force when files change or on SIGHUP; a broken
-/// change is refused (and counted), the previous policies stay.
 #[cfg(unix)]
 type Hangup = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
 type Hangup = ();
 
-async fn watch_policies(
-    tenants: Arc<TenantDirectory>,
-    telemetry: Arc<Telemetry>,
+/// Looks at the policy directory on SIGHUP (the periodic look is part of
+/// housekeeping).
+async fn watch_hangups(
+    policies: PolicyWatch,
     shutdown: CancellationToken,
     mut hup: Option<Hangup>,
-    audit: Arc<AuditLog>,
 ) {
-    let mut ticker = tokio::time::interval(POLICY_CHECK_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         #[cfg(unix)]
         let hangup = async {
@@ -329,20 +337,42 @@ async fn watch_policies(
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
             _ = hangup => tracing::info!("SIGHUP: looking at the policy directory"),
         }
-        let t = tenants.clone();
+        policies.check().await;
+    }
+}
+
+/// Takes policy changes into force; a broken change is refused (counted and
+/// audited), the previous policies stay.
+#[derive(Clone)]
+struct PolicyWatch {
+    tenants: Arc<TenantDirectory>,
+    telemetry: Arc<Telemetry>,
+    audit: Arc<AuditLog>,
+}
+
+impl PolicyWatch {
+    async fn check(&self) {
+        let t = self.tenants.clone();
+        self.telemetry.add("bulkhead_policy_checks_total", &[], 1);
         match tokio::task::spawn_blocking(move || t.reload_if_changed()).await {
             Ok(ReloadOutcome::Reloaded(changes)) => {
-                telemetry.add("bulkhead_policy_reloads_total", &[], 1);
-                for event in changes.iter().flat_map(crate::audit::policy_events) {
-                    crate::audit::record_later(&audit, event);
+                self.telemetry.add("bulkhead_policy_reloads_total", &[], 1);
+                for event in changes
+                    .iter()
+                    .flat_map(bulkhead_collector::audit::policy_events)
+                {
+                    bulkhead_collector::audit::record_later(&self.audit, event);
                 }
             }
             Ok(ReloadOutcome::Refused(reason)) => {
-                telemetry.add("bulkhead_policy_reload_errors_total", &[], 1);
-                crate::audit::record_later(&audit, crate::audit::policy_rejected(&reason));
+                self.telemetry
+                    .add("bulkhead_policy_reload_errors_total", &[], 1);
+                bulkhead_collector::audit::record_later(
+                    &self.audit,
+                    bulkhead_collector::audit::policy_rejected(&reason),
+                );
             }
             Ok(ReloadOutcome::Unchanged) => {}
             Err(e) => tracing::error!(error = %e, "policy check panicked"),
@@ -371,22 +401,45 @@ fn serve_axum(
     })
 }
 
-/// Flushes due buffers on a timer, or at once when a buffer fills. Whether a
-/// buffer is due is decided by the store's injected clock.
-async fn run_flusher(
+/// What the housekeeping loop works on.
+struct Housekeeping {
     store: Arc<Store>,
     max_age: Duration,
     wanted: Arc<Notify>,
     shutdown: CancellationToken,
     pipeline: Arc<Pipeline>,
     anomalies: Arc<AnomalyEngine>,
+    policies: PolicyWatch,
+    telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
-) {
-    // decided on the injected clock: tests advance it instead of waiting
+    paused: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Every background duty of the server, in one loop: flushes, anomaly
+/// minutes, retention, anomaly checkpoints, policy checks and the audit of
+/// refused credentials. What is due is decided on the injected clock alone,
+/// so tests advance time instead of waiting for it; the loop wakes often
+/// (a quarter of the flush age, 10 ms to 1 s of real time) to look at that
+/// clock, and at once when a buffer fills.
+async fn run_housekeeping(h: Housekeeping) {
+    let Housekeeping {
+        store,
+        max_age,
+        wanted,
+        shutdown,
+        pipeline,
+        anomalies,
+        policies,
+        telemetry,
+        clock,
+        paused,
+    } = h;
     const CHECKPOINT_EVERY: i64 = 60_000_000_000;
     const RETENTION_EVERY: i64 = 60_000_000_000;
+    let policy_every = i64::try_from(POLICY_CHECK_EVERY.as_nanos()).unwrap_or(i64::MAX);
     let mut last_checkpoint = clock.now_nanos();
     let mut last_retention = clock.now_nanos();
+    let mut last_policy_check = clock.now_nanos();
     let period = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -395,6 +448,17 @@ async fn run_flusher(
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
             _ = wanted.notified() => {}
+        }
+        if paused
+            .as_ref()
+            .is_some_and(|p| p.load(std::sync::atomic::Ordering::Acquire))
+        {
+            continue;
+        }
+        telemetry.add("bulkhead_housekeeping_runs_total", &[], 1);
+        if clock.now_nanos().saturating_sub(last_policy_check) >= policy_every {
+            last_policy_check = clock.now_nanos();
+            policies.check().await;
         }
         // the wall clock closes minutes of live tenants (a silent tenant is
         // a zero); findings go through the WAL, so off the runtime
@@ -456,6 +520,15 @@ impl RunningServer {
         tokio::task::spawn_blocking(move || p.enforce_retention())
             .await
             .map_err(|e| e.to_string())?
+    }
+
+    /// Writes the refused credentials summed up so far to the audit trail
+    /// now (housekeeping does so on every tick).
+    pub async fn flush_refusals(&self) {
+        let p = self.pipeline.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.flush_refusals()).await {
+            tracing::error!(error = %e, "audit of refused credentials panicked");
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
