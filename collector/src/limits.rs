@@ -59,6 +59,13 @@ impl Buckets {
         Err(Duration::from_secs_f64((missing / rate).max(0.001)))
     }
 
+    /// Returns `n` taken for work that was then refused (never past `burst`).
+    fn give_back(&self, tenant: &TenantId, burst: u64, n: u64) {
+        if let Some(b) = self.all.lock().get_mut(tenant) {
+            b.tokens = (b.tokens + n as f64).min(burst as f64);
+        }
+    }
+
     /// Refuses (with the wait) a tenant whose bucket is empty or in debt,
     /// without taking anything.
     fn check(
@@ -115,6 +122,14 @@ impl RateLimiter {
             records,
             now_nanos,
         )
+    }
+
+    /// Gives back `records` taken by [`RateLimiter::take`] that were then
+    /// refused (over the series limit): refused records cost no quota.
+    pub fn give_back(&self, tenant: &TenantId, limits: &Limits, records: u64) {
+        if limits.records_per_second > 0 && records > 0 {
+            self.records.give_back(tenant, limits.burst(), records);
+        }
     }
 
     /// Takes `bytes` (of a request as received) from `tenant`'s byte bucket.
@@ -217,6 +232,25 @@ mod tests {
         let u = TenantId::new("b").unwrap();
         assert!(rl.take(&u, &l, 20, S).is_ok());
         assert!(rl.take(&u, &Limits::default(), 1_000_000, S).is_ok());
+    }
+
+    #[test]
+    fn records_given_back_can_be_taken_again_but_never_past_the_burst() {
+        let rl = RateLimiter::default();
+        let t = TenantId::new("a").unwrap();
+        let l = Limits {
+            records_per_second: 10,
+            burst_records: 20,
+            ..Limits::default()
+        };
+        assert!(rl.take(&t, &l, 20, 0).is_ok());
+        assert!(rl.take(&t, &l, 5, 0).is_err());
+        rl.give_back(&t, &l, 5);
+        assert!(rl.take(&t, &l, 5, 0).is_ok());
+        assert!(rl.take(&t, &l, 1, 0).is_err());
+        rl.give_back(&t, &l, 1000);
+        assert!(rl.take(&t, &l, 20, 0).is_ok());
+        assert!(rl.take(&t, &l, 1, 0).is_err(), "given back past the burst");
     }
 
     #[test]

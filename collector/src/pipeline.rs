@@ -597,6 +597,10 @@ impl Pipeline {
                 })?;
             converted.batch = admitted.batch;
             if admitted.rejected > 0 {
+                if let Some(p) = &policy {
+                    self.limiter
+                        .give_back(&principal.tenant, &p.limits, admitted.rejected);
+                }
                 converted.accepted -= admitted.rejected;
                 converted.rejected += admitted.rejected;
                 converted.errors.push(format!(

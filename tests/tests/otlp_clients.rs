@@ -296,3 +296,79 @@ async fn http_json_client() {
         .await;
     assert_eq!(r.rows()[0]["n"], json!(0));
 }
+
+/// The Python interpreter with the OpenTelemetry SDK (`tests/python/requirements.txt`):
+/// `BULKHEAD_TEST_PYTHON`, as `.ci/run` sets it; else the venv `.ci/run`
+/// makes in `target/test-venv`; else `python3`.
+fn python() -> String {
+    if let Ok(p) = std::env::var("BULKHEAD_TEST_PYTHON") {
+        return p;
+    }
+    let venv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/test-venv/bin/python"
+    );
+    if std::path::Path::new(venv).exists() {
+        return venv.into();
+    }
+    "python3".into()
+}
+
+/// The OpenTelemetry Python SDK's own exporters: gRPC (plain and gzip) and
+/// HTTP protobuf (plain and gzip), every signal, each data point kind the
+/// SDK's synchronous instruments make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_exporters_over_grpc_and_http() {
+    let srv = server().start().await;
+    let key = srv.key("alpha", "ingest");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/otel_sdk_export.py");
+    let (grpc, http) = (srv.grpc_endpoint(), srv.http_endpoint());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .args([script, &key, grpc.trim_start_matches("http://"), &http])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run {} ({e}); `bash .ci/run` installs the Python OpenTelemetry SDK",
+            python()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "the Python SDK's exports failed (its packages: tests/python/requirements.txt, installed by .ci/run)\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = srv.key("alpha", "query");
+    for transport in ["grpc", "grpc-gzip", "http", "http-gzip"] {
+        let service = format!("py-{transport}");
+        let r = srv
+            .query(
+                &q,
+                &format!(
+                    "SELECT (SELECT count(*) FROM logs WHERE service_name = '{service}') AS logs, \
+                     (SELECT count(*) FROM spans WHERE service_name = '{service}') AS spans, \
+                     (SELECT count(*) FROM spans WHERE service_name = '{service}' AND parent_span_id IS NOT NULL) AS children, \
+                     (SELECT count(DISTINCT metric_type) FROM metrics WHERE service_name = '{service}') AS kinds, \
+                     (SELECT sum(value_int) FROM metrics WHERE service_name = '{service}' AND metric_name = 'py.requests') AS requests, \
+                     (SELECT sum(count) FROM metrics WHERE service_name = '{service}' AND metric_name = 'py.latency') AS latencies"
+                ),
+            )
+            .await;
+        assert_eq!(
+            r.rows(),
+            &vec![
+                json!({"logs": 3, "spans": 2, "children": 1, "kinds": 3, "requests": 5, "latencies": 1})
+            ],
+            "{transport}"
+        );
+    }
+    // beta saw nothing of it
+    let r = srv
+        .query(&srv.key("beta", "query"), "SELECT count(*) AS n FROM logs")
+        .await;
+    assert_eq!(r.rows()[0]["n"], json!(0));
+}
