@@ -4,10 +4,12 @@
 //! catalog holds only the caller's tables ([`catalog`]), so isolation comes
 //! from what the session can name, never from a WHERE clause. [`sandbox`]
 //! refuses everything but read queries and bounds time, memory and rows;
-//! [`format`] encodes results; [`http`] is the `/api/v1/query` endpoint.
+//! [`format`] encodes results; [`http`] is the `/api/v1/query` endpoint and
+//! [`flight`] the Arrow Flight SQL service over the same engine.
 
 pub mod catalog;
 pub mod error;
+pub mod flight;
 pub mod format;
 pub mod http;
 pub mod sandbox;

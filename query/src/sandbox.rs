@@ -110,24 +110,69 @@ impl QueryEngine {
         Ok(ctx)
     }
 
-    /// Plans and runs one read-only statement for `tenant`.
-    pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
-        let ctx = self.session(tenant)?;
+    /// Plans `sql` in `ctx`, refusing anything but a read query.
+    async fn dataframe(
+        ctx: &SessionContext,
+        sql: &str,
+    ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        ctx.sql_with_options(sql, options).await.map_err(|e| {
+            let msg = e.find_root().to_string();
+            if msg.contains("not supported")
+                && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+            {
+                QueryError::NotAllowed(msg)
+            } else {
+                QueryError::from_datafusion(e)
+            }
+        })
+    }
+
+    /// The result schema of a read-only statement for `tenant`, planned but
+    /// not run (Flight SQL answers it before the data is asked for).
+    pub async fn plan_schema(&self, tenant: &TenantId, sql: &str) -> Result<SchemaRef, QueryError> {
+        let ctx = self.session(tenant)?;
+        let plan = async {
+            let df = Self::dataframe(&ctx, sql).await?;
+            Ok(Arc::new(df.schema().as_arrow().clone()))
+        };
+        tokio::time::timeout(self.limits.timeout, plan)
+            .await
+            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
+    }
+
+    /// The tables `tenant`'s session can name, with their schemas, by name.
+    pub async fn tables(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(String, datafusion::arrow::datatypes::Schema)>, QueryError> {
+        let ctx = self.session(tenant)?;
+        let Some(schema) = ctx.catalog("tenant").and_then(|c| c.schema("public")) else {
+            return Ok(Vec::new());
+        };
+        let mut names = schema.table_names();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(table) = schema
+                .table(&name)
+                .await
+                .map_err(QueryError::from_datafusion)?
+            {
+                out.push((name, table.schema().as_ref().clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Plans and runs one read-only statement for `tenant`.
+    pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
+        let ctx = self.session(tenant)?;
         let run = async {
-            let df = ctx.sql_with_options(sql, options).await.map_err(|e| {
-                let msg = e.find_root().to_string();
-                if msg.contains("not supported")
-                    && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
-                {
-                    QueryError::NotAllowed(msg)
-                } else {
-                    QueryError::from_datafusion(e)
-                }
-            })?;
+            let df = Self::dataframe(&ctx, sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df
                 .execute_stream()

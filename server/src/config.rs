@@ -53,6 +53,8 @@ pub struct Listen {
     /// Self-metrics (`/metrics`) and health; keep it on loopback or a
     /// private network: it shows tenant names and figures.
     pub metrics: SocketAddr,
+    /// Arrow Flight SQL (the query API for SQL clients and drivers).
+    pub flight: SocketAddr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -118,6 +120,7 @@ impl Default for Listen {
             http: SocketAddr::from(([127, 0, 0, 1], 4318)),
             api: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            flight: SocketAddr::from(([127, 0, 0, 1], 8815)),
         }
     }
 }
@@ -197,6 +200,7 @@ impl Config {
         addr("BULKHEAD_HTTP_LISTEN", &mut self.listen.http);
         addr("BULKHEAD_API_LISTEN", &mut self.listen.api);
         addr("BULKHEAD_METRICS_LISTEN", &mut self.listen.metrics);
+        addr("BULKHEAD_FLIGHT_LISTEN", &mut self.listen.flight);
         if let Some(v) = env("BULKHEAD_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
@@ -217,16 +221,18 @@ impl Config {
             errors.push("node_name: must not be empty".to_string());
         }
         let l = &self.listen;
-        for (a, b, an, bn) in [
-            (l.grpc, l.http, "listen.grpc", "listen.http"),
-            (l.grpc, l.api, "listen.grpc", "listen.api"),
-            (l.http, l.api, "listen.http", "listen.api"),
-            (l.grpc, l.metrics, "listen.grpc", "listen.metrics"),
-            (l.http, l.metrics, "listen.http", "listen.metrics"),
-            (l.api, l.metrics, "listen.api", "listen.metrics"),
-        ] {
-            if a == b && a.port() != 0 {
-                errors.push(format!("{an} and {bn}: both are {a}"));
+        let all = [
+            (l.grpc, "listen.grpc"),
+            (l.http, "listen.http"),
+            (l.api, "listen.api"),
+            (l.metrics, "listen.metrics"),
+            (l.flight, "listen.flight"),
+        ];
+        for (i, (a, an)) in all.iter().enumerate() {
+            for (b, bn) in &all[i + 1..] {
+                if a == b && a.port() != 0 {
+                    errors.push(format!("{an} and {bn}: both are {a}"));
+                }
             }
         }
         if self.ingest.max_body_size.0 < 1024 {

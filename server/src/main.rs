@@ -216,17 +216,18 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     }
     if created.is_none() {
         println!(
-            "bulkhead ready: OTLP gRPC {}, OTLP HTTP {}, API {}",
-            server.grpc_addr, server.http_addr, server.api_addr
+            "bulkhead ready: OTLP gRPC {}, OTLP HTTP {}, API {}, Flight SQL {}",
+            server.grpc_addr, server.http_addr, server.api_addr, server.flight_addr
         );
     }
     if let Some(created) = created {
         println!(
-            "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query",
+            "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query and Flight SQL grpc://{}",
             config.data_dir.display(),
             server.grpc_addr,
             server.http_addr,
-            server.api_addr
+            server.api_addr,
+            server.flight_addr
         );
         if created == 0 {
             println!("  demo tenants exist already; their keys were shown when they were created. New key: 'bulkhead key create --tenant demo-a --scopes ingest,query'");

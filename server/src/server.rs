@@ -29,6 +29,7 @@ pub struct RunningServer {
     pub http_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
     store: Arc<Store>,
     tenants: Arc<TenantDirectory>,
     anomalies: Arc<AnomalyEngine>,
@@ -173,12 +174,14 @@ pub async fn start_with(
     let http_listener = bind(config.listen.http, "OTLP/HTTP").await?;
     let api_listener = bind(config.listen.api, "the query API").await?;
     let metrics_listener = bind(config.listen.metrics, "metrics").await?;
+    let flight_listener = bind(config.listen.flight, "Arrow Flight SQL").await?;
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
-    let (grpc_addr, http_addr, api_addr, metrics_addr) = (
+    let (grpc_addr, http_addr, api_addr, metrics_addr, flight_addr) = (
         addr(&grpc_listener)?,
         addr(&http_listener)?,
         addr(&api_listener)?,
         addr(&metrics_listener)?,
+        addr(&flight_listener)?,
     );
 
     let shutdown = CancellationToken::new();
@@ -209,6 +212,26 @@ pub async fn start_with(
         shutdown.clone(),
         "OTLP/HTTP",
     ));
+
+    let flight = bulkhead_query::flight::FlightSql::new(
+        engine.clone(),
+        tenants.clone() as Arc<dyn Authenticator>,
+        pipeline.refusals().clone(),
+    )
+    .map_err(|e| e.to_string())?
+    .into_server();
+    let token = shutdown.clone();
+    servers.push(tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(flight)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(flight_listener)
+                    .with_nodelay(Some(true)),
+                token.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| format!("Arrow Flight SQL server: {e}"))
+    }));
 
     let api = bulkhead_query::http::router(ApiState {
         engine,
@@ -287,12 +310,13 @@ pub async fn start_with(
     let hup = None;
     let watcher = tokio::spawn(watch_hangups(policies, shutdown.clone(), hup));
     ready.store(true, std::sync::atomic::Ordering::Release);
-    tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, store = %store_dir.display(), "bulkhead started");
+    tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, %flight_addr, store = %store_dir.display(), "bulkhead started");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
         api_addr,
         metrics_addr,
+        flight_addr,
         store,
         tenants,
         anomalies,

@@ -152,6 +152,8 @@ fn try_out_mode_creates_demo_tenants_once_and_stops_cleanly() {
             .env("BULKHEAD_GRPC_LISTEN", "127.0.0.1:0")
             .env("BULKHEAD_HTTP_LISTEN", "127.0.0.1:0")
             .env("BULKHEAD_API_LISTEN", "127.0.0.1:0")
+            .env("BULKHEAD_METRICS_LISTEN", "127.0.0.1:0")
+            .env("BULKHEAD_FLIGHT_LISTEN", "127.0.0.1:0")
             .env_remove("BULKHEAD_DATA_DIR")
             .env_remove("BULKHEAD_POLICY_DIR")
             .stdout(std::process::Stdio::piped())

@@ -273,6 +273,7 @@ grpc = "127.0.0.1:0"
 http = "127.0.0.1:0"
 api = "127.0.0.1:0"
 metrics = "127.0.0.1:0"
+flight = "127.0.0.1:0"
 [flush]
 # commits (and WAL segment deletions) happen all through the load
 max_age = "200ms"

@@ -39,6 +39,7 @@ impl Default for TestServerBuilder {
         config.listen.http = any(());
         config.listen.api = any(());
         config.listen.metrics = any(());
+        config.listen.flight = any(());
         config.node_name = "test-node".into();
         Self {
             tenants: Vec::new(),
@@ -232,6 +233,11 @@ impl TestServer {
     }
 
     /// The self-metrics listener (`/metrics`).
+    /// The Arrow Flight SQL endpoint, `grpc://host:port`.
+    pub fn flight_endpoint(&self) -> String {
+        format!("grpc://{}", self.running().flight_addr)
+    }
+
     pub fn metrics_endpoint(&self) -> String {
         format!("http://{}", self.running().metrics_addr)
     }
@@ -299,4 +305,44 @@ impl TestServer {
             .await
             .expect("clean shutdown")
     }
+}
+
+/// The Python interpreter with the test clients of `tests/python/requirements.txt`:
+/// `BULKHEAD_TEST_PYTHON`, as `.ci/run` sets it; else the venv `.ci/run`
+/// makes in `target/test-venv`; else `python3`.
+pub fn test_python() -> String {
+    if let Ok(p) = std::env::var("BULKHEAD_TEST_PYTHON") {
+        return p;
+    }
+    let venv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/test-venv/bin/python"
+    );
+    if std::path::Path::new(venv).exists() {
+        return venv.into();
+    }
+    "python3".into()
+}
+
+/// Runs a Python test client (off the async workers) and returns its
+/// standard output; panics with its output when it fails.
+pub async fn run_python(script: &str, args: &[&str]) -> String {
+    let mut command = std::process::Command::new(test_python());
+    command.arg(script).args(args);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("python task")
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); `bash .ci/run` installs the Python test clients",
+                test_python()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{script} failed (its packages: tests/python/requirements.txt, installed by .ci/run)\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -297,23 +297,6 @@ async fn http_json_client() {
     assert_eq!(r.rows()[0]["n"], json!(0));
 }
 
-/// The Python interpreter with the OpenTelemetry SDK (`tests/python/requirements.txt`):
-/// `BULKHEAD_TEST_PYTHON`, as `.ci/run` sets it; else the venv `.ci/run`
-/// makes in `target/test-venv`; else `python3`.
-fn python() -> String {
-    if let Ok(p) = std::env::var("BULKHEAD_TEST_PYTHON") {
-        return p;
-    }
-    let venv = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/test-venv/bin/python"
-    );
-    if std::path::Path::new(venv).exists() {
-        return venv.into();
-    }
-    "python3".into()
-}
-
 /// The OpenTelemetry Python SDK's own exporters: gRPC (plain and gzip) and
 /// HTTP protobuf (plain and gzip), every signal, each data point kind the
 /// SDK's synchronous instruments make.
@@ -323,25 +306,7 @@ async fn python_sdk_exporters_over_grpc_and_http() {
     let key = srv.key("alpha", "ingest");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/otel_sdk_export.py");
     let (grpc, http) = (srv.grpc_endpoint(), srv.http_endpoint());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
-            .args([script, &key, grpc.trim_start_matches("http://"), &http])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot run {} ({e}); `bash .ci/run` installs the Python OpenTelemetry SDK",
-            python()
-        )
-    });
-    assert!(
-        out.status.success(),
-        "the Python SDK's exports failed (its packages: tests/python/requirements.txt, installed by .ci/run)\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bulkhead_e2e::run_python(script, &[&key, grpc.trim_start_matches("http://"), &http]).await;
     let q = srv.key("alpha", "query");
     for transport in ["grpc", "grpc-gzip", "http", "http-gzip"] {
         let service = format!("py-{transport}");
