@@ -9,12 +9,17 @@ pub enum QueryError {
     /// The SQL does not parse or plan (unknown table or column, syntax, types).
     #[error("{0}")]
     Invalid(String),
-    #[error("query exceeded its time limit of {0:?}")]
+    #[error("query exceeded its time limit of {0:?} (query.timeout)")]
     Timeout(std::time::Duration),
-    #[error("query result exceeds {0} rows; add a LIMIT or aggregate")]
+    #[error("query result exceeds {0} rows (query.max_rows); add a LIMIT or aggregate")]
     TooManyRows(usize),
+    #[error("query result exceeds {0} bytes (query.max_result_size); select fewer columns, add a LIMIT or aggregate")]
+    TooLarge(usize),
     #[error("query exceeded its memory limit: {0}")]
     Memory(String),
+    /// The tenant runs as many queries as it may; retry shortly.
+    #[error("{0} queries of this tenant are running already, its limit (query.max_concurrent); retry when one has finished")]
+    Busy(u32),
     #[error("internal error")]
     Internal(String),
 }
@@ -24,9 +29,11 @@ impl QueryError {
     pub fn status(&self) -> StatusCode {
         match self {
             QueryError::NotAllowed(_) | QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
-            QueryError::Timeout(_) | QueryError::TooManyRows(_) | QueryError::Memory(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            QueryError::Timeout(_)
+            | QueryError::TooManyRows(_)
+            | QueryError::TooLarge(_)
+            | QueryError::Memory(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            QueryError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

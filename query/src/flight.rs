@@ -215,9 +215,10 @@ fn query_status(e: QueryError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         QueryError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        QueryError::TooManyRows(_) | QueryError::Memory(_) => {
+        QueryError::TooManyRows(_) | QueryError::TooLarge(_) | QueryError::Memory(_) => {
             Status::resource_exhausted(e.to_string())
         }
+        QueryError::Busy(_) => Status::unavailable(e.to_string()),
         QueryError::Internal(detail) => {
             tracing::error!(error = %detail, "Flight SQL query failed");
             Status::internal(e.to_string())

@@ -185,7 +185,13 @@ async fn query(
                 NewEvent::query_refused(tenant, key, &request.sql, &e.to_string()),
             )
             .await;
-            error_response(e.status(), &e.to_string())
+            let mut response = error_response(e.status(), &e.to_string());
+            if matches!(e, crate::QueryError::Busy(_)) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            response
         }
     }
 }

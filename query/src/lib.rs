@@ -12,9 +12,10 @@ pub mod error;
 pub mod flight;
 pub mod format;
 pub mod http;
+pub mod limits;
 pub mod sandbox;
 pub mod udf;
 pub mod udwf;
 
 pub use error::QueryError;
-pub use sandbox::{QueryEngine, QueryLimits, QueryOutput};
+pub use sandbox::{EngineLimits, PolicyLimits, QueryEngine, QueryOutput};

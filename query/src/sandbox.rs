@@ -1,38 +1,54 @@
 //! The SQL sandbox: per-request sessions over one tenant's tables, read-only
-//! statements, and bounds on time, memory and result rows.
+//! statements, and bounds on concurrency, time, memory, result rows and
+//! bytes: the tenant's own (`[query]` of its policy) within the engine's.
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulkhead_rules::QueryLimits as TenantQueryLimits;
 use bulkhead_rules::TenantId;
 use bulkhead_store::{Signal, Store};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider,
+};
+use datafusion::execution::disk_manager::DiskManagerBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::catalog::{AuditTable, TenantTable};
 use crate::error::QueryError;
+use crate::limits::TenantLimits;
 use crate::{udf, udwf};
 use bulkhead_store::audit::AuditLog;
 
-/// Bounds every tenant query runs within.
+/// Bounds of the whole engine (server configuration `[query]`); each
+/// tenant's own limits (`[query]` of its policy) apply within them.
 #[derive(Clone, Debug)]
-pub struct QueryLimits {
+pub struct EngineLimits {
+    /// The longest any query may run, whatever its tenant's policy says.
     pub timeout: Duration,
+    /// The most rows any answer may carry, whatever its tenant's policy says.
     pub max_rows: usize,
-    /// Shared by all running queries; operators that can spill do, others fail.
+    /// The memory pool all running queries share; operators that can spill
+    /// do, others fail.
     pub memory_bytes: usize,
+    /// Disk all spilling queries may use together.
+    pub max_spill_bytes: u64,
 }
 
-impl Default for QueryLimits {
+impl Default for EngineLimits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
             max_rows: 100_000,
             memory_bytes: 512 << 20,
+            max_spill_bytes: 4 << 30,
         }
     }
 }
@@ -45,26 +61,62 @@ pub struct QueryOutput {
     pub rows: usize,
 }
 
-/// Runs tenant SQL. One per process; sessions are built per request.
-#[derive(Debug)]
+/// Where a tenant's query limits come from (its policy).
+pub type PolicyLimits = Arc<dyn Fn(&TenantId) -> TenantQueryLimits + Send + Sync>;
+
+/// Runs tenant SQL. One per process: one runtime and memory pool for all,
+/// a session per request cloned from one built at start.
 pub struct QueryEngine {
     store: Arc<Store>,
     audit: Option<Arc<AuditLog>>,
     runtime: Arc<RuntimeEnv>,
-    limits: QueryLimits,
+    base: SessionState,
+    limits: EngineLimits,
+    tenants: TenantLimits,
+    policy: PolicyLimits,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QueryEngine {
-    pub fn new(store: Arc<Store>, limits: QueryLimits) -> Result<Self, QueryError> {
+    pub fn new(store: Arc<Store>, limits: EngineLimits) -> Result<Self, QueryError> {
+        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(limits.memory_bytes));
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
+            .with_memory_pool(pool.clone())
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_max_temp_directory_size(limits.max_spill_bytes),
+            )
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("tenant", "public");
+        let mut base = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime.clone())
+            .with_default_features()
+            .build();
+        // added to the default functions (the builder's setters would replace them)
+        base.register_udf(Arc::new(udf::attr()))
+            .map_err(QueryError::from_datafusion)?;
+        for f in [udwf::anomaly_score(), udwf::anomaly_detect()] {
+            base.register_udwf(Arc::new(f))
+                .map_err(QueryError::from_datafusion)?;
+        }
         Ok(Self {
             store,
             audit: None,
             runtime,
+            base,
             limits,
+            tenants: TenantLimits::new(pool),
+            policy: Arc::new(|_| TenantQueryLimits::default()),
         })
     }
 
@@ -74,24 +126,56 @@ impl QueryEngine {
         self
     }
 
+    /// Takes each tenant's limits from `policy` (called per query, so
+    /// policy changes apply to the next query).
+    pub fn with_policy_limits(mut self, policy: PolicyLimits) -> Self {
+        self.policy = policy;
+        self
+    }
+
     pub fn audit(&self) -> Option<&Arc<AuditLog>> {
         self.audit.as_ref()
     }
 
-    pub fn limits(&self) -> &QueryLimits {
+    pub fn limits(&self) -> &EngineLimits {
         &self.limits
     }
 
-    /// A session that can name only `tenant`'s tables. URL tables are never
-    /// enabled and no file-reading table function is registered.
+    /// Bytes `tenant`'s running queries hold of the shared pool.
+    pub fn memory_used(&self, tenant: &TenantId) -> usize {
+        let limits = (self.policy)(tenant);
+        self.tenants.pool(tenant, limits.memory.as_usize()).used()
+    }
+
+    /// A session that can name only `tenant`'s tables, drawing memory
+    /// through the tenant's pool. URL tables are never enabled and no
+    /// file-reading table function is registered.
     pub fn session(&self, tenant: &TenantId) -> Result<SessionContext, QueryError> {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("tenant", "public");
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(self.runtime.clone())
-            .with_default_features()
+        let limits = (self.policy)(tenant);
+        self.session_with(tenant, &limits)
+    }
+
+    fn session_with(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantQueryLimits,
+    ) -> Result<SessionContext, QueryError> {
+        let pool = self.tenants.pool(tenant, limits.memory.as_usize());
+        let runtime = Arc::new(RuntimeEnv {
+            memory_pool: pool,
+            ..self.runtime.as_ref().clone()
+        });
+        // a catalog of the session's own: the base state's is shared by
+        // every clone of it, and tenant tables must never land there
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema("public", Arc::new(MemorySchemaProvider::new()))
+            .map_err(QueryError::from_datafusion)?;
+        catalogs.register_catalog("tenant".into(), catalog);
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(catalogs)
+            .with_runtime_env(runtime)
             .build();
         let ctx = SessionContext::new_with_state(state);
         for signal in Signal::ALL {
@@ -104,10 +188,12 @@ impl QueryEngine {
             ctx.register_table("audit", Arc::new(table))
                 .map_err(QueryError::from_datafusion)?;
         }
-        ctx.register_udf(udf::attr());
-        ctx.register_udwf(udwf::anomaly_score());
-        ctx.register_udwf(udwf::anomaly_detect());
         Ok(ctx)
+    }
+
+    /// The wall time a query of `limits`' tenant may take.
+    fn timeout(&self, limits: &TenantQueryLimits) -> Duration {
+        limits.timeout.0.min(self.limits.timeout)
     }
 
     /// Plans `sql` in `ctx`, refusing anything but a read query.
@@ -134,14 +220,16 @@ impl QueryEngine {
     /// The result schema of a read-only statement for `tenant`, planned but
     /// not run (Flight SQL answers it before the data is asked for).
     pub async fn plan_schema(&self, tenant: &TenantId, sql: &str) -> Result<SchemaRef, QueryError> {
-        let ctx = self.session(tenant)?;
+        let limits = (self.policy)(tenant);
+        let ctx = self.session_with(tenant, &limits)?;
         let plan = async {
             let df = Self::dataframe(&ctx, sql).await?;
             Ok(Arc::new(df.schema().as_arrow().clone()))
         };
-        tokio::time::timeout(self.limits.timeout, plan)
+        let timeout = self.timeout(&limits);
+        tokio::time::timeout(timeout, plan)
             .await
-            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
+            .map_err(|_| QueryError::Timeout(timeout))?
     }
 
     /// The tables `tenant`'s session can name, with their schemas, by name.
@@ -168,9 +256,18 @@ impl QueryEngine {
         Ok(out)
     }
 
-    /// Plans and runs one read-only statement for `tenant`.
+    /// Plans and runs one read-only statement for `tenant`, within the
+    /// tenant's limits (and the engine's).
     pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
-        let ctx = self.session(tenant)?;
+        let limits = (self.policy)(tenant);
+        let Some(_slot) = self.tenants.enter(tenant, limits.max_concurrent) else {
+            return Err(QueryError::Busy(limits.max_concurrent));
+        };
+        let ctx = self.session_with(tenant, &limits)?;
+        let max_rows = usize::try_from(limits.max_rows)
+            .unwrap_or(usize::MAX)
+            .min(self.limits.max_rows);
+        let max_bytes = limits.max_result_size.as_usize();
         let run = async {
             let df = Self::dataframe(&ctx, sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
@@ -179,12 +276,16 @@ impl QueryEngine {
                 .await
                 .map_err(QueryError::from_datafusion)?;
             let mut batches = Vec::new();
-            let mut rows = 0;
+            let (mut rows, mut bytes) = (0usize, 0usize);
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(QueryError::from_datafusion)?;
                 rows += batch.num_rows();
-                if rows > self.limits.max_rows {
-                    return Err(QueryError::TooManyRows(self.limits.max_rows));
+                if rows > max_rows {
+                    return Err(QueryError::TooManyRows(max_rows));
+                }
+                bytes = bytes.saturating_add(batch.get_array_memory_size());
+                if bytes > max_bytes {
+                    return Err(QueryError::TooLarge(max_bytes));
                 }
                 batches.push(batch);
             }
@@ -194,8 +295,59 @@ impl QueryEngine {
                 rows,
             })
         };
-        tokio::time::timeout(self.limits.timeout, run)
+        let timeout = self.timeout(&limits);
+        tokio::time::timeout(timeout, run)
             .await
-            .map_err(|_| QueryError::Timeout(self.limits.timeout))?
+            .map_err(|_| QueryError::Timeout(timeout))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_rules::SystemClock;
+    use bulkhead_store::FlushConfig;
+
+    #[tokio::test]
+    async fn every_session_has_a_catalog_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
+        );
+        let engine = QueryEngine::new(store, EngineLimits::default()).unwrap();
+        let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+        for tenant in [&a, &b, &a] {
+            let ctx = engine.session(tenant).unwrap();
+            let names = ctx
+                .catalog("tenant")
+                .unwrap()
+                .schema("public")
+                .unwrap()
+                .table_names();
+            assert!(names.contains(&"logs".to_string()), "{names:?}");
+        }
+        // nothing was registered where sessions are cloned from
+        let base = engine
+            .base
+            .catalog_list()
+            .catalog("tenant")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        assert!(base.is_empty(), "{base:?}");
+        let out = engine
+            .execute(&b, "SELECT count(*) FROM logs")
+            .await
+            .unwrap();
+        assert_eq!(out.rows, 1);
+        // the built-in functions are all there beside ours
+        let out = engine
+            .execute(
+                &b,
+                "SELECT lpad('x', 3, 'y'), repeat('z', 2), attr(map(['k'], ['v']), 'k')",
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.rows, 1);
     }
 }

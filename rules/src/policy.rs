@@ -41,6 +41,8 @@ struct PolicyFile {
     limits: Limits,
     #[serde(default, skip_serializing_if = "is_default")]
     retention: Retention,
+    #[serde(default, skip_serializing_if = "is_default")]
+    query: crate::QueryLimits,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -64,6 +66,7 @@ pub struct TenantPolicy {
     pub redaction: RedactionPolicy,
     pub limits: Limits,
     pub retention: Retention,
+    pub query: crate::QueryLimits,
     /// Content hash of the policy text (first 16 hex characters of its SHA-256):
     /// stamped on every stored record as lineage.
     pub version: String,
@@ -79,6 +82,7 @@ impl TenantPolicy {
             redaction: RedactionPolicy::default(),
             limits: Limits::default(),
             retention: Retention::default(),
+            query: crate::QueryLimits::default(),
             version: String::new(),
         };
         p.version = version_of(&p.to_toml());
@@ -146,6 +150,9 @@ impl TenantPolicy {
         for problem in file.limits.problems() {
             errors.push(PolicyError::new(path, find_line(text, "[limits"), problem));
         }
+        for problem in file.query.problems() {
+            errors.push(PolicyError::new(path, find_line(text, "[query"), problem));
+        }
         for problem in file.redaction.problems() {
             errors.push(PolicyError::new(
                 path,
@@ -161,6 +168,7 @@ impl TenantPolicy {
                 redaction: file.redaction,
                 limits: file.limits,
                 retention: file.retention,
+                query: file.query,
                 version: version_of(text),
             }),
             _ => Err(errors),
@@ -176,6 +184,7 @@ impl TenantPolicy {
             redaction: self.redaction.clone(),
             limits: self.limits.clone(),
             retention: self.retention.clone(),
+            query: self.query.clone(),
         };
         let body = toml::to_string_pretty(&file).unwrap_or_default();
         format!(

@@ -13,6 +13,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// A duration written as `"30s"`, `"15m"`, `"12h"`, `"30d"` (see
+/// [`parse_duration`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(HumanDuration)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HumanDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
 /// A size written as `64MiB`, `512KiB`, `1GiB`, `10MB` or a plain byte count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ByteSize(pub u64);

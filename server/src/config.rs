@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,9 +93,14 @@ pub struct Flush {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Query {
+    /// The longest any query may run (a tenant's `query.timeout` applies within it).
     pub timeout: HumanDuration,
+    /// The most rows any answer may carry (a tenant's `query.max_rows` applies within it).
     pub max_rows: usize,
+    /// The memory pool all tenants' running queries share.
     pub memory_limit: ByteSize,
+    /// Disk all spilling queries may use together.
+    pub max_spill: ByteSize,
 }
 
 impl Default for Config {
@@ -157,6 +162,7 @@ impl Default for Query {
             timeout: HumanDuration(Duration::from_secs(30)),
             max_rows: 100_000,
             memory_limit: ByteSize(512 << 20),
+            max_spill: ByteSize(4 << 30),
         }
     }
 }
@@ -307,22 +313,7 @@ impl Config {
 
 pub use bulkhead_rules::units::ByteSize;
 
-/// A duration written as `500ms`, `30s`, `5m`, `2h` or `30d`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        bulkhead_rules::units::parse_duration(s).map(HumanDuration)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HumanDuration::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+pub use bulkhead_rules::units::HumanDuration;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use bulkhead_query::http::{ApiState, QueryFaultHook};
-use bulkhead_query::{QueryEngine, QueryLimits};
+use bulkhead_query::{EngineLimits, QueryEngine};
 use bulkhead_rules::{Authenticator, Clock};
 use bulkhead_store::wal::{WalConfig, WriteFaults};
 use bulkhead_store::{FlushConfig, FlushStats, ReplayReport, Store};
@@ -160,14 +160,24 @@ pub async fn start_with(
     let engine = Arc::new(
         QueryEngine::new(
             store.clone(),
-            QueryLimits {
+            EngineLimits {
                 timeout: config.query.timeout.0,
                 max_rows: config.query.max_rows,
                 memory_bytes: config.query.memory_limit.as_usize(),
+                max_spill_bytes: config.query.max_spill.0,
             },
         )
         .map_err(|e| e.to_string())?
-        .with_audit(audit.clone()),
+        .with_audit(audit.clone())
+        .with_policy_limits({
+            let tenants = tenants.clone();
+            Arc::new(move |t| {
+                tenants
+                    .policy(t)
+                    .map(|p| p.query.clone())
+                    .unwrap_or_default()
+            })
+        }),
     );
 
     let grpc_listener = bind(config.listen.grpc, "OTLP/gRPC").await?;

@@ -656,3 +656,116 @@ async fn check_tenant(srv: &TestServer, t: &str, s: &Sent, probe: &str) -> usize
     );
     pairs
 }
+
+/// Per-tenant query limits (`[query]` in the policy): each query over a
+/// limit stops with an error naming it, while another tenant's query at the
+/// same moment is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_limits_stop_one_tenants_query_and_no_one_elses() {
+    let srv = TestServer::builder()
+        .tenant("heavy", "query")
+        .tenant("light", "query")
+        .tenant("busy", "query")
+        .policy("busy", "[query]\nmax_concurrent = 1\ntimeout = \"3s\"\n")
+        .policy(
+            "heavy",
+            "[query]\nmemory = \"2MiB\"\ntimeout = \"300ms\"\nmax_rows = 10\nmax_result_size = \"4KiB\"\nmax_concurrent = 1\n",
+        )
+        .start()
+        .await;
+    let (heavy, light) = (srv.key("heavy", "query"), srv.key("light", "query"));
+    let small = "SELECT count(*) AS n FROM generate_series(1, 1000)";
+
+    // each limit, named in its error; the other tenant answered meanwhile
+    for (sql, limit) in [
+        // one group, no spilling: the tenant's memory limit
+        (
+            "SELECT array_agg(v) IS NOT NULL AS ok FROM generate_series(1, 3000000) AS t(v)",
+            "query.memory",
+        ),
+        (
+            "SELECT v FROM generate_series(1, 100) AS t(v)",
+            "query.max_rows",
+        ),
+        (
+            "SELECT lpad('x', 1000, 'x') AS s FROM generate_series(1, 10) AS t(v)",
+            "query.max_result_size",
+        ),
+        (
+            "SELECT count(*) FROM generate_series(1, 100000000000) AS t(v)",
+            "query.timeout",
+        ),
+    ] {
+        let (h, l) = tokio::join!(srv.query(&heavy, sql), srv.query(&light, small));
+        assert_eq!(h.status, 422, "{sql}: {:?}", h.body);
+        assert!(h.error().contains(limit), "{sql}: {}", h.error());
+        assert_eq!(l.status, 200, "{:?}", l.body);
+        assert_eq!(l.rows()[0]["n"], json!(1000));
+    }
+    // the other tenant's own (default) limits are far above these
+    let r = srv
+        .query(
+            &light,
+            "SELECT array_agg(v) IS NOT NULL AS ok FROM generate_series(1, 3000000) AS t(v)",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // concurrency: while one query of busy runs, a second is refused with a
+    // retry hint; light is not
+    let busy = srv.key("busy", "query");
+    let long = "SELECT count(*) FROM generate_series(1, 100000000000) AS t(v)";
+    let start_long = || {
+        let (url, key) = (srv.api_endpoint(), busy.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/api/v1/query"))
+                .bearer_auth(key)
+                .json(&json!({ "sql": long }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let mut running = start_long();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        if running.is_finished() {
+            // a probe took the one place first: the long query was refused
+            assert_eq!(running.await.unwrap(), 429);
+            running = start_long();
+        }
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/query", srv.api_endpoint()))
+            .bearer_auth(&busy)
+            .json(&json!({ "sql": small }))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            break resp;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused while another query ran"
+        );
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("query.max_concurrent"),
+        "{body}"
+    );
+    assert_eq!(srv.query(&light, small).await.status, 200);
+    assert_eq!(
+        running.await.unwrap(),
+        422,
+        "the long query hit its time limit"
+    );
+    // and once it is over, busy may query again
+    assert_eq!(srv.query(&busy, small).await.status, 200);
+}
