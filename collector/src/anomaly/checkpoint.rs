@@ -124,8 +124,12 @@ pub(super) fn load(dir: &Path, tenant: &TenantId) -> Result<TenantState, String>
             .decode(&s.detector)
             .map_err(|e| format!("{}: {e}", p.display()))?;
         let settings = series_settings(&defaults.detector, key.kind);
-        let detector =
-            Detector::restore(&settings, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+        // A detector saved by another version of the detector (or damaged)
+        // starts afresh; the series, its open minutes and the others keep.
+        let detector = Detector::restore(&settings, &bytes).unwrap_or_else(|e| {
+            tracing::warn!(%tenant, series = %key.label(), error = %e, "anomaly baseline not restored; it starts afresh");
+            Detector::new(&settings)
+        });
         st.series.insert(
             key,
             SeriesState {
@@ -146,4 +150,39 @@ pub(super) fn load(dir: &Path, tenant: &TenantId) -> Result<TenantState, String>
     // with the tenant's.
     st.settings = Some(defaults);
     Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written before the detector's checkpoint format changed: the
+    /// tenant loads, the series keeps its place and starts a fresh baseline.
+    #[test]
+    fn an_old_detector_checkpoint_starts_that_baseline_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        // magic, version 1, then the old fixed length of zeros
+        let mut old = b"BHAD\x01".to_vec();
+        old.resize(2014, 0);
+        let text = serde_json::json!({
+            "version": 1,
+            "newest": 1_748_822_400,
+            "closed": 1_748_822_280,
+            "series": [{
+                "key": {"kind": "volume", "signal": "logs", "service": "svc", "name": null},
+                "detector": base64::engine::general_purpose::STANDARD.encode(&old),
+                "prev_cumulative": null,
+                "last_minute": 1_748_822_280,
+            }],
+            "pending": [],
+        });
+        std::fs::write(path(dir.path(), &tenant), text.to_string()).unwrap();
+        let st = load(dir.path(), &tenant).expect("loads");
+        assert_eq!(st.closed, Some(1_748_822_280));
+        assert_eq!(st.series.len(), 1);
+        let s = st.series.values().next().unwrap();
+        assert_eq!(s.detector.points_seen(), 0, "a fresh baseline");
+        assert_eq!(s.last_minute, 1_748_822_280);
+    }
 }

@@ -5,12 +5,18 @@
 //! FNV-1a 32-bit checksum of everything before it. Settings are not stored:
 //! [`Detector::restore`] takes them, so sensitivity, warm-up, suppression and
 //! direction may change across a restart without losing baselines.
-use super::detector::{Profile, State, DAILY_SLOTS, VALUE_LIMIT, WEEKLY_SLOTS};
+//!
+//! Version 2 (the calibrated score, measured step, tail factor and incident
+//! adaptation) added state; version 1 checkpoints are refused with an error
+//! naming the version, and callers start that series afresh.
+use super::detector::{Profile, State, DAILY_SLOTS, SHIFTED_SHIFT, VALUE_LIMIT, WEEKLY_SLOTS};
 use super::{Detector, DetectorSettings};
 
 const MAGIC: &[u8; 4] = b"BHAD";
-const VERSION: u8 = 1;
-const SCALARS: usize = 4 + 8 + 8 + 4 + 4 + 4 * 3 * 4 + 1 + 8;
+const VERSION: u8 = 2;
+/// n, last_ts, last_value, step, tail_q, repeat_rate, flat_run, level, σ,
+/// fit, usable, flags, since_anomaly, inc_secs, inc_n, inc_sum, inc_sq.
+const SCALARS: usize = 4 + 8 + 8 + 4 + 4 + 4 + 2 + 4 * 3 * 3 + 2 * 3 + 1 + 4 + 4 + 2 + 4 + 4;
 const fn profile_len(n: usize) -> usize {
     n * 10
 }
@@ -51,6 +57,9 @@ impl Reader<'_> {
     }
     fn u8(&mut self) -> u8 {
         self.take::<1>()[0]
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
     }
     fn u32(&mut self) -> u32 {
         u32::from_le_bytes(self.take())
@@ -96,7 +105,7 @@ impl Reader<'_> {
 }
 
 impl Detector {
-    /// The learned state as bytes (fixed length, 2014 bytes); restore
+    /// The learned state as bytes (fixed length, 2046 bytes); restore
     /// with [`Detector::restore`] to continue exactly where this left off.
     pub fn checkpoint(&self) -> Vec<u8> {
         let st = &self.st;
@@ -106,6 +115,8 @@ impl Detector {
         out.extend_from_slice(&st.n.to_le_bytes());
         out.extend_from_slice(&st.last_ts.to_le_bytes());
         out.extend_from_slice(&st.last_value.to_le_bytes());
+        out.extend_from_slice(&st.step.to_le_bytes());
+        out.extend_from_slice(&st.tail_q.to_le_bytes());
         out.extend_from_slice(&st.repeat_rate.to_le_bytes());
         out.extend_from_slice(&st.flat_run.to_le_bytes());
         for v in st.level {
@@ -117,8 +128,12 @@ impl Detector {
         for v in st.usable {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        out.push(u8::from(st.in_incident));
-        out.extend_from_slice(&st.last_anomaly_ts.to_le_bytes());
+        out.push(st.flags);
+        out.extend_from_slice(&st.since_anomaly.to_le_bytes());
+        out.extend_from_slice(&st.inc_secs.to_le_bytes());
+        out.extend_from_slice(&st.inc_n.to_le_bytes());
+        out.extend_from_slice(&st.inc_sum.to_le_bytes());
+        out.extend_from_slice(&st.inc_sq.to_le_bytes());
         put_profile(&mut out, &st.daily);
         put_profile(&mut out, &st.weekly);
         let sum = fnv1a(&out);
@@ -132,17 +147,20 @@ impl Detector {
     /// Rejects truncated, corrupted or foreign bytes.
     pub fn restore(settings: &DetectorSettings, bytes: &[u8]) -> Result<Self, String> {
         settings.validate()?;
+        if bytes.len() < 5 || &bytes[..4] != MAGIC {
+            return Err("not a detector checkpoint".into());
+        }
+        if bytes[4] != VERSION {
+            return Err(format!(
+                "checkpoint version {} is not this detector's (version {VERSION}); the baseline starts afresh",
+                bytes[4]
+            ));
+        }
         if bytes.len() != LEN {
             return Err(format!(
                 "checkpoint is {} bytes, expected {LEN}",
                 bytes.len()
             ));
-        }
-        if &bytes[..4] != MAGIC {
-            return Err("not a detector checkpoint".into());
-        }
-        if bytes[4] != VERSION {
-            return Err(format!("unsupported checkpoint version {}", bytes[4]));
         }
         let (body, sum) = bytes.split_at(LEN - 4);
         if fnv1a(body).to_le_bytes() != sum {
@@ -152,32 +170,43 @@ impl Detector {
         let n = r.u32();
         let last_ts = r.i64();
         let last_value = r.f64()?;
+        let step = r.f32()?;
+        let tail_q = r.f32()?;
         let repeat_rate = r.f32()?;
-        let flat_run = r.u32();
+        let flat_run = r.u16();
         let level = r.f32s()?;
         let sigma = r.f32s()?;
         let fit = r.f32s()?;
-        let usable = [r.u32(), r.u32(), r.u32()];
-        let in_incident = match r.u8() {
-            0 => false,
-            1 => true,
-            b => return Err(format!("bad incident flag {b}")),
-        };
-        let last_anomaly_ts = r.i64();
+        let usable = [r.u16(), r.u16(), r.u16()];
+        let flags = r.u8();
+        if flags >> SHIFTED_SHIFT > 2 {
+            return Err(format!("bad flags {flags:#x}"));
+        }
+        let since_anomaly = r.u32();
+        let inc_secs = r.u32();
+        let inc_n = r.u16();
+        let inc_sum = r.f32()?;
+        let inc_sq = r.f32()?;
         let daily = r.profile()?;
         let weekly = r.profile()?;
         let st = State {
             n,
             last_ts,
             last_value,
+            step,
+            tail_q,
             repeat_rate,
             flat_run,
             level,
             sigma,
             fit,
             usable,
-            in_incident,
-            last_anomaly_ts,
+            flags,
+            since_anomaly,
+            inc_secs,
+            inc_n,
+            inc_sum,
+            inc_sq,
             daily,
             weekly,
         };

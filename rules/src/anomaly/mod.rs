@@ -1,45 +1,42 @@
-//! Per-series baseline anomaly detection: is this minute's value out of line
-//! with the series' own normal?
+//! Per-series baseline anomaly detection: is this point out of line with the
+//! series' own normal?
 //!
 //! One [`Detector`] per series (tenant × signal), fed one aggregate per step
-//! (per-minute counts, ratios, p95s, metric values) in time order through
-//! [`Detector::observe`], which returns a [`Score`]. The method, its settings
-//! and measured accuracy are in `docs/anomaly.md`; in short:
+//! (per-minute counts, ratios, p95s, metric values, or any `timestamp,value`
+//! series) in time order through [`Detector::observe`], which returns a
+//! [`Score`]. The method, its settings and measured accuracy are in
+//! `docs/anomaly.md`; in short:
 //!
 //! * **Baselines.** Up to three predictors run side by side: a robust
 //!   exponentially weighted level (no seasonality); an hour-of-day profile
 //!   (24 slots) plus a slow residual level; an hour-of-week profile
-//!   (168 slots) plus a slow residual level. Profiles hold the per-slot mean
-//!   and spread as `f32`, are read with linear interpolation between slot
-//!   centres, and a profile is only used at a timestamp once both slots around
-//!   it have seen half an hour of data, so daily seasonality switches on during
-//!   the second day and weekly during the second week. [`Seasonality::Auto`]
-//!   picks, per point, the simplest available predictor whose recent spread is
-//!   clearly (10 %) smaller than the simpler one's.
-//! * **Robustness.** Before anything is learned the value is winsorised to the
-//!   current band (expected ± 3σ), residuals are clipped at 3σ, and while an
-//!   incident is open learning runs at a quarter of its usual rate, so an
-//!   incident does not become the new normal within minutes.
-//! * **Spread** is the mean absolute residual scaled to a Gaussian σ
-//!   (× √(π/2)), per profile slot for the seasonal predictors, so a quiet
-//!   night gets a narrow band of its own.
-//! * **Score.** `z = |observed − expected| / σ`, `score = z² / (z² + 16)`
-//!   (0.5 at z = 4); a point is anomalous when `z ≥ k`, with `k` set by
-//!   [`DetectorSettings::sensitivity`]. A frozen value (an unusually long run
-//!   of identical values) is anomalous too.
-//! * **Suppression.** The first anomalous point opens an incident and is the
-//!   only one with [`Score::anomaly`] set; the incident stays open
-//!   ([`Score::in_incident`]) until `suppress_points` steps pass without an
-//!   anomalous point.
+//!   (168 slots) plus a slow residual level. [`Seasonality::Auto`] picks, per
+//!   point, the simplest available predictor unless a richer one's recent
+//!   spread is clearly (10 %) smaller.
+//! * **Score.** The robust z-score (residual over a mean-absolute-deviation
+//!   σ, widened for series whose tails are heavier than Gaussian) is turned
+//!   into its two-sided Gaussian tail probability `p`, and
+//!   `score = −log10(p) / 16` clipped to `[0, 1]`: a calibrated surprise on
+//!   the same scale for every series, 0 during warm-up and for missing data.
+//!   A point is anomalous when `score ≥ threshold`, the threshold being set
+//!   by [`DetectorSettings::sensitivity`]. A frozen value scores by the
+//!   probability of its run of repeats, on the same scale.
+//! * **Incidents.** The first anomalous point opens an incident and is the
+//!   only one with [`Score::anomaly`] set; the incident stays open until
+//!   `suppress_points` of the series' own steps (measured, in time) pass
+//!   without an anomalous point. Nothing is learned while an incident is
+//!   open, so it does not become the baseline, unless it lasts
+//!   `adapt_points` steps: then it is the new normal, the baseline jumps to
+//!   it and learning resumes.
 //!
 //! Strictly causal: a point's score depends only on the points observed before
-//! it. State is a fixed-size value (no heap), 2040 bytes with every
+//! it. State is a fixed-size value (no heap), under 2 KiB with every
 //! profile present, and round-trips exactly through [`Detector::checkpoint`] /
 //! [`Detector::restore`].
 //!
 //! [`synth`] generates labelled synthetic series and [`eval`] scores a
-//! detector against them; both are public so other crates' tests and the
-//! benchmark reuse them.
+//! detector against them (event-wise and windowed); both are public so other
+//! crates' tests and the benchmark reuse them.
 
 mod checkpoint;
 mod detector;
@@ -77,17 +74,18 @@ pub enum Direction {
     Down,
 }
 
-/// How far outside the band a point is, relative to the threshold `k`.
+/// How far above the threshold a point scores: the scores from the
+/// threshold to 1 are split in three equal bands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
-    /// Inside the band (or not scored).
+    /// Not anomalous (or not scored).
     None,
-    /// `k ≤ z < 1.5k` (or a frozen value).
+    /// The lowest third above the threshold.
     Low,
-    /// `1.5k ≤ z < 2.5k`.
+    /// The middle third.
     Medium,
-    /// `z ≥ 2.5k`.
+    /// The top third.
     High,
 }
 
@@ -95,18 +93,24 @@ pub enum Severity {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorSettings {
-    /// In `[0, 1]`; higher reports smaller departures. Maps linearly to the
-    /// z threshold `k = 8 − 5 × sensitivity` (0 → 8σ, 0.5 → 5.5σ, 1 → 3σ).
+    /// In `[0, 1]`; higher reports smaller departures. Sets the score
+    /// threshold `0.8 − 0.6 × sensitivity` (0 → 0.8, 0.5 → 0.5, 1 → 0.2),
+    /// that is a tail probability of `10^(−16 × threshold)`.
     pub sensitivity: f64,
     /// Points observed before any anomaly may be reported.
     pub warmup_points: u32,
     pub seasonality: Seasonality,
     /// Nominal spacing of the series in seconds (60 for per-minute
-    /// aggregates); sets how many points a profile slot remembers.
+    /// aggregates), used until the detector has measured the series' own
+    /// step (the running median of the time between points).
     pub step_secs: u32,
-    /// An incident closes after this many steps without an anomalous point;
-    /// anomalous points while it is open are not new anomalies.
+    /// An incident closes once this many of the series' steps (in time)
+    /// pass without an anomalous point; anomalous points while it is open
+    /// are not new anomalies.
     pub suppress_points: u32,
+    /// An incident still open after this many steps (in time) is a new
+    /// normal: the baseline moves to it and learning resumes.
+    pub adapt_points: u32,
     pub direction: Direction,
     /// Report a value that stops changing for unusually long (see
     /// `docs/anomaly.md`).
@@ -125,6 +129,7 @@ impl Default for DetectorSettings {
             seasonality: Seasonality::Auto,
             step_secs: 60,
             suppress_points: 30,
+            adapt_points: 60,
             direction: Direction::Both,
             detect_flatline: true,
             min_spread: 0.0,
@@ -153,6 +158,12 @@ impl DetectorSettings {
                 self.warmup_points
             ));
         }
+        if !(1..=1_000_000).contains(&self.adapt_points) {
+            return Err(format!(
+                "adapt_points must be in 1..=1000000, got {}",
+                self.adapt_points
+            ));
+        }
         if self.suppress_points > 1_000_000 {
             return Err(format!(
                 "suppress_points must be at most 1000000, got {}",
@@ -168,22 +179,29 @@ impl DetectorSettings {
         Ok(())
     }
 
-    /// The z threshold `k` (in σ) implied by the sensitivity.
-    pub fn threshold_z(&self) -> f64 {
-        8.0 - 5.0 * self.sensitivity.clamp(0.0, 1.0)
+    /// The [`Score::score`] at which a point becomes anomalous:
+    /// `0.8 − 0.6 × sensitivity`.
+    pub fn threshold_score(&self) -> f64 {
+        let s = if self.sensitivity.is_nan() {
+            0.5
+        } else {
+            self.sensitivity.clamp(0.0, 1.0)
+        };
+        0.8 - 0.6 * s
     }
 
-    /// The [`Score::score`] at which a point becomes anomalous.
-    pub fn threshold_score(&self) -> f64 {
-        score_of_z(self.threshold_z())
+    /// The robust z-score (for a series with Gaussian tails) at which a point
+    /// reaches the threshold: 5.73 at the default sensitivity.
+    pub fn threshold_z(&self) -> f64 {
+        z_of_score(self.threshold_score())
     }
 
     /// Compact, stable text identifying the method and settings, e.g.
-    /// `robust-seasonal/1 k=5.50 season=auto warmup=120 step=60s suppress=30 dir=both flat=on min_spread=0`.
+    /// `robust-seasonal/2 threshold=0.50 season=auto warmup=120 step=60s suppress=30 adapt=60 dir=both flat=on min_spread=0`.
     pub fn describe(&self) -> String {
         format!(
-            "robust-seasonal/1 k={:.2} season={} warmup={} step={}s suppress={} dir={} flat={} min_spread={}",
-            self.threshold_z(),
+            "robust-seasonal/2 threshold={:.2} season={} warmup={} step={}s suppress={} adapt={} dir={} flat={} min_spread={}",
+            self.threshold_score(),
             match self.seasonality {
                 Seasonality::None => "none",
                 Seasonality::Daily => "daily",
@@ -193,6 +211,7 @@ impl DetectorSettings {
             self.warmup_points,
             self.step_secs,
             self.suppress_points,
+            self.adapt_points,
             match self.direction {
                 Direction::Both => "both",
                 Direction::Up => "up",
@@ -211,14 +230,19 @@ pub struct Score {
     /// The baseline's prediction for this point (the observed value itself
     /// for the very first point).
     pub expected: f64,
-    /// `expected − kσ`: below it a point is anomalous (unless `direction` is `up`).
+    /// Below it a point scores at or above the threshold (unless
+    /// `direction` is `up`).
     pub lower: f64,
-    /// `expected + kσ`: above it a point is anomalous (unless `direction` is `down`).
+    /// Above it a point scores at or above the threshold (unless
+    /// `direction` is `down`).
     pub upper: f64,
-    /// `z² / (z² + 16)` of the robust z-score in the alerting direction, in
-    /// `[0, 1]`; 0 for ignored points.
+    /// In `[0, 1]`: how surprising the point is given strictly earlier
+    /// points, `−log10(p) / 16` of its two-sided tail probability `p` under
+    /// the series' robust model (or of its run of repeats for a frozen
+    /// value). Exactly 0 during warm-up and for missing data.
     pub score: f64,
     /// A new incident starts at this point: the one event to alert on.
+    /// Exactly `score ≥ threshold` and no incident already open.
     pub anomaly: bool,
     /// An incident is open after this point (true for `anomaly` points, for
     /// anomalous points inside an incident and for the quiet points of its
@@ -230,12 +254,55 @@ pub struct Score {
     pub warming_up: bool,
 }
 
-/// The map of a robust z-score to `[0, 1]`: smooth, monotone, 0.5 at z = 4.
-pub(crate) fn score_of_z(z: f64) -> f64 {
-    let z2 = z * z;
-    if z2.is_finite() {
-        z2 / (z2 + 16.0)
-    } else {
-        1.0
+/// Decades of tail probability that make a score of 1.
+pub(crate) const SCORE_DECADES: f64 = 16.0;
+
+/// `−log10` of the two-sided Gaussian tail probability `P(|Z| ≥ z)`, for
+/// `z ≥ 0`. Uses the Börjesson–Sundberg form of the upper tail
+/// `Q(z) ≈ φ(z) / ((1 − a) z + a √(z² + b))` (a = 0.339, b = 5.510; under
+/// 0.3 % relative error for every `z ≥ 0`), so it stays exact in the far tail
+/// where `1 − Φ(z)` underflows.
+pub(crate) fn tail_decades(z: f64) -> f64 {
+    const A: f64 = 0.339;
+    const B: f64 = 5.510;
+    // ln(2) − ln(√(2π))
+    const LN_2_OVER_SQRT_2PI: f64 = -0.225_791_352_644_727_4;
+    if z.is_nan() || z <= 0.0 {
+        return 0.0;
     }
+    if !z.is_finite() {
+        return f64::INFINITY;
+    }
+    let ln_p = LN_2_OVER_SQRT_2PI - 0.5 * z * z - ((1.0 - A) * z + A * (z * z + B).sqrt()).ln();
+    (-ln_p / std::f64::consts::LN_10).max(0.0)
+}
+
+/// A score from decades of tail probability.
+#[inline]
+pub(crate) fn score_of_decades(decades: f64) -> f64 {
+    if decades.is_nan() {
+        return 0.0;
+    }
+    (decades / SCORE_DECADES).clamp(0.0, 1.0)
+}
+
+/// The score of a robust z-score: smooth, monotone, 0 at z = 0, 0.5 at
+/// z ≈ 5.73, 1 from z ≈ 8.2.
+pub fn score_of_z(z: f64) -> f64 {
+    score_of_decades(tail_decades(z))
+}
+
+/// The z-score at which [`score_of_z`] reaches `score` (bisection; used once
+/// per detector for its band).
+pub(crate) fn z_of_score(score: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if score_of_z(mid) < score {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
 }
