@@ -573,8 +573,10 @@ impl Detector {
         let s = p.chosen.and_then(|m| p.pred[m]).map_or(0.0, |(_, s)| s);
         let lim = ADAPT_CLIP * s.max(1e-12);
         let r = r.clamp(-lim, lim);
-        st.inc_sum += r as f32;
-        st.inc_sq += (r * r) as f32;
+        // f32 sums, kept finite whatever the values (up to ±1e30)
+        let max = f64::from(f32::MAX);
+        st.inc_sum = (f64::from(st.inc_sum) + r).clamp(-max, max) as f32;
+        st.inc_sq = (f64::from(st.inc_sq) + r * r).min(max) as f32;
         st.inc_n = st.inc_n.saturating_add(1);
     }
 
