@@ -258,8 +258,8 @@ pub(crate) struct State {
     pub(crate) since_anomaly: u32,
     /// Seconds the open incident has run since it started, its points, and
     /// the sum and sum of squares of their residuals from the chosen
-    /// predictor. Once the incident is taken as the new normal:
-    /// seconds since then, and in `inc_sum` the shift of the baseline.
+    /// predictor. Once the incident is taken as the new normal: seconds
+    /// since then, the shift of the baseline and the σ before it.
     pub(crate) inc_secs: u32,
     pub(crate) inc_n: u16,
     pub(crate) inc_sum: f32,
@@ -453,7 +453,10 @@ impl Detector {
             } else if anomalous && (r + shift).abs() <= 0.5 * shift.abs() {
                 returned = true;
                 st.set_flag(RETURN_ARMED, false);
-                st.level[usize::from(st.flags >> SHIFTED_SHIFT)] -= shift as f32;
+                let m = usize::from(st.flags >> SHIFTED_SHIFT);
+                st.level[m] -= shift as f32;
+                // the spread from before the incident, kept in `inc_sq`
+                st.sigma[m] = st.sigma[m].min(st.inc_sq);
             }
         }
         let anomaly = anomalous && !open && !returned;
@@ -591,16 +594,18 @@ impl Detector {
         let mean = f64::from(st.inc_sum) / n;
         let spread = (f64::from(st.inc_sq) / n - mean * mean).max(0.0).sqrt();
         let m = p.chosen.unwrap_or(0);
+        let before = st.sigma[m];
         st.level[m] += mean as f32;
         st.sigma[m] = st.sigma[m].max(spread as f32);
         st.flags = (st.flags & !SHIFTED_MASK) | ((m as u8) << SHIFTED_SHIFT);
         st.set_flag(ADAPTED, true);
-        // `inc_sum` now holds the shift, for a return to the old baseline
+        // `inc_sum` and `inc_sq` now hold the shift and the σ before it, for
+        // a return to the old baseline
         st.set_flag(RETURN_ARMED, true);
         st.inc_secs = 0;
         st.inc_n = 0;
         st.inc_sum = mean as f32;
-        st.inc_sq = 0.0;
+        st.inc_sq = before;
     }
 
     /// Expected value and floored σ of the chosen predictor.
