@@ -11,6 +11,7 @@ use bulkhead_store::audit::{AuditLog, NewEvent, RefusalAudit};
 use serde::Deserialize;
 use tracing::Instrument;
 
+use crate::federation::{Federation, Operator};
 use crate::format::Format;
 use crate::sandbox::QueryEngine;
 
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub on_panic: Arc<dyn Fn() + Send + Sync>,
     /// Runs after authentication, before the query (tests inject faults).
     pub fault_hook: Option<QueryFaultHook>,
+    /// Operator keys and the tenants each may query together.
+    pub federation: Arc<Federation>,
 }
 
 /// A hook run for every authenticated query (fault injection in tests).
@@ -124,6 +127,9 @@ async fn query(
 ) -> Response {
     let log = state.engine.audit();
     let presented = bearer(&headers).ok();
+    if let Some(operator) = presented.and_then(|k| state.federation.operator(k)) {
+        return federated(&state, operator, presented, &headers, &body).await;
+    }
     let principal = match bearer(&headers)
         .and_then(|k| state.auth.authenticate(k))
         .and_then(|p| p.require(Scope::Query).map(|_| p))
@@ -192,6 +198,94 @@ async fn query(
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
             response
+        }
+    }
+}
+
+/// An operator's query over its granted tenants (`X-Scope-OrgID: a|b`
+/// narrows them). On the record of every tenant it touched.
+async fn federated(
+    state: &ApiState,
+    operator: Result<Operator, AuthError>,
+    presented: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let log = state.engine.audit();
+    let operator = match operator {
+        Ok(o) => o,
+        Err(e) => {
+            if log.is_some() {
+                state
+                    .refusals
+                    .record(NewEvent::refused_credential(&e, presented, "query"));
+            }
+            return error_response(auth_status(&e), &e.to_string());
+        }
+    };
+    let scope = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
+    let tenants = match operator.tenants(scope) {
+        Ok(t) => t,
+        Err(reason) => {
+            if log.is_some() {
+                state.refusals.record(
+                    NewEvent::auth_failure(Some(&operator.key_id), &reason)
+                        .detail(bulkhead_store::audit::detail::INTERFACE, "query"),
+                );
+            }
+            return error_response(StatusCode::FORBIDDEN, &reason);
+        }
+    };
+    let request: QueryRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("request body must be JSON {{\"sql\": \"...\"}}: {e}"),
+            )
+        }
+    };
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let names = tenants
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let span = tracing::info_span!("federated_query", operator = %operator.name, tenants = %names);
+    let result = state
+        .engine
+        .execute_federated(&tenants, &request.sql)
+        .instrument(span)
+        .await;
+    let on_record = |event: NewEvent| {
+        event
+            .detail("operator", operator.name.as_str())
+            .detail("tenants", names.as_str())
+    };
+    match result.and_then(|out| {
+        format
+            .encode(&out.schema, &out.batches)
+            .map(|b| (b, out.rows))
+    }) {
+        Ok((body, rows)) => {
+            for t in &tenants {
+                let event = NewEvent::query(t, &operator.key_id, &request.sql, rows as u64);
+                if !audit(log, on_record(event)).await {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the audit trail is unavailable; try again later",
+                    );
+                }
+            }
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        }
+        Err(e) => {
+            for t in &tenants {
+                let event =
+                    NewEvent::query_refused(t, &operator.key_id, &request.sql, &e.to_string());
+                audit(log, on_record(event)).await;
+            }
+            error_response(e.status(), &e.to_string())
         }
     }
 }

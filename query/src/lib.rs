@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod federation;
 pub mod flight;
 pub mod format;
 pub mod http;

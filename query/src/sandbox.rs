@@ -21,7 +21,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
-use crate::catalog::{AuditTable, TenantTable};
+use crate::catalog::{AuditTable, TenantTable, UnionTable};
 use crate::error::QueryError;
 use crate::limits::TenantLimits;
 use crate::{udf, udwf};
@@ -165,6 +165,22 @@ impl QueryEngine {
             memory_pool: pool,
             ..self.runtime.as_ref().clone()
         });
+        let ctx = self.context(runtime)?;
+        for signal in Signal::ALL {
+            let table = TenantTable::new(tenant.clone(), signal, self.store.clone());
+            ctx.register_table(signal.name(), Arc::new(table))
+                .map_err(QueryError::from_datafusion)?;
+        }
+        if let Some(log) = &self.audit {
+            let table = AuditTable::new(tenant.clone(), log.clone());
+            ctx.register_table("audit", Arc::new(table))
+                .map_err(QueryError::from_datafusion)?;
+        }
+        Ok(ctx)
+    }
+
+    /// An empty session on `runtime`, cloned from the base state.
+    fn context(&self, runtime: Arc<RuntimeEnv>) -> Result<SessionContext, QueryError> {
         // a catalog of the session's own: the base state's is shared by
         // every clone of it, and tenant tables must never land there
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
@@ -177,18 +193,55 @@ impl QueryEngine {
             .with_catalog_list(catalogs)
             .with_runtime_env(runtime)
             .build();
-        let ctx = SessionContext::new_with_state(state);
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// A session whose tables hold the rows of every tenant of `tenants`
+    /// (operator federation; each row keeps its `tenant` column). It runs
+    /// on the engine's shared pool, within the engine's limits.
+    pub fn federated_session(&self, tenants: &[TenantId]) -> Result<SessionContext, QueryError> {
+        if tenants.is_empty() {
+            return Err(QueryError::Invalid("no tenant to query".into()));
+        }
+        let ctx = self.context(self.runtime.clone())?;
         for signal in Signal::ALL {
-            let table = TenantTable::new(tenant.clone(), signal, self.store.clone());
+            let parts = tenants
+                .iter()
+                .map(|t| Arc::new(TenantTable::new(t.clone(), signal, self.store.clone())) as _)
+                .collect();
+            let table = UnionTable::new(signal.schema(), parts);
             ctx.register_table(signal.name(), Arc::new(table))
                 .map_err(QueryError::from_datafusion)?;
         }
         if let Some(log) = &self.audit {
-            let table = AuditTable::new(tenant.clone(), log.clone());
+            let parts: Vec<Arc<dyn datafusion::catalog::TableProvider>> = tenants
+                .iter()
+                .map(|t| Arc::new(AuditTable::new(t.clone(), log.clone())) as _)
+                .collect();
+            let table = UnionTable::new(parts[0].schema(), parts);
             ctx.register_table("audit", Arc::new(table))
                 .map_err(QueryError::from_datafusion)?;
         }
         Ok(ctx)
+    }
+
+    /// Runs one read-only statement over `tenants` together (see
+    /// [`QueryEngine::federated_session`]).
+    pub async fn execute_federated(
+        &self,
+        tenants: &[TenantId],
+        sql: &str,
+    ) -> Result<QueryOutput, QueryError> {
+        let ctx = self.federated_session(tenants)?;
+        let defaults = TenantQueryLimits::default();
+        self.collect(
+            &ctx,
+            sql,
+            self.limits.max_rows,
+            defaults.max_result_size.as_usize(),
+            self.limits.timeout,
+        )
+        .await
     }
 
     /// The wall time a query of `limits`' tenant may take.
@@ -268,8 +321,21 @@ impl QueryEngine {
             .unwrap_or(usize::MAX)
             .min(self.limits.max_rows);
         let max_bytes = limits.max_result_size.as_usize();
+        self.collect(&ctx, sql, max_rows, max_bytes, self.timeout(&limits))
+            .await
+    }
+
+    /// Plans and runs `sql` in `ctx`, bounded in rows, bytes and time.
+    async fn collect(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        max_rows: usize,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<QueryOutput, QueryError> {
         let run = async {
-            let df = Self::dataframe(&ctx, sql).await?;
+            let df = Self::dataframe(ctx, sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df
                 .execute_stream()
@@ -295,13 +361,11 @@ impl QueryEngine {
                 rows,
             })
         };
-        let timeout = self.timeout(&limits);
         tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| QueryError::Timeout(timeout))?
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,9 @@ pub struct Config {
     pub flush: Flush,
     pub wal: Wal,
     pub query: Query,
+    /// Operator keys, each granted a list of tenants to query together
+    /// (`[[federation]]` entries; `bulkhead operator key` makes one).
+    pub federation: Vec<bulkhead_query::federation::Grant>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -114,6 +117,7 @@ impl Default for Config {
             flush: Flush::default(),
             wal: Wal::default(),
             query: Query::default(),
+            federation: Vec::new(),
         }
     }
 }
@@ -223,6 +227,9 @@ impl Config {
     /// Every semantic problem, each naming its setting.
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = Vec::new();
+        if let Err(e) = bulkhead_query::federation::Federation::new(&self.federation) {
+            errors.push(e);
+        }
         if self.node_name.is_empty() {
             errors.push("node_name: must not be empty".to_string());
         }

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Operator keys for federated queries over several tenants.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Anomaly detection tools.
     Anomaly {
         #[command(subcommand)]
@@ -117,6 +122,21 @@ enum TenantCommand {
         name: String,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Make an operator key granted `--tenants`; prints the `[[federation]]`
+    /// entry to add to the server configuration (id and hash only) and, as
+    /// the last line, the key itself, shown once.
+    Key {
+        /// Who holds it (recorded on the audit trail of every tenant queried).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated tenant names.
+        #[arg(long)]
+        tenants: String,
     },
 }
 
@@ -305,6 +325,36 @@ fn main() -> ExitCode {
             println!("{}", key.expose());
             Ok(())
         }),
+        Command::Operator {
+            command: OperatorCommand::Key { name, tenants },
+        } => {
+            let grant = bulkhead_query::federation::Grant {
+                name: name.clone(),
+                key_id: String::new(),
+                key_sha256: String::new(),
+                tenants: tenants
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+            };
+            let key = bulkhead_rules::ApiKey::from_random(rand::random(), rand::random());
+            let grant = bulkhead_query::federation::Grant {
+                key_id: key.id().to_string(),
+                key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
+                ..grant
+            };
+            bulkhead_query::federation::Federation::new(std::slice::from_ref(&grant)).map(|_| {
+                println!("# add to the server configuration, then restart:");
+                println!("[[federation]]");
+                println!("name = {:?}", grant.name);
+                println!("key_id = {:?}", grant.key_id);
+                println!("key_sha256 = {:?}", grant.key_sha256);
+                println!("tenants = {:?}", grant.tenants);
+                println!("# the key, shown once:");
+                println!("{}", key.expose());
+            })
+        }
         Command::Audit {
             command: AuditCommand::Verify { config, anchor },
         } => load_config(config.as_ref()).and_then(|c| {

@@ -252,6 +252,9 @@ pub async fn start_with(
             Arc::new(move || telemetry.add("bulkhead_request_panics_total", &[], 1))
         },
         fault_hook: options.query_fault_hook.clone(),
+        federation: Arc::new(bulkhead_query::federation::Federation::new(
+            &config.federation,
+        )?),
     })
     .route("/healthz", get(|| async { "ok\n" }))
     .route(

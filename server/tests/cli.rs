@@ -286,3 +286,59 @@ fn audit_verify_finds_an_edited_entry() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
 }
+
+/// `operator key` prints a `[[federation]]` entry that the configuration
+/// takes as it is, and the key once; the key's secret is nowhere in the entry.
+#[test]
+fn an_operator_key_entry_goes_into_the_config_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args([
+            "operator",
+            "key",
+            "--name",
+            "sre-team",
+            "--tenants",
+            "acme, globex",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let key = text.lines().last().unwrap().to_string();
+    assert!(key.starts_with("bhk_"), "{text}");
+    let entry: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && *l != key)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!entry.contains(&key[21..]), "{entry}");
+    assert!(
+        entry.contains("tenants = [\"acme\", \"globex\"]"),
+        "{entry}"
+    );
+    let config = config_in(dir.path());
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&entry);
+    std::fs::write(&config, toml).unwrap();
+    let out = bulkhead(&config, &["check"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // a broken grant is named by `check`
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "data_dir = {:?}\n[[federation]]\nname = \"x\"\nkey_id = \"zz\"\nkey_sha256 = \"00\"\ntenants = []\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let out = bulkhead(&bad, &["check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("federation[0]") && err.contains("key_id"),
+        "{err}"
+    );
+}

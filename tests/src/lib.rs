@@ -105,6 +105,19 @@ impl TestServerBuilder {
     }
 
     /// Runs at the start of every ingest (to inject a panic, say).
+    /// Grants an operator key (the one returned) the tenants `tenants`.
+    pub fn operator(mut self, name: &str, tenants: &[&str], key: &bulkhead_rules::ApiKey) -> Self {
+        self.config
+            .federation
+            .push(bulkhead_query::federation::Grant {
+                name: name.into(),
+                key_id: key.id().into(),
+                key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
+                tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            });
+        self
+    }
+
     /// Housekeeping (flushes, policy checks) does nothing while `paused` is set.
     pub fn pause_housekeeping(mut self, paused: Arc<std::sync::atomic::AtomicBool>) -> Self {
         self.options.pause_housekeeping = Some(paused);
