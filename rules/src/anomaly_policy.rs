@@ -145,5 +145,15 @@ mod tests {
         assert!(all.contains("anomaly.series_limit"), "{all}");
         assert!(all.contains("anomaly.metrics"), "{all}");
         assert!(all.contains("anomaly.detector: sensitivity"), "{all}");
+        let mut p = AnomalyPolicy::default();
+        p.detector.adapt_points = 0;
+        assert_eq!(
+            p.problems(),
+            vec!["anomaly.detector: adapt_points must be in 1..=1000000, got 0".to_string()]
+        );
+        let parsed: AnomalyPolicy =
+            toml::from_str("[detector]\nadapt_points = 120\nsuppress_points = 10").unwrap();
+        assert_eq!(parsed.detector.adapt_points, 120);
+        assert!(parsed.problems().is_empty());
     }
 }
