@@ -9,7 +9,8 @@
 //! Version 2 (the calibrated score, measured step, tail factor and incident
 //! adaptation) added state; version 1 checkpoints are refused with an error
 //! naming the version, and callers start that series afresh.
-use super::detector::{Profile, State, DAILY_SLOTS, SHIFTED_SHIFT, VALUE_LIMIT, WEEKLY_SLOTS};
+use super::detector::{State, DAILY_SLOTS, SHIFTED_SHIFT, VALUE_LIMIT, WEEKLY_SLOTS};
+use super::profile::Profile;
 use super::{Detector, DetectorSettings};
 
 const MAGIC: &[u8; 4] = b"BHAD";

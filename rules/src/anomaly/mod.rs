@@ -41,6 +41,7 @@
 mod checkpoint;
 mod detector;
 pub mod eval;
+mod profile;
 pub mod synth;
 
 pub use detector::Detector;
