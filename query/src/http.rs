@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
     let on_panic = state.on_panic.clone();
     Router::new()
         .route("/api/v1/query", post(query))
+        .merge(crate::dashboard::router())
         .with_state(state)
         .layer(axum::middleware::from_fn(move |req, next| {
             contain_panics(on_panic.clone(), req, next)

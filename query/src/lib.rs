@@ -8,6 +8,7 @@
 //! [`flight`] the Arrow Flight SQL service over the same engine.
 
 pub mod catalog;
+pub mod dashboard;
 pub mod error;
 pub mod federation;
 pub mod flight;

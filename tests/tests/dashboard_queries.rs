@@ -23,27 +23,9 @@ const BASE: u64 = 1_748_858_400_000_000_000;
 const MINUTE: u64 = 60_000_000_000;
 const MS: u64 = 1_000_000;
 
-/// The queries of docs/queries.md by their `## name`.
+/// The queries of docs/queries.md by their `## name` (the dashboard's too).
 fn documented_queries() -> HashMap<String, String> {
-    let text = include_str!("../../docs/queries.md");
-    let mut out = HashMap::new();
-    let mut name = None;
-    let mut sql: Option<String> = None;
-    for line in text.lines() {
-        if let Some(n) = line.strip_prefix("## ") {
-            name = Some(n.trim().to_string());
-        } else if line.trim() == "```sql" {
-            sql = Some(String::new());
-        } else if line.trim() == "```" {
-            if let (Some(n), Some(q)) = (name.take(), sql.take()) {
-                out.insert(n, q);
-            }
-        } else if let Some(q) = sql.as_mut() {
-            q.push_str(line);
-            q.push('\n');
-        }
-    }
-    out
+    bulkhead_query::dashboard::queries().into_iter().collect()
 }
 
 fn resource(service: &str) -> Option<Resource> {
@@ -229,6 +211,7 @@ async fn every_documented_dashboard_query_gives_its_exact_answer() {
             .unwrap_or_else(|| panic!("docs/queries.md has no query {name}"))
             .replace(":from", "TIMESTAMP '2025-06-02T10:00:00Z'")
             .replace(":to", "TIMESTAMP '2025-06-02T11:00:00Z'")
+            .replace(":bucket", "INTERVAL '5 minutes'")
             .replace(":trace_id", &format!("'{}'", hex(&id(16, 1))));
         let r = srv.query(key, &sql).await;
         assert_eq!(r.status, 200, "{name}: {:?}", r.body);
@@ -283,4 +266,96 @@ async fn every_documented_dashboard_query_gives_its_exact_answer() {
         ]
     );
     assert_eq!(queries.len(), 6, "every documented query is checked here");
+}
+
+/// The built-in dashboard in a real headless browser (Debian's Chromium,
+/// driven by Playwright from PyPI): a wrong key is refused, every panel
+/// renders the seeded tenant's data, the SQL console answers and downloads
+/// CSV, and another tenant's data never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_real_browser() {
+    let srv = TestServer::builder()
+        .tenant("shop", "ingest,query")
+        .tenant("other", "ingest,query")
+        .start()
+        .await;
+    let (shop, other) = (
+        srv.key("shop", "ingest,query"),
+        srv.key("other", "ingest,query"),
+    );
+    seed(&srv, &shop).await;
+    seed(&srv, &other).await;
+    let secret = logs(
+        "other-only-service",
+        &[(3, 17, "other tenant's secret failure")],
+    );
+    let a = common::post(
+        &srv,
+        "/v1/logs",
+        &other,
+        "application/x-protobuf",
+        prost::Message::encode_to_vec(&secret),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let shot = std::env::var("BULKHEAD_DASHBOARD_SCREENSHOT").unwrap_or_else(|_| {
+        dir.path()
+            .join("dashboard.png")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/dashboard_check.py");
+    let url = format!("{}/dashboard", srv.api_endpoint());
+    let out = bulkhead_e2e::run_python(
+        script,
+        &[&url, &shop, "2025-06-02T10:00", "2025-06-02T11:00", &shot],
+    )
+    .await;
+    let seen: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let text = |k: &str| seen[k].as_str().unwrap_or_default().to_string();
+
+    assert!(text("wrong_key").contains("key refused"), "{seen}");
+    assert_eq!(seen["panels_hidden_after_wrong_key"], json!(true));
+    assert_eq!(
+        seen["states"],
+        json!({"p-volume": "ready", "p-error-ratio": "ready", "p-latency": "ready", "p-top-errors": "ready", "p-anomalies": "empty"}),
+        "{seen}"
+    );
+    assert_eq!(seen["rows"]["p-volume"], json!("7"), "{seen}");
+    assert_eq!(seen["volume_lines"], json!(5), "{seen}");
+    for part in [
+        "logs · checkout: 7",
+        "spans · search: 2",
+        "metrics · checkout: 2",
+    ] {
+        assert!(text("volume_legend").contains(part), "{part}: {seen}");
+    }
+    assert!(text("error_ratio").contains("25.0 %"), "{seen}");
+    assert!(text("latency").contains("38.500"), "{seen}");
+    assert!(text("top_errors").contains("payment failed"), "{seen}");
+    assert_eq!(seen["console_rows"], json!("4"), "{seen}");
+    assert_eq!(
+        text("csv").lines().collect::<Vec<_>>(),
+        [
+            "body",
+            "card declined",
+            "payment failed",
+            "payment failed",
+            "payment failed"
+        ],
+        "{seen}"
+    );
+    assert!(
+        text("console_refusal").contains("only read queries"),
+        "{seen}"
+    );
+    assert!(
+        !text("page_text").contains("other tenant's secret"),
+        "{seen}"
+    );
+    assert!(!text("page_text").contains("other-only-service"), "{seen}");
+    assert_eq!(seen["script_errors"], json!([]), "{seen}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }
