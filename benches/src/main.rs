@@ -146,6 +146,7 @@ async fn main() -> Result<(), String> {
     config.listen.http = config.listen.grpc;
     config.listen.api = config.listen.grpc;
     config.listen.metrics = config.listen.grpc;
+    config.listen.flight = config.listen.grpc;
     config.wal.enabled = !args.no_wal;
     tenants::create_tenant(&config.policy_dir(), "bench")?;
     let key = tenants::create_key(&config.policy_dir(), "bench", Scopes::parse_list("ingest")?)?;

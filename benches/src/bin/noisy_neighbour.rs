@@ -166,6 +166,7 @@ async fn main() -> Result<(), String> {
     config.listen.http = config.listen.grpc;
     config.listen.api = config.listen.grpc;
     config.listen.metrics = config.listen.grpc;
+    config.listen.flight = config.listen.grpc;
     let policies = config.policy_dir();
     let mut keys = Vec::new();
     for name in ["quiet", "noisy"] {
