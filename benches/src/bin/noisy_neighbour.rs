@@ -38,6 +38,9 @@ struct Args {
     /// `noisy`'s limit in records/s; it sends ten times this.
     #[arg(long, default_value_t = 5_000)]
     noisy_limit: u64,
+    /// Run without the write-ahead log (to tell fsync sharing from the rest).
+    #[arg(long)]
+    no_wal: bool,
 }
 
 fn request(batch: usize, tag: &str) -> ExportLogsServiceRequest {
@@ -167,6 +170,7 @@ async fn main() -> Result<(), String> {
     config.listen.api = config.listen.grpc;
     config.listen.metrics = config.listen.grpc;
     config.listen.flight = config.listen.grpc;
+    config.wal.enabled = !args.no_wal;
     let policies = config.policy_dir();
     let mut keys = Vec::new();
     for name in ["quiet", "noisy"] {
