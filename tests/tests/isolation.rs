@@ -848,3 +848,85 @@ async fn an_operator_queries_its_granted_tenants_and_no_other() {
     );
     assert_eq!(audit_of("c").await, Vec::<Value>::new());
 }
+
+/// Plans stay ready for a distributed engine: a tenant query resolves to
+/// DataFusion's own operators over explicit file lists (committed Parquet
+/// files named one by one) and in-memory batches (rows still buffered), with
+/// no execution node of our own; a federated query likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_plans_are_standard_scans_over_explicit_files() {
+    let op_key = bulkhead_rules::ApiKey::from_random([0x0e; 8], [0x42; 32]);
+    let srv = TestServer::builder()
+        .tenant("a", "ingest,query")
+        .tenant("b", "ingest,query")
+        .operator("ops", &["a", "b"], &op_key)
+        .start()
+        .await;
+    let key = srv.key("a", "ingest,query");
+    for i in 0..2 {
+        let r = post_pb(
+            &srv,
+            "/v1/logs",
+            &key,
+            &logs_request(vec![log("x", i)], vec![]),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        if i == 0 {
+            // one committed file, one buffered batch
+            let store = srv.server().store().clone();
+            tokio::task::spawn_blocking(move || store.flush_all())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    // DataFusion's physical operators this engine's plans may contain
+    const STANDARD: &[&str] = &[
+        "AggregateExec",
+        "CoalescePartitionsExec",
+        "CoalesceBatchesExec",
+        "DataSourceExec",
+        "FilterExec",
+        "ProjectionExec",
+        "RepartitionExec",
+        "SortExec",
+        "SortPreservingMergeExec",
+        "UnionExec",
+        "EmptyExec",
+        "PlaceholderRowExec",
+        "CooperativeExec",
+        "GlobalLimitExec",
+        "LocalLimitExec",
+    ];
+    let explain = |key: String| {
+        let srv = &srv;
+        async move {
+            let r = srv
+                .query(
+                    &key,
+                    "EXPLAIN SELECT service_name, count(*) FROM logs WHERE body = 'x' GROUP BY service_name",
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            r.rows()
+                .iter()
+                .find(|row| row["plan_type"] == "physical_plan")
+                .and_then(|row| row["plan"].as_str())
+                .unwrap()
+                .to_string()
+        }
+    };
+    for plan in [explain(key.clone()).await, explain(op_key.expose()).await] {
+        for line in plan.lines().filter(|l| !l.trim().is_empty()) {
+            let name = line.trim().split(':').next().unwrap();
+            assert!(STANDARD.contains(&name), "{name} in\n{plan}");
+        }
+        assert!(plan.contains("DataSourceExec: file_groups="), "{plan}");
+        assert!(plan.contains(".parquet"), "explicit files: {plan}");
+        assert!(
+            plan.contains("partitions=1, partition_sizes=[1]"),
+            "buffered rows: {plan}"
+        );
+    }
+}
