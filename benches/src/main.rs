@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead::Config;
 use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
@@ -138,15 +137,7 @@ fn dir_size(p: &Path) -> u64 {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    config.listen.http = config.listen.grpc;
-    config.listen.api = config.listen.grpc;
-    config.listen.metrics = config.listen.grpc;
-    config.listen.flight = config.listen.grpc;
+    let mut config = bulkhead_benches::loopback_config(dir.path());
     config.wal.enabled = !args.no_wal;
     tenants::create_tenant(&config.policy_dir(), "bench")?;
     let key = tenants::create_key(&config.policy_dir(), "bench", Scopes::parse_list("ingest")?)?;

@@ -193,6 +193,18 @@ impl FlightSql {
         }
     }
 
+    /// The flight info of a metadata listing: its schema, and a ticket that
+    /// is the command itself (answered by the matching `do_get_*`).
+    fn listing_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: Any,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(request.metadata())?;
+        Self::ticket_info(schema, request.into_inner(), command.encode_to_vec())
+    }
+
     fn ticket_info(
         schema: &Schema,
         descriptor: FlightDescriptor,
@@ -239,8 +251,12 @@ fn batches_stream(
     Box::pin(stream)
 }
 
-fn one_batch(batch: RecordBatch) -> Stream_<arrow_flight::FlightData> {
-    batches_stream(batch.schema(), vec![batch])
+/// A metadata answer: one batch built by an `arrow_flight` builder.
+fn one_batch<E: std::fmt::Display>(
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<Stream_<arrow_flight::FlightData>>, Status> {
+    let batch = batch.map_err(arrow_status)?;
+    Ok(Response::new(batches_stream(batch.schema(), vec![batch])))
 }
 
 fn sql_of(handle: &[u8]) -> Result<&str, Status> {
@@ -373,13 +389,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
         let schema = query.into_builder().schema();
-        Self::ticket_info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )
+        self.listing_info(request, &schema, query.as_any())
     }
 
     async fn do_get_catalogs(
@@ -390,9 +401,7 @@ impl FlightSqlService for FlightSql {
         self.principal(request.metadata())?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
-        Ok(Response::new(one_batch(
-            builder.build().map_err(arrow_status)?,
-        )))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -400,13 +409,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
         let schema = query.clone().into_builder().schema();
-        Self::ticket_info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )
+        self.listing_info(request, &schema, query.as_any())
     }
 
     async fn do_get_schemas(
@@ -417,9 +421,7 @@ impl FlightSqlService for FlightSql {
         self.principal(request.metadata())?;
         let mut builder = query.into_builder();
         builder.append(CATALOG, SCHEMA);
-        Ok(Response::new(one_batch(
-            builder.build().map_err(arrow_status)?,
-        )))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -427,13 +429,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
         let schema = query.clone().into_builder().schema();
-        Self::ticket_info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )
+        self.listing_info(request, &schema, query.as_any())
     }
 
     async fn do_get_tables(
@@ -453,9 +450,7 @@ impl FlightSqlService for FlightSql {
                 .append(CATALOG, SCHEMA, name, "TABLE", &schema)
                 .map_err(arrow_status)?;
         }
-        Ok(Response::new(one_batch(
-            builder.build().map_err(arrow_status)?,
-        )))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -463,13 +458,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
         let schema = query.into_builder().schema();
-        Self::ticket_info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )
+        self.listing_info(request, &schema, query.as_any())
     }
 
     async fn do_get_table_types(
@@ -480,9 +470,7 @@ impl FlightSqlService for FlightSql {
         self.principal(request.metadata())?;
         let mut builder = query.into_builder();
         builder.append("TABLE");
-        Ok(Response::new(one_batch(
-            builder.build().map_err(arrow_status)?,
-        )))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -490,13 +478,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        Self::ticket_info(
-            &schema,
-            request.into_inner(),
-            query.as_any().encode_to_vec(),
-        )
+        self.listing_info(request, &schema, query.as_any())
     }
 
     async fn do_get_sql_info(
@@ -505,11 +488,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<Stream_<arrow_flight::FlightData>>, Status> {
         self.principal(request.metadata())?;
-        let batch = query
-            .into_builder(&self.sql_info)
-            .build()
-            .map_err(arrow_status)?;
-        Ok(Response::new(one_batch(batch)))
+        one_batch(query.into_builder(&self.sql_info).build())
     }
 
     async fn do_get_fallback(

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulkhead::Config;
 use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
@@ -185,39 +184,15 @@ async fn load(endpoint: &str, key: &str, args: &Args, start: u64) -> Result<(), 
 }
 
 fn timestamp(nanos: u64) -> String {
-    let secs = nanos / 1_000_000_000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // civil date from days since the epoch
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "TIMESTAMP '{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z'",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    config.listen.http = config.listen.grpc;
-    config.listen.api = config.listen.grpc;
-    config.listen.metrics = config.listen.grpc;
-    config.listen.flight = config.listen.grpc;
+    let config = bulkhead_benches::loopback_config(dir.path());
     tenants::create_tenant(&config.policy_dir(), "bench")?;
     let key = tenants::create_key(
         &config.policy_dir(),

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead::Config;
 use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
@@ -161,15 +160,7 @@ fn pct(l: &mut [Duration], p: f64) -> f64 {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.listen.grpc = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    config.listen.http = config.listen.grpc;
-    config.listen.api = config.listen.grpc;
-    config.listen.metrics = config.listen.grpc;
-    config.listen.flight = config.listen.grpc;
+    let mut config = bulkhead_benches::loopback_config(dir.path());
     config.wal.enabled = !args.no_wal;
     let policies = config.policy_dir();
     let mut keys = Vec::new();

@@ -1,0 +1,22 @@
+//! What the benchmarks share.
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bulkhead::Config;
+
+/// The default configuration with its data in `data_dir` and every listener
+/// on an ephemeral loopback port, so a benchmark never collides with a
+/// server already running on the machine.
+pub fn loopback_config(data_dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen.grpc = any;
+    config.listen.http = any;
+    config.listen.api = any;
+    config.listen.metrics = any;
+    config.listen.flight = any;
+    config
+}
