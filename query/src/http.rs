@@ -121,6 +121,15 @@ pub async fn audit(log: Option<&Arc<AuditLog>>, event: NewEvent) -> bool {
     }
 }
 
+/// The `{"sql": ...}` body and the answer's format (from `Accept`).
+/// On a bad body, the message of the 400 to answer.
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(QueryRequest, Format), String> {
+    let request: QueryRequest = serde_json::from_slice(body)
+        .map_err(|e| format!("request body must be JSON {{\"sql\": \"...\"}}: {e}"))?;
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    Ok((request, format))
+}
+
 async fn query(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -148,16 +157,10 @@ async fn query(
     if let Some(hook) = &state.fault_hook {
         hook(&principal.tenant);
     }
-    let request: QueryRequest = match serde_json::from_slice(&body) {
+    let (request, format) = match parse_request(&headers, &body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("request body must be JSON {{\"sql\": \"...\"}}: {e}"),
-            )
-        }
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
     };
-    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let span = tracing::info_span!("query", tenant = %principal.tenant, key = %principal.key_id);
     let result = state
         .engine
@@ -237,16 +240,10 @@ async fn federated(
             return error_response(StatusCode::FORBIDDEN, &reason);
         }
     };
-    let request: QueryRequest = match serde_json::from_slice(body) {
+    let (request, format) = match parse_request(headers, body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("request body must be JSON {{\"sql\": \"...\"}}: {e}"),
-            )
-        }
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
     };
-    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let names = tenants
         .iter()
         .map(|t| t.as_str())

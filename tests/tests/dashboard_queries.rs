@@ -184,8 +184,10 @@ async fn seed(srv: &TestServer, key: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_documented_dashboard_query_gives_its_exact_answer() {
+/// A server with tenants `shop` and `other`, both seeded with the same data
+/// (another tenant's data, in the same services and times, never counts);
+/// with their keys.
+async fn seeded() -> (TestServer, String, String) {
     let srv = TestServer::builder()
         .tenant("shop", "ingest,query")
         .tenant("other", "ingest,query")
@@ -196,8 +198,13 @@ async fn every_documented_dashboard_query_gives_its_exact_answer() {
         srv.key("other", "ingest,query"),
     );
     seed(&srv, &shop).await;
-    // another tenant's data, in the same services and times, never counts
     seed(&srv, &other).await;
+    (srv, shop, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_dashboard_query_gives_its_exact_answer() {
+    let (srv, shop, _other) = seeded().await;
 
     let queries = documented_queries();
     async fn answer(
@@ -274,17 +281,7 @@ async fn every_documented_dashboard_query_gives_its_exact_answer() {
 /// CSV, and another tenant's data never appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_real_browser() {
-    let srv = TestServer::builder()
-        .tenant("shop", "ingest,query")
-        .tenant("other", "ingest,query")
-        .start()
-        .await;
-    let (shop, other) = (
-        srv.key("shop", "ingest,query"),
-        srv.key("other", "ingest,query"),
-    );
-    seed(&srv, &shop).await;
-    seed(&srv, &other).await;
+    let (srv, shop, other) = seeded().await;
     let secret = logs(
         "other-only-service",
         &[(3, 17, "other tenant's secret failure")],

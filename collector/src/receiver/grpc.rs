@@ -153,7 +153,12 @@ impl<S: Signal> GrpcService<S> {
     }
 
     async fn handle(&self, req: Request) -> Response {
-        if req.uri().path() != format!("/{}/Export", S::NAME) {
+        let path = req.uri().path();
+        let is_export = path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(S::NAME))
+            .is_some_and(|rest| rest == "/Export");
+        if !is_export {
             return trailers_only(Status::unimplemented(format!(
                 "{} has no method {:?}; OTLP defines Export",
                 S::NAME,
