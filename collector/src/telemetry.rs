@@ -56,6 +56,22 @@ const HELP: &[(&str, &str)] = &[
         "Parquet files deleted because their data was past the tenant's retention period.",
     ),
     (
+        "bulkhead_compaction_merges_total",
+        "Files written by compaction, each replacing a tenant-hour's smaller files.",
+    ),
+    (
+        "bulkhead_compaction_inputs_total",
+        "Files replaced by compaction (deleted after the removal grace period).",
+    ),
+    (
+        "bulkhead_compaction_conflicts_total",
+        "Merges given up because an input was removed meanwhile (retention, another node).",
+    ),
+    (
+        "bulkhead_removed_files_deleted_total",
+        "Files removed from a table (retention, compaction) deleted from storage once their grace period passed.",
+    ),
+    (
         "bulkhead_policy_reloads_total",
         "Policy directory reloads taken into force.",
     ),

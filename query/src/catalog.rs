@@ -2,18 +2,20 @@
 //! `metrics`) that read only the caller's partition tree and buffers.
 //!
 //! Scans prune by event time: bounds on `timestamp` in the query's filters
-//! select the `date=/hour=` directories to list, and the same filters go to
-//! the Parquet reader for row-group pruning.
+//! select the files of the table's manifest whose time range they overlap
+//! (no directory is listed), and the same filters go to the Parquet reader
+//! for row-group pruning.
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bulkhead_rules::TenantId;
-use bulkhead_store::{Signal, Store, TimeRange};
+use bulkhead_store::{Signal, Store, TimeRange, OBJECT_STORE_URL};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -78,7 +80,16 @@ impl TableProvider for TenantTable {
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.files.is_empty() {
-            let mut source = ParquetSource::new(self.schema.clone());
+            let url = ObjectStoreUrl::parse(OBJECT_STORE_URL)?;
+            // footers are cached across queries: files never change once
+            // committed (each has a fresh name), so a warm query reads none
+            let runtime = state.runtime_env();
+            let readers = CachedParquetFileReaderFactory::new(
+                runtime.object_store(&url)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+            );
+            let mut source = ParquetSource::new(self.schema.clone())
+                .with_parquet_file_reader_factory(Arc::new(readers));
             if let Some(predicate) = conjunction(filters.to_vec()) {
                 let df_schema = DFSchema::try_from(self.schema.clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
@@ -88,17 +99,13 @@ impl TableProvider for TenantTable {
                 vec![Vec::new(); groups_wanted.min(snapshot.files.len())];
             for (i, (path, size)) in snapshot.files.iter().enumerate() {
                 let n = groups.len();
-                groups[i % n].push(PartitionedFile::new(
-                    path.to_string_lossy().trim_start_matches('/').to_string(),
-                    *size,
-                ));
+                groups[i % n].push(PartitionedFile::new(path.to_string(), *size));
             }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
+            let config = FileScanConfigBuilder::new(url, Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
         if !snapshot.buffered.is_empty() {

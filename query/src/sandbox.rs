@@ -15,6 +15,7 @@ use datafusion::catalog::{
 };
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::{SessionState, SessionStateBuilder};
@@ -94,6 +95,11 @@ impl QueryEngine {
             )
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
+        // the tenant tables read committed files through the store's own
+        // object store (local disk or a bucket)
+        let url = ObjectStoreUrl::parse(bulkhead_store::OBJECT_STORE_URL)
+            .map_err(QueryError::from_datafusion)?;
+        runtime.register_object_store(url.as_ref(), store.object_store());
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("tenant", "public");

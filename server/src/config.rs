@@ -19,6 +19,8 @@ pub struct Config {
     pub ingest: Ingest,
     pub flush: Flush,
     pub wal: Wal,
+    pub storage: Storage,
+    pub compaction: Compaction,
     pub query: Query,
     /// Operator keys, each granted a list of tenants to query together
     /// (`[[federation]]` entries; `bulkhead operator key` makes one).
@@ -40,6 +42,90 @@ impl Default for Wal {
         Self {
             enabled: true,
             segment_size: ByteSize(64 << 20),
+        }
+    }
+}
+
+/// Where tenant data lives.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// `local` (a directory: `path`, default `<data_dir>/store`) or `s3`
+    /// (a bucket on S3 or an S3-compatible server).
+    pub backend: Backend,
+    /// The local directory (`backend = "local"`).
+    pub path: Option<PathBuf>,
+    /// The bucket (`backend = "s3"`).
+    pub bucket: String,
+    /// Key prefix in the bucket below which the store lives.
+    pub prefix: String,
+    /// Endpoint of an S3-compatible server; unset for AWS itself.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Allow a plain `http://` endpoint (a server on a private network).
+    pub allow_http: bool,
+    /// A file removed by retention or compaction is deleted this long after
+    /// its removal; queries that started before still read it. Keep it
+    /// longer than `query.timeout`.
+    pub removal_grace: HumanDuration,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Local,
+    S3,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Local,
+            path: None,
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            allow_http: false,
+            removal_grace: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Background merging of a tenant-hour's small files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compaction {
+    pub enabled: bool,
+    /// How often the compactor looks for work.
+    pub interval: HumanDuration,
+    /// An hour still receiving data is merged once it has this many flushed files.
+    pub min_files: usize,
+    /// An hour that ended this long ago is merged whole.
+    pub settle: HumanDuration,
+    /// Input bytes per merge at most.
+    pub max_input_size: ByteSize,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        let d = bulkhead_store::CompactionConfig::default();
+        Self {
+            enabled: true,
+            interval: HumanDuration(Duration::from_secs(60)),
+            min_files: d.min_files,
+            settle: HumanDuration(d.settle),
+            max_input_size: ByteSize(d.max_input_bytes),
+        }
+    }
+}
+
+impl Compaction {
+    pub fn store_config(&self) -> bulkhead_store::CompactionConfig {
+        bulkhead_store::CompactionConfig {
+            min_files: self.min_files,
+            settle: self.settle.0,
+            max_input_bytes: self.max_input_size.0,
         }
     }
 }
@@ -116,6 +202,8 @@ impl Default for Config {
             ingest: Ingest::default(),
             flush: Flush::default(),
             wal: Wal::default(),
+            storage: Storage::default(),
+            compaction: Compaction::default(),
             query: Query::default(),
             federation: Vec::new(),
         }
@@ -280,6 +368,27 @@ impl Config {
         if self.flush.max_total_buffer.0 < self.flush.max_buffer_size.0 {
             errors.push("flush.max_total_buffer: must be at least flush.max_buffer_size".into());
         }
+        if self.storage.backend == Backend::S3 && self.storage.bucket.is_empty() {
+            errors.push("storage.bucket: must be set when storage.backend is \"s3\"".into());
+        }
+        if self.storage.backend == Backend::Local
+            && (!self.storage.bucket.is_empty() || self.storage.endpoint.is_some())
+        {
+            errors
+                .push("storage.bucket, storage.endpoint: only for storage.backend = \"s3\"".into());
+        }
+        if self.storage.removal_grace.0 < self.query.timeout.0 {
+            errors.push(format!(
+                "storage.removal_grace: must be at least query.timeout ({:?}), or a running query may lose a file",
+                self.query.timeout.0
+            ));
+        }
+        if self.compaction.min_files < 2 {
+            errors.push("compaction.min_files: must be at least 2".into());
+        }
+        if self.compaction.interval.0.is_zero() {
+            errors.push("compaction.interval: must be more than 0".into());
+        }
         if self.query.timeout.0.is_zero() {
             errors.push("query.timeout: must be more than 0".into());
         }
@@ -312,9 +421,31 @@ impl Config {
         self.data_dir.join("wal")
     }
 
-    /// Where the tenant store keeps its partition trees.
+    /// Where the tenant store keeps its partition trees on local disk.
     pub fn store_dir(&self) -> PathBuf {
-        self.data_dir.join("store")
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
+    }
+
+    /// The store's backend as configured; S3 credentials come from the
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...).
+    pub fn storage_config(&self) -> bulkhead_store::StorageConfig {
+        match self.storage.backend {
+            Backend::Local => bulkhead_store::StorageConfig::Local {
+                root: self.store_dir(),
+            },
+            Backend::S3 => bulkhead_store::StorageConfig::S3(bulkhead_store::S3Config {
+                bucket: self.storage.bucket.clone(),
+                prefix: self.storage.prefix.clone(),
+                endpoint: self.storage.endpoint.clone(),
+                region: self.storage.region.clone(),
+                allow_http: self.storage.allow_http,
+                access_key_id: None,
+                secret_access_key: None,
+            }),
+        }
     }
 }
 

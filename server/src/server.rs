@@ -37,6 +37,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<Result<(), String>>>,
     flusher: JoinHandle<()>,
+    compactor: JoinHandle<()>,
     watcher: JoinHandle<()>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     replay: ReplayReport,
@@ -88,8 +89,9 @@ pub async fn start_with(
         max_buffer_bytes: config.flush.max_buffer_size.as_usize(),
         max_age: config.flush.max_age.0,
         max_total_bytes: config.flush.max_total_buffer.as_usize(),
+        removal_grace: config.storage.removal_grace.0,
     };
-    let store_dir = config.store_dir();
+    let storage = config.storage_config();
     let wal = WalConfig {
         dir: config.wal_dir(),
         segment_bytes: config.wal.segment_size.0,
@@ -99,19 +101,16 @@ pub async fn start_with(
     // served, and /readyz is not ready, until every acknowledged record is
     // back in the buffers.
     let (store, replay) = {
-        let (dir, flush, clock) = (store_dir.clone(), flush.clone(), clock.clone());
-        let enabled = config.wal.enabled;
-        tokio::task::spawn_blocking(move || {
-            if enabled {
-                Store::open_durable(dir, wal, flush, clock)
-            } else {
-                tracing::warn!("the write-ahead log is off: a crash loses buffered data");
-                Store::open(dir, flush, clock).map(|s| (s, ReplayReport::default()))
-            }
-        })
-        .await
-        .map_err(|e| format!("opening the store: {e}"))?
-        .map_err(|e| format!("opening the store: {e}"))?
+        let (storage, flush, clock) = (storage.clone(), flush.clone(), clock.clone());
+        let node = config.node_name.clone();
+        let wal = config.wal.enabled.then_some(wal);
+        if wal.is_none() {
+            tracing::warn!("the write-ahead log is off: a crash loses buffered data");
+        }
+        tokio::task::spawn_blocking(move || Store::open_storage(&storage, &node, wal, flush, clock))
+            .await
+            .map_err(|e| format!("opening the store: {e}"))?
+            .map_err(|e| format!("opening the store: {e}"))?
     };
     let store = Arc::new(store);
     let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?.with_clock(clock.clone()));
@@ -304,6 +303,14 @@ pub async fn start_with(
         telemetry: telemetry.clone(),
         audit: audit.clone(),
     };
+    let compactor = tokio::spawn(run_compaction(Compactor {
+        store: store.clone(),
+        config: config.compaction.clone(),
+        shutdown: shutdown.clone(),
+        telemetry: telemetry.clone(),
+        clock: clock.clone(),
+        paused: options.pause_housekeeping.clone(),
+    }));
     let flusher = tokio::spawn(run_housekeeping(Housekeeping {
         store: store.clone(),
         max_age: flush.max_age,
@@ -323,7 +330,7 @@ pub async fn start_with(
     let hup = None;
     let watcher = tokio::spawn(watch_hangups(policies, shutdown.clone(), hup));
     ready.store(true, std::sync::atomic::Ordering::Release);
-    tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, %flight_addr, store = %store_dir.display(), "bulkhead started");
+    tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, %flight_addr, store = %store.location(), "bulkhead started");
     Ok(RunningServer {
         grpc_addr,
         http_addr,
@@ -337,6 +344,7 @@ pub async fn start_with(
         shutdown,
         servers,
         flusher,
+        compactor,
         watcher,
         ready,
         replay,
@@ -436,6 +444,78 @@ fn serve_axum(
             .await
             .map_err(|e| format!("{what} server: {e}"))
     })
+}
+
+/// What the compaction loop works on.
+struct Compactor {
+    store: Arc<Store>,
+    config: crate::config::Compaction,
+    shutdown: CancellationToken,
+    telemetry: Arc<Telemetry>,
+    clock: Arc<dyn Clock>,
+    paused: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Storage upkeep, beside the housekeeping loop so a long merge never holds
+/// up a flush: every `compaction.interval` on the injected clock it merges
+/// the due tenant-hours (when compaction is on) and deletes the files whose
+/// removal grace period has passed.
+async fn run_compaction(c: Compactor) {
+    let interval = i64::try_from(c.config.interval.0.as_nanos()).unwrap_or(i64::MAX);
+    let mut last = c.clock.now_nanos();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = c.shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let paused = c
+            .paused
+            .as_ref()
+            .is_some_and(|p| p.load(std::sync::atomic::Ordering::Acquire));
+        if paused || c.clock.now_nanos().saturating_sub(last) < interval {
+            continue;
+        }
+        last = c.clock.now_nanos();
+        let (store, config) = (c.store.clone(), c.config.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let merged = config
+                .enabled
+                .then(|| store.compact_due(&config.store_config()));
+            (merged, store.delete_expired_all())
+        })
+        .await;
+        match done {
+            Ok((merged, deleted)) => {
+                match merged {
+                    Some(Ok(s)) => {
+                        c.telemetry
+                            .add("bulkhead_compaction_merges_total", &[], s.merged as u64);
+                        c.telemetry
+                            .add("bulkhead_compaction_inputs_total", &[], s.inputs as u64);
+                        c.telemetry.add(
+                            "bulkhead_compaction_conflicts_total",
+                            &[],
+                            s.conflicts as u64,
+                        );
+                        if s.merged > 0 {
+                            tracing::debug!(merged = s.merged, inputs = s.inputs, "compacted");
+                        }
+                    }
+                    Some(Err(e)) => tracing::error!(error = %e, "compaction failed; will retry"),
+                    None => {}
+                }
+                match deleted {
+                    Ok(n) => c
+                        .telemetry
+                        .add("bulkhead_removed_files_deleted_total", &[], n as u64),
+                    Err(e) => tracing::error!(error = %e, "deleting removed files failed"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "compaction task panicked"),
+        }
+    }
 }
 
 /// What the housekeeping loop works on.
@@ -606,6 +686,7 @@ impl RunningServer {
             }
         }
         let _ = self.flusher.await;
+        let _ = self.compactor.await;
         let _ = self.watcher.await;
         let p = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || p.flush_refusals()).await;

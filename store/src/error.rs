@@ -11,12 +11,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("parquet error at {path}: {source}")]
-    Parquet {
-        path: PathBuf,
+    #[error("encoding {what} as Parquet: {source}")]
+    Encode {
+        what: String,
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("reading Parquet object {path}: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("object storage at {path}: {source}")]
+    Object {
+        path: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("object storage: {0}")]
+    Storage(String),
+    #[error("table manifest {0}")]
+    Manifest(String),
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("batch for tenant {tenant} has no usable 'timestamp' column")]
@@ -38,7 +54,10 @@ impl Error {
     /// True for conditions a client should retry (the store is busy, not the data bad).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::BufferFull { .. } | Error::Io { .. } => true,
+            Error::BufferFull { .. }
+            | Error::Io { .. }
+            | Error::Object { .. }
+            | Error::Storage(_) => true,
             Error::Wal(e) => e.is_transient(),
             _ => false,
         }

@@ -2,15 +2,19 @@
 //! gets there safely.
 //!
 //! Start with [`Store`]: it buffers Arrow batches per tenant, signal and event
-//! hour, commits them as Parquet files atomically (temporary name, fsync,
-//! rename, directory fsync) under
+//! hour, puts them as Parquet objects under
 //! `tenant=<id>/signal=<name>/date=YYYY-MM-DD/hour=HH/<id>.parquet`
-//! ([`paths`]), and gives readers a consistent [`Snapshot`] of committed files
-//! plus still-buffered batches. [`schema`] holds the tables' Arrow schemas.
+//! ([`paths`]) on local disk or S3-compatible storage ([`objects`]), commits
+//! each to its table's [`manifest`] atomically, and gives readers a
+//! consistent [`Snapshot`] of committed files plus still-buffered batches.
+//! [`schema`] holds the tables' Arrow schemas.
 
 pub mod atomic;
 pub mod audit;
+pub mod compaction;
 pub mod error;
+pub mod manifest;
+pub mod objects;
 pub mod paths;
 pub mod schema;
 mod signal;
@@ -18,10 +22,11 @@ mod store;
 pub mod wal;
 mod writer;
 
+pub use compaction::{CompactionConfig, CompactionStats};
 pub use error::{Error, Result};
+pub use manifest::FileEntry;
+pub use objects::{S3Config, StorageConfig, OBJECT_STORE_URL};
 pub use paths::{ParquetFilePath, PartitionHour};
 pub use signal::Signal;
-pub use store::{
-    FlushConfig, FlushStats, ReplayReport, Snapshot, Store, StoreStats, TimeRange, WAL_FOOTER_KEY,
-};
+pub use store::{FlushConfig, FlushStats, ReplayReport, Snapshot, Store, StoreStats, TimeRange};
 pub use wal::{Wal, WalConfig, WalEntry, WalError, WalStats, WriteFaults};

@@ -1,10 +1,11 @@
-//! Object paths of the store. Each is a newtype with one constructor, so the
-//! layout `tenant=<id>/signal=<name>/date=YYYY-MM-DD/hour=HH/<id>.parquet`
-//! is written down once, here.
-use std::path::{Path, PathBuf};
-
+//! Object paths of the store, relative to its root (a directory or a bucket
+//! prefix). The layout
+//! `tenant=<id>/signal=<name>/date=YYYY-MM-DD/hour=HH/<id>.parquet`, and the
+//! manifest beside the data (`tenant=<id>/signal=<name>/_manifest/`), is
+//! written down once, here; every constructor takes the tenant as a type.
 use bulkhead_rules::TenantId;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
+use object_store::path::Path as ObjPath;
 
 use crate::Signal;
 
@@ -47,16 +48,20 @@ impl PartitionHour {
         DateTime::from_timestamp_nanos(self.start_nanos)
     }
 
-    /// `date=YYYY-MM-DD/hour=HH`.
-    fn relative(self) -> PathBuf {
+    /// `date=YYYY-MM-DD` and `hour=HH`.
+    fn relative(self) -> (String, String) {
         let dt = self.datetime();
-        PathBuf::from(format!(
-            "date={:04}-{:02}-{:02}",
-            dt.year(),
-            dt.month(),
-            dt.day()
-        ))
-        .join(format!("hour={:02}", dt.hour()))
+        (
+            format!("date={:04}-{:02}-{:02}", dt.year(), dt.month(), dt.day()),
+            format!("hour={:02}", dt.hour()),
+        )
+    }
+
+    /// From the start of the hour, as recorded in a manifest; none if
+    /// `start_nanos` is not the start of an hour.
+    pub fn from_start_nanos(start_nanos: i64) -> Option<Self> {
+        let h = Self::containing(start_nanos);
+        (h.start_nanos == start_nanos).then_some(h)
     }
 
     /// Parses the `date=` and `hour=` directory names back.
@@ -70,20 +75,33 @@ impl PartitionHour {
     }
 }
 
-/// `tenant=<id>/signal=<name>` below the store root.
-pub fn signal_dir(root: &Path, tenant: &TenantId, signal: Signal) -> PathBuf {
-    root.join(format!("tenant={tenant}"))
-        .join(format!("signal={}", signal.name()))
+/// `tenant=<id>/signal=<name>`: one tenant table's objects.
+pub fn table_prefix(tenant: &TenantId, signal: Signal) -> ObjPath {
+    ObjPath::from_iter([
+        format!("tenant={tenant}"),
+        format!("signal={}", signal.name()),
+    ])
 }
 
-/// The hour directory of a tenant's signal.
-pub fn hour_dir(root: &Path, tenant: &TenantId, signal: Signal, hour: PartitionHour) -> PathBuf {
-    signal_dir(root, tenant, signal).join(hour.relative())
+/// `tenant=<id>`: everything of one tenant.
+pub fn tenant_prefix(tenant: &TenantId) -> ObjPath {
+    ObjPath::from_iter([format!("tenant={tenant}")])
 }
 
-/// A committed Parquet file's path relative to the store root.
+/// The tenant a `tenant=<id>` prefix names, if it is one.
+pub fn parse_tenant_prefix(prefix: &ObjPath) -> Option<TenantId> {
+    let name = prefix.parts().next_back()?;
+    TenantId::new(name.as_ref().strip_prefix("tenant=")?).ok()
+}
+
+/// `tenant=<id>/signal=<name>/_manifest`: the table's manifest versions.
+pub fn manifest_dir(tenant: &TenantId, signal: Signal) -> ObjPath {
+    table_prefix(tenant, signal).join("_manifest")
+}
+
+/// A committed Parquet file's object path, relative to the store root.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParquetFilePath(PathBuf);
+pub struct ParquetFilePath(ObjPath);
 
 impl ParquetFilePath {
     /// `tenant=<id>/signal=<name>/date=YYYY-MM-DD/hour=HH/<file_id>.parquet`;
@@ -94,18 +112,16 @@ impl ParquetFilePath {
         hour: PartitionHour,
         file_id: uuid::Uuid,
     ) -> Self {
-        Self(
-            hour_dir(Path::new(""), tenant, signal, hour)
-                .join(format!("{}.parquet", file_id.simple())),
-        )
+        let (date, hour_dir) = hour.relative();
+        let mut p = table_prefix(tenant, signal);
+        for part in [date, hour_dir, format!("{}.parquet", file_id.simple())] {
+            p = p.join(part);
+        }
+        Self(p)
     }
 
-    pub fn relative(&self) -> &Path {
+    pub fn path(&self) -> &ObjPath {
         &self.0
-    }
-
-    pub fn absolute(&self, root: &Path) -> PathBuf {
-        root.join(&self.0)
     }
 }
 
@@ -122,9 +138,19 @@ mod tests {
         let id = uuid::Uuid::nil();
         let p = ParquetFilePath::new(&t, Signal::Logs, hour, id);
         assert_eq!(
-            p.relative().to_str().unwrap(),
+            p.path().as_ref(),
             "tenant=acme/signal=logs/date=2024-03-05/hour=07/00000000000000000000000000000000.parquet"
         );
+        assert_eq!(
+            manifest_dir(&t, Signal::Logs).as_ref(),
+            "tenant=acme/signal=logs/_manifest"
+        );
+        assert_eq!(parse_tenant_prefix(&tenant_prefix(&t)), Some(t));
+        assert_eq!(
+            PartitionHour::from_start_nanos(hour.start_nanos()),
+            Some(hour)
+        );
+        assert_eq!(PartitionHour::from_start_nanos(nanos), None);
         assert_eq!(
             PartitionHour::parse("date=2024-03-05", "hour=07"),
             Some(hour)
@@ -145,10 +171,8 @@ mod tests {
             let h = PartitionHour::containing(nanos);
             assert!(h.start_nanos() < h.end_nanos(), "{nanos}");
             // the path renders and parses back
-            let rel = h.relative();
-            let mut parts = rel.iter().map(|p| p.to_str().unwrap());
-            let (d, hr) = (parts.next().unwrap(), parts.next().unwrap());
-            assert_eq!(PartitionHour::parse(d, hr), Some(h), "{nanos}");
+            let (d, hr) = h.relative();
+            assert_eq!(PartitionHour::parse(&d, &hr), Some(h), "{nanos}");
         }
         // inside the clamped range the hour really contains the time
         let near_top = i64::MAX - 2 * NANOS_PER_HOUR;

@@ -1,13 +1,17 @@
 //! The [`Store`]: per-tenant buffers, the write-ahead log in front of them,
 //! and their flush into committed files.
 //!
-//! State is sharded by tenant: each tenant has its own buffers and its own
-//! commit lock, so one tenant's flush, commit or retention pass never waits
-//! for another's. The shard map itself is locked only to look a shard up.
-//! Locks are `parking_lot`'s: a panic while one is held does not poison it
-//! for everyone else.
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+//! State is sharded by tenant: each tenant has its own buffers, its own
+//! table manifests and its own commit lock, so one tenant's flush, commit or
+//! retention pass never waits for another's. The shard map itself is locked
+//! only to look a shard up. Locks are `parking_lot`'s: a panic while one is
+//! held does not poison it for everyone else.
+//!
+//! What a tenant's table holds is what its [`Manifest`] lists: a commit puts
+//! the Parquet object first, then commits the manifest version naming it;
+//! readers take the manifest's file list, never a directory listing.
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +20,13 @@ use arrow::array::{Array, TimestampNanosecondArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use bulkhead_rules::{Clock, TenantId};
+use object_store::path::Path as ObjPath;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::paths::{self, ParquetFilePath, PartitionHour};
+use crate::manifest::{Action, CommitError, FileEntry, Manifest, WalRef};
+use crate::objects::{Storage, StorageConfig};
+use crate::paths::{ParquetFilePath, PartitionHour};
 use crate::wal::{RecoveryReport, Wal, WalConfig, WalEntry};
 use crate::writer;
 use crate::Signal;
@@ -34,6 +41,10 @@ pub struct FlushConfig {
     /// Above this many buffered bytes in total, appends are refused as
     /// transient (the client retries) until flushing catches up.
     pub max_total_bytes: usize,
+    /// A file removed from a table (retention, compaction) is deleted from
+    /// storage this long after its removal, so queries that started before
+    /// still read it. Longer than the longest query may run.
+    pub removal_grace: Duration,
 }
 
 impl Default for FlushConfig {
@@ -42,6 +53,7 @@ impl Default for FlushConfig {
             max_buffer_bytes: 64 << 20,
             max_age: Duration::from_secs(30),
             max_total_bytes: 1 << 30,
+            removal_grace: Duration::from_secs(300),
         }
     }
 }
@@ -62,6 +74,10 @@ impl TimeRange {
     fn overlaps(&self, hour: PartitionHour) -> bool {
         hour.start_nanos() <= self.end && hour.end_nanos() > self.start
     }
+
+    fn overlaps_file(&self, f: &FileEntry) -> bool {
+        f.min_time <= self.end && f.max_time >= self.start
+    }
 }
 
 /// A partition within a tenant's shard.
@@ -73,6 +89,7 @@ type PartKey = (Signal, PartitionHour);
 struct Part {
     batch: RecordBatch,
     seq: Option<u64>,
+    policy_version: Arc<str>,
 }
 
 #[derive(Default)]
@@ -100,9 +117,12 @@ struct Shard {
     commit: RwLock<()>,
     /// One flusher at a time per tenant.
     flushing: Mutex<()>,
-    /// Bytes of the tenant's committed files; measured from disk once (the
-    /// first time it is asked for), then kept up to date by commits and
-    /// deletions.
+    /// One compactor at a time per tenant.
+    compacting: Arc<Mutex<()>>,
+    /// The manifests of the tenant's tables, loaded on first use.
+    tables: Mutex<HashMap<Signal, Manifest>>,
+    /// Bytes of the tenant's committed files, known once every table's
+    /// manifest was loaded; kept up to date by commits and refreshes.
     committed_bytes: std::sync::OnceLock<AtomicU64>,
 }
 
@@ -126,12 +146,13 @@ pub struct StoreStats {
 }
 
 /// A consistent view of one tenant's signal: every committed file in the
-/// requested hours plus every batch still buffered. A row is in exactly one
-/// of the two.
+/// requested time range plus every batch still buffered. A row is in
+/// exactly one of the two.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Absolute paths of committed Parquet files, with their sizes.
-    pub files: Vec<(PathBuf, u64)>,
+    /// Committed Parquet files, with their object paths relative to the
+    /// store root (see [`Store::object_store`]) and sizes.
+    pub files: Vec<(ObjPath, u64)>,
     pub buffered: Vec<RecordBatch>,
 }
 
@@ -149,9 +170,6 @@ pub struct ReplayReport {
     pub parts_already_committed: usize,
 }
 
-/// Key of the Parquet footer entry naming the WAL entries a file holds.
-pub const WAL_FOOTER_KEY: &str = "bulkhead.wal";
-
 /// The WAL side of the store: the log, and for each outstanding entry the
 /// number of its partition parts not yet in a committed file.
 #[derive(Debug)]
@@ -160,10 +178,12 @@ struct Durability {
     outstanding: Mutex<HashMap<u64, usize>>,
 }
 
-/// The per-tenant store on local disk.
+/// The per-tenant store, on local disk or object storage.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
+    storage: Storage,
+    /// This node's name, recorded in the files it commits.
+    node: String,
     config: FlushConfig,
     clock: Arc<dyn Clock>,
     shards: RwLock<HashMap<TenantId, Arc<Shard>>>,
@@ -173,56 +193,63 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) a store at `root` without a write-ahead
-    /// log, removing temporary files a crash may have left behind. Buffered
-    /// data is lost in a crash: for tools and tests; the server uses
-    /// [`Store::open_durable`].
+    /// Opens (creating if needed) a store in the local directory `root`
+    /// without a write-ahead log. Buffered data is lost in a crash: for
+    /// tools and tests; the server uses [`Store::open_storage`].
     pub fn open(
         root: impl Into<PathBuf>,
         config: FlushConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-        let removed = writer::remove_stale_temp_files(&root)?;
-        if removed > 0 {
-            tracing::warn!(removed, root = %root.display(), "removed unfinished temporary files");
-        }
-        Ok(Self {
-            root,
-            config,
-            clock,
-            shards: RwLock::default(),
-            buffered: AtomicUsize::new(0),
-            durability: None,
-            stats: StoreStats::default(),
-        })
+        let storage = StorageConfig::Local { root: root.into() };
+        Ok(Self::open_storage(&storage, "local", None, config, clock)?.0)
     }
 
-    /// Opens the store with its write-ahead log and replays the log into the
-    /// buffers: every acknowledged entry not yet in a committed file is
-    /// buffered again. Replay is idempotent: each committed file names the
-    /// WAL entries it holds in its footer ([`WAL_FOOTER_KEY`]), and a part
-    /// already in a file is skipped, so a crash during replay, or between a
-    /// commit and the deletion of its WAL segment, neither loses nor
-    /// duplicates rows.
+    /// [`Store::open_storage`] on local disk, with a write-ahead log.
     pub fn open_durable(
         root: impl Into<PathBuf>,
         wal: WalConfig,
         config: FlushConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<(Self, ReplayReport)> {
-        let mut store = Self::open(root, config, clock)?;
-        let (wal, entries, recovery) = Wal::open(wal).map_err(Error::Wal)?;
-        store.durability = Some(Durability {
-            wal,
-            outstanding: Mutex::default(),
-        });
-        let mut report = ReplayReport {
-            wal: recovery,
-            ..Default::default()
+        let storage = StorageConfig::Local { root: root.into() };
+        Self::open_storage(&storage, "local", Some(wal), config, clock)
+    }
+
+    /// Opens the store on `storage` as node `node`, with its write-ahead
+    /// log when given one, and replays the log into the buffers: every
+    /// acknowledged entry not yet in a committed file is buffered again.
+    /// Replay is idempotent: each committed file's manifest entry names the
+    /// WAL entries it holds, and a part already in a file is skipped, so a
+    /// crash during replay, or between a commit and the deletion of its WAL
+    /// segment, neither loses nor duplicates rows.
+    pub fn open_storage(
+        storage: &StorageConfig,
+        node: &str,
+        wal: Option<WalConfig>,
+        config: FlushConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, ReplayReport)> {
+        let mut store = Self {
+            storage: Storage::open(storage)?,
+            node: node.to_string(),
+            config,
+            clock,
+            shards: RwLock::default(),
+            buffered: AtomicUsize::new(0),
+            durability: None,
+            stats: StoreStats::default(),
         };
-        store.replay(entries, &mut report)?;
+        let mut report = ReplayReport::default();
+        if let Some(wal) = wal {
+            let (wal, entries, recovery) = Wal::open(wal).map_err(Error::Wal)?;
+            store.durability = Some(Durability {
+                wal,
+                outstanding: Mutex::default(),
+            });
+            report.wal = recovery;
+            store.replay(entries, &mut report)?;
+        }
         Ok((store, report))
     }
 
@@ -231,19 +258,20 @@ impl Store {
             return Ok(());
         };
         let wal_id = d.wal.id().to_string();
-        // The WAL entries each committed file of a touched hour holds.
-        let mut committed: HashMap<(TenantId, Signal, PartitionHour), HashSet<u64>> =
-            HashMap::new();
+        // (hour, seq) of this WAL's entries that each touched table holds
+        let mut committed: HashMap<(TenantId, Signal), HashSet<(i64, u64)>> = HashMap::new();
         for entry in entries {
             let parts = split_by_hour(&entry.tenant, &entry.batch)?;
+            let table = (entry.tenant.clone(), entry.signal);
+            if !committed.contains_key(&table) {
+                let parts = self.with_manifest(&entry.tenant, entry.signal, |m| {
+                    Ok(m.state().wal_parts(&wal_id))
+                })?;
+                committed.insert(table.clone(), parts);
+            }
             let mut kept = Vec::new();
             for (hour, batch) in parts {
-                let key = (entry.tenant.clone(), entry.signal, hour);
-                if !committed.contains_key(&key) {
-                    let dir = paths::hour_dir(&self.root, &entry.tenant, entry.signal, hour);
-                    committed.insert(key.clone(), writer::committed_wal_seqs(&dir, &wal_id)?);
-                }
-                if committed[&key].contains(&entry.seq) {
+                if committed[&table].contains(&(hour.start_nanos(), entry.seq)) {
                     report.parts_already_committed += 1;
                 } else {
                     kept.push((hour, batch));
@@ -256,7 +284,8 @@ impl Store {
             report.entries_replayed += 1;
             report.rows_replayed += kept.iter().map(|(_, b)| b.num_rows()).sum::<usize>();
             d.outstanding.lock().insert(entry.seq, kept.len());
-            self.buffer(&entry.tenant, entry.signal, kept, Some(entry.seq));
+            let version: Arc<str> = Arc::from(entry.policy_version.as_str());
+            self.buffer(&entry.tenant, entry.signal, kept, Some(entry.seq), version);
         }
         if report.entries_replayed > 0 || !report.wal.truncated.is_empty() {
             tracing::info!(
@@ -270,8 +299,93 @@ impl Store {
         Ok(())
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the store keeps its objects, for logs.
+    pub fn location(&self) -> &str {
+        self.storage.describe()
+    }
+
+    /// The local directory, when the store is on local disk.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.storage.local_root()
+    }
+
+    /// The object store the committed files are read from; the paths of a
+    /// [`Snapshot`] are relative to it. Registered with the query engine
+    /// under [`crate::objects::OBJECT_STORE_URL`].
+    pub fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.storage.object_store()
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Reads a committed object (a path from a [`Snapshot`] or
+    /// [`Store::files`]); none when it is gone.
+    pub fn read_object(&self, path: &ObjPath) -> Result<Option<bytes::Bytes>> {
+        self.storage.get(path)
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The tenants this node holds state for.
+    pub(crate) fn known_tenants(&self) -> Vec<TenantId> {
+        self.shards.read().keys().cloned().collect()
+    }
+
+    pub(crate) fn compaction_lock(
+        &self,
+        tenant: &TenantId,
+    ) -> parking_lot::lock_api::ArcMutexGuard<parking_lot::RawMutex, ()> {
+        self.shard(tenant).compacting.lock_arc()
+    }
+
+    /// Commits the actions `build` makes from the fresh state of `tenant`'s
+    /// `signal` table, under the tenant's write lock.
+    pub(crate) fn commit_actions(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        now: i64,
+        build: impl FnMut(&crate::manifest::TableState) -> Result<Vec<Action>, CommitError>,
+    ) -> Result<(), CommitError> {
+        let shard = self.shard(tenant);
+        let _write = shard.commit.write();
+        let mut build = Some(build);
+        let result = self.with_manifest(tenant, signal, |m| {
+            let Some(build) = build.take() else {
+                return Ok(Err(CommitError::Conflict("committed twice".into())));
+            };
+            Ok(m.commit(&self.storage, &self.node, now, build).map(|_| ()))
+        });
+        self.update_committed_bytes(&shard);
+        result?
+    }
+
+    /// Runs `f` on the loaded manifest of `tenant`'s `signal` table (loading
+    /// it first if needed).
+    fn with_manifest<T>(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        f: impl FnOnce(&mut Manifest) -> Result<T>,
+    ) -> Result<T> {
+        let shard = self.shard(tenant);
+        let mut tables = shard.tables.lock();
+        let m = match tables.entry(signal) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Manifest::load(&self.storage, tenant, signal)?)
+            }
+        };
+        f(m)
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -344,7 +458,7 @@ impl Store {
             }
             None => None,
         };
-        Ok(self.buffer(tenant, signal, parts, seq))
+        Ok(self.buffer(tenant, signal, parts, seq, Arc::from(policy_version)))
     }
 
     fn buffer(
@@ -353,6 +467,7 @@ impl Store {
         signal: Signal,
         parts: Vec<(PartitionHour, RecordBatch)>,
         seq: Option<u64>,
+        policy_version: Arc<str>,
     ) -> bool {
         let now = self.clock.now_nanos();
         let shard = self.shard(tenant);
@@ -366,7 +481,11 @@ impl Store {
             let bytes = batch.get_array_memory_size();
             p.bytes += bytes;
             p.rows += batch.num_rows();
-            p.parts.push(Part { batch, seq });
+            p.parts.push(Part {
+                batch,
+                seq,
+                policy_version: policy_version.clone(),
+            });
             self.buffered.fetch_add(bytes, Ordering::Relaxed);
             due |= p.bytes >= self.config.max_buffer_bytes;
         }
@@ -468,20 +587,50 @@ impl Store {
         let schema = parts[0].batch.schema();
         let batches: Vec<RecordBatch> = parts.iter().map(|p| p.batch.clone()).collect();
         let seqs: Vec<u64> = parts.iter().filter_map(|p| p.seq).collect();
-        let footer = match (&self.durability, seqs.is_empty()) {
-            (Some(d), false) => Some((
-                WAL_FOOTER_KEY.to_string(),
-                writer::wal_footer(d.wal.id(), &seqs),
-            )),
-            _ => None,
+        let bytes = writer::encode_parquet(
+            path.path().as_ref(),
+            &schema,
+            &batches,
+            writer::flush_properties(),
+        )?;
+        let size = bytes.len() as u64;
+        let (min_time, max_time) = time_bounds(&batches);
+        let versions: BTreeSet<&str> = parts.iter().map(|p| &*p.policy_version).collect();
+        let entry = FileEntry {
+            path: path.path().to_string(),
+            size,
+            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+            hour: hour.start_nanos(),
+            min_time,
+            max_time,
+            policy_versions: versions.into_iter().map(str::to_string).collect(),
+            wals: match (&self.durability, seqs.is_empty()) {
+                (Some(d), false) => vec![WalRef::new(d.wal.id(), &seqs)],
+                _ => Vec::new(),
+            },
+            node: self.node.clone(),
+            added_at: self.clock.now_nanos(),
+            level: 0,
         };
-        let staged = writer::stage_parquet(&self.root, &path, &schema, &batches, footer)?;
-        let size = staged.size;
+        // The object first: until the manifest names it, no reader sees it
+        // (a crash here leaves an orphan for the sweep, never a half table).
+        self.storage.put(path.path(), bytes)?;
         {
-            // The rename and the removal from the buffer happen under the
-            // tenant's write lock: a reader sees the rows in exactly one place.
+            // The manifest commit and the removal from the buffer happen under
+            // the tenant's write lock: a reader sees the rows in exactly one
+            // place.
             let _write = shard.commit.write();
-            let final_path = staged.publish()?;
+            let committed = self.with_manifest(tenant, signal, |m| {
+                m.commit(&self.storage, &self.node, entry.added_at, |_| {
+                    Ok(vec![Action::Add(entry.clone())])
+                })
+                .map_err(commit_error)
+            });
+            if let Err(e) = committed {
+                // not in the table: the object is an orphan now; remove it
+                let _ = self.storage.delete(path.path());
+                return Err(e);
+            }
             let mut pending = shard.pending.lock();
             if let Some(p) = pending.get_mut(&key) {
                 let removed: Vec<Part> = p.parts.drain(..parts.len()).collect();
@@ -498,12 +647,9 @@ impl Store {
                     p.first_at = self.clock.now_nanos();
                 }
             }
-            // counted under the write lock, so a measurement (read lock)
-            // sees the file either on disk or in this count, not both
-            if let Some(c) = shard.committed_bytes.get() {
-                c.fetch_add(size, Ordering::Relaxed);
-            }
-            tracing::debug!(%tenant, %signal, path = %final_path.display(), size, "committed");
+            drop(pending);
+            self.update_committed_bytes(shard);
+            tracing::debug!(%tenant, %signal, path = %path.path(), size, "committed");
         }
         self.release(&seqs);
         Ok(size)
@@ -533,20 +679,19 @@ impl Store {
         }
     }
 
-    /// Deletes `tenant`'s `signal` data of every event hour that ended at or
-    /// before `cutoff_nanos`: committed files and still-buffered rows alike.
-    /// Returns the number of files deleted.
+    /// Removes `tenant`'s `signal` data of every event hour that ended at or
+    /// before `cutoff_nanos` from the table: committed files (deleted from
+    /// storage after the removal grace period) and still-buffered rows
+    /// alike. Returns the number of files removed.
     pub fn delete_before(
         &self,
         tenant: &TenantId,
         signal: Signal,
         cutoff_nanos: i64,
     ) -> Result<usize> {
-        let dir = paths::signal_dir(&self.root, tenant, signal);
         let shard = self.shard(tenant);
         let mut released = Vec::new();
-        let mut deleted = 0;
-        let mut freed = 0u64;
+        let mut removed = 0;
         {
             // under the tenant's write lock: a reader sees the hour whole or
             // not at all
@@ -559,61 +704,119 @@ impl Store {
                 }
                 !drop
             });
-            for (hour, hour_dir) in list_hours(&dir)? {
-                if hour.end_nanos() > cutoff_nanos {
-                    continue;
+            let now = self.clock.now_nanos();
+            self.with_manifest(tenant, signal, |m| {
+                m.refresh(&self.storage)?;
+                let due = |f: &FileEntry| f.partition_hour().end_nanos() <= cutoff_nanos;
+                if !m.state().files.values().any(due) {
+                    return Ok(());
                 }
-                for e in std::fs::read_dir(&hour_dir)
-                    .map_err(|e| Error::io(&hour_dir, e))?
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
-                {
-                    deleted += 1;
-                    freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-                std::fs::remove_dir_all(&hour_dir).map_err(|e| Error::io(&hour_dir, e))?;
-                if let Some(date_dir) = hour_dir.parent() {
-                    // an emptied date directory goes too; a non-empty one stays
-                    let _ = std::fs::remove_dir(date_dir);
-                }
-            }
-            if let Some(c) = shard.committed_bytes.get() {
-                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(freed))
-                });
-            }
-        }
-        if deleted > 0 {
-            writer::sync_dir_if_exists(&dir)?;
+                m.commit(&self.storage, &self.node, now, |state| {
+                    let actions: Vec<Action> = state
+                        .files
+                        .values()
+                        .filter(|f| due(f))
+                        .map(|f| Action::Remove {
+                            path: f.path.clone(),
+                            at: now,
+                            size: f.size,
+                        })
+                        .collect();
+                    removed = actions.len();
+                    Ok(actions)
+                })
+                .map_err(commit_error)?;
+                Ok(())
+            })?;
+            self.update_committed_bytes(&shard);
         }
         self.release(&released);
+        Ok(removed)
+    }
+
+    /// Deletes from storage the files removed from `tenant`'s tables whose
+    /// grace period has passed; returns how many. Tables not loaded on this
+    /// node are left to the node that loaded them (or to the next start).
+    pub fn delete_expired(&self, tenant: &TenantId) -> Result<usize> {
+        let Some(shard) = self.existing_shard(tenant) else {
+            return Ok(0);
+        };
+        let now = self.clock.now_nanos();
+        let grace = i64::try_from(self.config.removal_grace.as_nanos()).unwrap_or(i64::MAX);
+        let mut tables = shard.tables.lock();
+        let mut deleted = 0;
+        for m in tables.values_mut() {
+            let expired = m.expired(now, grace);
+            let mut gone = Vec::new();
+            for r in expired {
+                self.storage.delete(&ObjPath::from(r.path.as_str()))?;
+                gone.push(r.path);
+            }
+            deleted += gone.len();
+            m.forget_deleted(&gone);
+        }
         Ok(deleted)
     }
 
+    /// [`Store::delete_expired`] for every tenant this node holds state for;
+    /// one tenant's failure does not stop the others.
+    pub fn delete_expired_all(&self) -> Result<usize> {
+        let mut total = 0;
+        let mut first_error = None;
+        for tenant in self.known_tenants() {
+            match self.delete_expired(&tenant) {
+                Ok(n) => total += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    /// The tenants with data in storage (a listing of the root: for start-up
+    /// and housekeeping, never for queries).
+    pub fn stored_tenants(&self) -> Result<Vec<TenantId>> {
+        Ok(self
+            .storage
+            .list_dirs(None)?
+            .iter()
+            .filter_map(crate::paths::parse_tenant_prefix)
+            .collect())
+    }
+
+    /// Recomputes the tenant's committed bytes from its loaded manifests,
+    /// once all of them are loaded.
+    fn update_committed_bytes(&self, shard: &Shard) {
+        let tables = shard.tables.lock();
+        if tables.len() < Signal::ALL.len() {
+            return;
+        }
+        let total: u64 = tables.values().map(|m| m.state().bytes()).sum();
+        shard
+            .committed_bytes
+            .get_or_init(|| AtomicU64::new(total))
+            .store(total, Ordering::Relaxed);
+    }
+
     /// Bytes of `tenant`'s committed files, every signal. The first call for
-    /// a tenant measures the directory (blocking); later ones are a load.
+    /// a tenant loads its manifests (blocking); later ones are a load.
     pub fn committed_bytes(&self, tenant: &TenantId) -> Result<u64> {
         let shard = self.shard(tenant);
         if let Some(c) = shard.committed_bytes.get() {
             return Ok(c.load(Ordering::Relaxed));
         }
-        let measured = {
-            // under the read lock no commit or deletion of the tenant runs
-            let _read = shard.commit.read();
-            let mut total = 0;
-            for signal in Signal::ALL {
-                let dir = paths::signal_dir(&self.root, tenant, signal);
-                total += list_files(&dir, TimeRange::ALL)?
-                    .iter()
-                    .map(|(_, size)| size)
-                    .sum::<u64>();
-            }
-            shard
-                .committed_bytes
-                .get_or_init(|| AtomicU64::new(total))
-                .load(Ordering::Relaxed)
-        };
-        Ok(measured)
+        for signal in Signal::ALL {
+            self.with_manifest(tenant, signal, |_| Ok(()))?;
+        }
+        self.update_committed_bytes(&shard);
+        Ok(shard
+            .committed_bytes
+            .get()
+            .map_or(0, |c| c.load(Ordering::Relaxed)))
     }
 
     /// [`Store::committed_bytes`] when already measured, without any I/O.
@@ -624,7 +827,9 @@ impl Store {
             .map(|c| c.load(Ordering::Relaxed))
     }
 
-    /// A consistent view of `tenant`'s `signal` within `range`.
+    /// A consistent view of `tenant`'s `signal` within `range`: the files
+    /// its manifest lists (after reading other nodes' newer commits) and
+    /// the rows this node still buffers.
     pub fn snapshot(
         &self,
         tenant: &TenantId,
@@ -632,12 +837,7 @@ impl Store {
         range: TimeRange,
     ) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let dir = paths::signal_dir(&self.root, tenant, signal);
-        let Some(shard) = self.existing_shard(tenant) else {
-            // nothing buffered, so no commit can race the listing
-            snap.files = list_files(&dir, range)?;
-            return Ok(snap);
-        };
+        let shard = self.shard(tenant);
         let _read = shard.commit.read();
         {
             let pending = shard.pending.lock();
@@ -648,61 +848,58 @@ impl Store {
                 }
             }
         }
-        snap.files = list_files(&dir, range)?;
+        snap.files = self.with_manifest(tenant, signal, |m| {
+            m.refresh(&self.storage)?;
+            Ok(m.state()
+                .files
+                .values()
+                .filter(|f| range.overlaps(f.partition_hour()) && range.overlaps_file(f))
+                .map(|f| (f.object_path(), f.size))
+                .collect())
+        })?;
         Ok(snap)
     }
+
+    /// The manifest entries of `tenant`'s `signal` table (fresh).
+    pub fn files(&self, tenant: &TenantId, signal: Signal) -> Result<Vec<FileEntry>> {
+        let shard = self.shard(tenant);
+        let _read = shard.commit.read();
+        self.with_manifest(tenant, signal, |m| {
+            m.refresh(&self.storage)?;
+            Ok(m.state().files.values().cloned().collect())
+        })
+    }
 }
 
-/// The committed files of a signal directory in the hours `range` overlaps.
-fn list_files(dir: &Path, range: TimeRange) -> Result<Vec<(PathBuf, u64)>> {
-    let mut out = Vec::new();
-    for (hour, hour_dir) in list_hours(dir)? {
-        if !range.overlaps(hour) {
-            continue;
-        }
-        let entries = match std::fs::read_dir(&hour_dir) {
-            Ok(e) => e,
-            // removed by retention since it was listed
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&hour_dir, e)),
-        };
-        let mut files: Vec<(PathBuf, u64)> = entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.ends_with(".parquet") && !name.starts_with('.')
-            })
-            .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
-            .collect();
-        files.sort();
-        out.extend(files);
+fn commit_error(e: CommitError) -> Error {
+    match e {
+        CommitError::Store(e) => e,
+        CommitError::Conflict(why) => Error::Manifest(why),
     }
-    Ok(out)
 }
 
-/// The hour partitions present under a signal directory.
-fn list_hours(signal_dir: &Path) -> Result<Vec<(PartitionHour, PathBuf)>> {
-    let mut out = Vec::new();
-    let dates = match std::fs::read_dir(signal_dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(signal_dir, e)),
-    };
-    for date in dates.flatten() {
-        let date_name = date.file_name().to_string_lossy().into_owned();
-        let Ok(hours) = std::fs::read_dir(date.path()) else {
+/// Smallest and largest `timestamp` in `batches`.
+fn time_bounds(batches: &[RecordBatch]) -> (i64, i64) {
+    let mut bounds = (i64::MAX, i64::MIN);
+    for b in batches {
+        let Some(ts) = b
+            .column_by_name("timestamp")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
             continue;
         };
-        for hour in hours.flatten() {
-            let hour_name = hour.file_name().to_string_lossy().into_owned();
-            if let Some(h) = PartitionHour::parse(&date_name, &hour_name) {
-                out.push((h, hour.path()));
-            }
+        if let Some(min) = arrow::compute::min(ts) {
+            bounds.0 = bounds.0.min(min);
+        }
+        if let Some(max) = arrow::compute::max(ts) {
+            bounds.1 = bounds.1.max(max);
         }
     }
-    out.sort();
-    Ok(out)
+    if bounds.0 > bounds.1 {
+        (i64::MIN, i64::MAX)
+    } else {
+        bounds
+    }
 }
 
 /// Splits a batch by the event hour of its `timestamp` column.

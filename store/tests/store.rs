@@ -1,46 +1,77 @@
-//! Store behaviour: partitioning by event hour, flush by size and age with an
-//! injected clock, atomic commits, consistent snapshots, crash leftovers.
+//! Store behaviour, on local disk and on a real S3-compatible server:
+//! partitioning by event hour, flush by size and age with an injected clock,
+//! manifest commits, consistent snapshots, retention with a grace period,
+//! several nodes on one table, compaction.
 mod common;
-use common::timed_batch;
-use std::fs::File;
+use common::{batches_in, parquet_of, rows_in, timed_batch, Backend};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::{Array, Int64Array};
 use bulkhead_rules::{ManualClock, TenantId};
-use bulkhead_store::{FlushConfig, Signal, Store, TimeRange};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use bulkhead_store::{CompactionConfig, FlushConfig, Signal, Store, TimeRange};
 
 const HOUR: i64 = 3_600_000_000_000;
 // 2024-03-05T00:00:00Z
 const T0: i64 = 1_709_596_800_000_000_000;
 
-fn rows_in(paths: &[(std::path::PathBuf, u64)]) -> usize {
-    paths
-        .iter()
-        .map(|(p, _)| {
-            let r = ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            r.map(|b| b.unwrap().num_rows()).sum::<usize>()
-        })
-        .sum()
-}
-
-fn open(dir: &std::path::Path, clock: Arc<ManualClock>, max_bytes: usize) -> Store {
-    let cfg = FlushConfig {
+fn config(max_bytes: usize) -> FlushConfig {
+    FlushConfig {
         max_buffer_bytes: max_bytes,
         max_age: Duration::from_secs(10),
         max_total_bytes: 1 << 30,
-    };
-    Store::open(dir, cfg, clock).unwrap()
+        removal_grace: Duration::from_secs(60),
+    }
 }
 
-#[test]
-fn rows_land_in_the_hour_partition_of_their_event_time() {
-    let dir = tempfile::tempdir().unwrap();
+fn open_as(b: &Backend, node: &str, clock: Arc<ManualClock>, max_bytes: usize) -> Store {
+    Store::open_storage(&b.config(), node, None, config(max_bytes), clock)
+        .unwrap()
+        .0
+}
+
+fn open(b: &Backend, clock: Arc<ManualClock>, max_bytes: usize) -> Store {
+    open_as(b, "node-a", clock, max_bytes)
+}
+
+fn count(s: &Store, t: &TenantId) -> usize {
+    let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
+    rows_in(s, &snap.files) + snap.buffered.iter().map(|b| b.num_rows()).sum::<usize>()
+}
+
+/// Every `value` of the tenant's logs, committed or buffered, sorted.
+fn values(s: &Store, t: &TenantId) -> Vec<i64> {
+    let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
+    let mut out = Vec::new();
+    for b in snap.buffered.iter().chain(&batches_in(s, &snap.files)) {
+        let v = b
+            .column_by_name("value")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        out.extend((0..v.len()).map(|i| v.value(i)));
+    }
+    out.sort_unstable();
+    out
+}
+
+on_both_backends!(
+    rows_land_in_the_hour_partition_of_their_event_time,
+    flush_waits_for_age_on_the_injected_clock,
+    snapshot_sees_each_row_exactly_once_before_and_after_flush,
+    committed_files_are_zstd_parquet_named_by_the_manifest,
+    retention_removes_whole_hours_and_deletes_after_the_grace_period,
+    two_nodes_on_one_table_lose_and_double_nothing,
+    a_table_loads_from_its_checkpoint_and_later_commits,
+    compaction_merges_an_hour_sorted_with_a_trace_id_bloom_filter,
+    compaction_gives_up_when_retention_removed_an_input,
+    the_tenants_in_storage_are_found,
+);
+
+fn rows_land_in_the_hour_partition_of_their_event_time(b: Backend) {
     let clock = Arc::new(ManualClock::new(0));
-    let store = open(dir.path(), clock, 1 << 30);
+    let store = open(&b, clock, 1 << 30);
     let t = TenantId::new("acme").unwrap();
     store
         .append(
@@ -52,15 +83,21 @@ fn rows_land_in_the_hour_partition_of_their_event_time() {
         .unwrap();
     let stats = store.flush_all().unwrap();
     assert_eq!((stats.files, stats.rows), (2, 3));
-    let h0 = dir
-        .path()
-        .join("tenant=acme/signal=logs/date=2024-03-05/hour=00");
-    let h1 = dir
-        .path()
-        .join("tenant=acme/signal=logs/date=2024-03-05/hour=01");
-    assert_eq!(std::fs::read_dir(&h0).unwrap().count(), 1);
-    assert_eq!(std::fs::read_dir(&h1).unwrap().count(), 1);
-    // time pruning: only hour 1 is listed for a range inside it
+    let files = store.files(&t, Signal::Logs).unwrap();
+    let mut dirs: Vec<String> = files
+        .iter()
+        .map(|f| f.path.rsplit_once('/').unwrap().0.to_string())
+        .collect();
+    dirs.sort();
+    assert_eq!(
+        dirs,
+        [
+            "tenant=acme/signal=logs/date=2024-03-05/hour=00",
+            "tenant=acme/signal=logs/date=2024-03-05/hour=01"
+        ]
+    );
+    assert!(files.iter().all(|f| f.policy_versions == ["v1"]));
+    // time pruning: only hour 1 for a range inside it
     let snap = store
         .snapshot(
             &t,
@@ -72,15 +109,25 @@ fn rows_land_in_the_hour_partition_of_their_event_time() {
         )
         .unwrap();
     assert_eq!(snap.files.len(), 1);
-    assert_eq!(rows_in(&snap.files), 1);
-    assert!(snap.files[0].0.starts_with(&h1));
+    assert_eq!(rows_in(&store, &snap.files), 1);
+    assert!(snap.files[0].0.as_ref().contains("hour=01"));
+    // and by each file's own time bounds within the hour
+    let snap = store
+        .snapshot(
+            &t,
+            Signal::Logs,
+            TimeRange {
+                start: T0 + 10,
+                end: T0 + 20,
+            },
+        )
+        .unwrap();
+    assert!(snap.files.is_empty(), "{:?}", snap.files);
 }
 
-#[test]
-fn flush_waits_for_age_on_the_injected_clock() {
-    let dir = tempfile::tempdir().unwrap();
+fn flush_waits_for_age_on_the_injected_clock(b: Backend) {
     let clock = Arc::new(ManualClock::new(1_000));
-    let store = open(dir.path(), clock.clone(), 1 << 30);
+    let store = open(&b, clock.clone(), 1 << 30);
     let t = TenantId::new("acme").unwrap();
     store
         .append(&t, Signal::Spans, "v1", timed_batch("acme", &[T0], 0))
@@ -91,85 +138,83 @@ fn flush_waits_for_age_on_the_injected_clock() {
     clock.advance(Duration::from_secs(1));
     assert_eq!(store.flush_due().unwrap().files, 1);
     assert_eq!(store.buffered_bytes(), 0);
-}
-
-#[test]
-fn flush_by_size_is_signalled_and_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1);
-    let t = TenantId::new("acme").unwrap();
-    assert!(store
+    // flush by size is signalled by the append
+    let small = open_as(&b, "node-b", clock, 1);
+    assert!(small
         .append(&t, Signal::Metrics, "v1", timed_batch("acme", &[T0], 0))
         .unwrap());
-    assert_eq!(store.flush_due().unwrap().files, 1);
+    assert_eq!(small.flush_due().unwrap().files, 1);
 }
 
-#[test]
-fn snapshot_sees_each_row_exactly_once_before_and_after_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1 << 30);
+fn snapshot_sees_each_row_exactly_once_before_and_after_flush(b: Backend) {
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
     let a = TenantId::new("a").unwrap();
-    let b = TenantId::new("b").unwrap();
+    let other = TenantId::new("b").unwrap();
     store
         .append(&a, Signal::Logs, "v1", timed_batch("a", &[T0, T0 + 1], 0))
         .unwrap();
     store
-        .append(&b, Signal::Logs, "v1", timed_batch("b", &[T0], 0))
+        .append(&other, Signal::Logs, "v1", timed_batch("b", &[T0], 0))
         .unwrap();
-    let count = |s: &Store, t: &TenantId| {
-        let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
-        rows_in(&snap.files) + snap.buffered.iter().map(|b| b.num_rows()).sum::<usize>()
-    };
     assert_eq!(count(&store, &a), 2);
-    assert_eq!(count(&store, &b), 1);
+    assert_eq!(count(&store, &other), 1);
     store.flush_all().unwrap();
     store
         .append(&a, Signal::Logs, "v1", timed_batch("a", &[T0 + 2], 0))
         .unwrap();
     assert_eq!(count(&store, &a), 3);
-    assert_eq!(count(&store, &b), 1);
-    assert_eq!(
-        store
-            .snapshot(&a, Signal::Spans, TimeRange::ALL)
-            .unwrap()
-            .files
-            .len(),
-        0
-    );
+    assert_eq!(count(&store, &other), 1);
+    assert!(store
+        .snapshot(&a, Signal::Spans, TimeRange::ALL)
+        .unwrap()
+        .files
+        .is_empty());
+    // a second store on the same storage sees the committed rows only
+    let reader = open_as(&b, "node-b", Arc::new(ManualClock::new(0)), 1 << 30);
+    assert_eq!(count(&reader, &a), 2);
 }
 
-#[test]
-fn committed_files_are_zstd_parquet_and_no_temporaries_remain() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1 << 30);
+fn committed_files_are_zstd_parquet_named_by_the_manifest(b: Backend) {
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
     let t = TenantId::new("acme").unwrap();
     store
         .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0; 100], 0))
         .unwrap();
     store.flush_all().unwrap();
     let snap = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
-    let reader =
-        ParquetRecordBatchReaderBuilder::try_new(File::open(&snap.files[0].0).unwrap()).unwrap();
-    let meta = reader.metadata();
-    let codec = meta.row_group(0).column(0).compression().to_string();
+    let reader = parquet_of(&store, &snap.files[0].0);
+    let codec = reader
+        .metadata()
+        .row_group(0)
+        .column(0)
+        .compression()
+        .to_string();
     assert!(codec.starts_with("ZSTD"), "{codec}");
-    let hour_dir = snap.files[0].0.parent().unwrap();
-    assert!(std::fs::read_dir(hour_dir).unwrap().all(|e| !e
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .starts_with('.')));
+    let f = &store.files(&t, Signal::Logs).unwrap()[0];
+    assert_eq!((f.rows, f.size, f.level), (100, snap.files[0].1, 0));
+    assert_eq!((f.min_time, f.max_time), (T0, T0));
+    assert_eq!(f.node, "node-a");
+    if let Some(dir) = b.local_dir() {
+        // the manifest sits beside the data; nothing else is in the tree
+        let manifest = dir.join("tenant=acme/signal=logs/_manifest");
+        let names: Vec<String> = std::fs::read_dir(&manifest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["00000000000000000001.json"]);
+    }
 }
 
 #[test]
-fn open_removes_leftovers_of_an_interrupted_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let hour = dir
-        .path()
+fn open_removes_unfinished_uploads_on_local_disk() {
+    let b = Backend::local();
+    let hour = b
+        .local_dir()
+        .unwrap()
         .join("tenant=a/signal=logs/date=2024-03-05/hour=00");
     std::fs::create_dir_all(&hour).unwrap();
-    std::fs::write(hour.join(".tmp-0190.parquet"), b"half a file").unwrap();
-    let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1 << 30);
+    std::fs::write(hour.join("0190.parquet#3"), b"half a file").unwrap();
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
     assert_eq!(std::fs::read_dir(&hour).unwrap().count(), 0);
     let snap = store
         .snapshot(&TenantId::new("a").unwrap(), Signal::Logs, TimeRange::ALL)
@@ -179,13 +224,14 @@ fn open_removes_leftovers_of_an_interrupted_commit() {
 
 #[test]
 fn a_full_buffer_refuses_appends_as_transient() {
-    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::local();
     let cfg = FlushConfig {
-        max_buffer_bytes: 1 << 30,
-        max_age: Duration::from_secs(10),
         max_total_bytes: 1,
+        ..config(1 << 30)
     };
-    let store = Store::open(dir.path(), cfg, Arc::new(ManualClock::new(0))).unwrap();
+    let store = Store::open_storage(&b.config(), "n", None, cfg, Arc::new(ManualClock::new(0)))
+        .unwrap()
+        .0;
     let t = TenantId::new("acme").unwrap();
     store
         .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0], 0))
@@ -200,10 +246,9 @@ fn a_full_buffer_refuses_appends_as_transient() {
         .unwrap();
 }
 
-#[test]
-fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Arc::new(ManualClock::new(0)), 1 << 30);
+fn retention_removes_whole_hours_and_deletes_after_the_grace_period(b: Backend) {
+    let clock = Arc::new(ManualClock::new(0));
+    let store = open(&b, clock.clone(), 1 << 30);
     let t = TenantId::new("acme").unwrap();
     let other = TenantId::new("other").unwrap();
     store
@@ -222,6 +267,7 @@ fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
     store
         .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + 5], 0))
         .unwrap();
+    let before = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
     // hours 00 and 01 ended by T0 + 2h; hour 02 has not
     assert_eq!(
         store
@@ -229,25 +275,234 @@ fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
             .unwrap(),
         2
     );
-    let snap = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
+    assert_eq!(count(&store, &t), 1);
+    // a query that took its snapshot before the removal still reads it
+    assert_eq!(rows_in(&store, &before.files), 3);
     assert_eq!(
-        rows_in(&snap.files) + snap.buffered.iter().map(|b| b.num_rows()).sum::<usize>(),
-        1
+        store.delete_expired(&t).unwrap(),
+        0,
+        "within the grace period"
     );
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(store.delete_expired(&t).unwrap(), 2);
+    for (path, _) in &before.files {
+        let gone = store.read_object(path).unwrap().is_none();
+        assert_eq!(gone, !path.as_ref().contains("hour=02"), "{path}");
+    }
+    assert_eq!(store.delete_expired(&t).unwrap(), 0);
     // other tenants and other signals are untouched
-    assert_eq!(
-        rows_in(
-            &store
-                .snapshot(&other, Signal::Logs, TimeRange::ALL)
-                .unwrap()
-                .files
-        ),
-        1
-    );
+    assert_eq!(count(&store, &other), 1);
     assert_eq!(
         store
             .delete_before(&t, Signal::Logs, T0 + 2 * HOUR)
             .unwrap(),
         0
+    );
+    // quota accounting follows the manifest
+    let left = store.files(&t, Signal::Logs).unwrap();
+    assert_eq!(
+        store.committed_bytes(&t).unwrap(),
+        left.iter().map(|f| f.size).sum::<u64>()
+    );
+}
+
+fn two_nodes_on_one_table_lose_and_double_nothing(b: Backend) {
+    let t = TenantId::new("shared").unwrap();
+    let nodes: Vec<Arc<Store>> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| Arc::new(open_as(&b, n, Arc::new(ManualClock::new(0)), 1 << 30)))
+        .collect();
+    const PER_NODE: i64 = 12;
+    let threads: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let (store, t) = (store.clone(), t.clone());
+            std::thread::spawn(move || {
+                for k in 0..PER_NODE {
+                    let value = (i as i64) * 1_000 + k * 10;
+                    store
+                        .append(
+                            &t,
+                            Signal::Logs,
+                            "v1",
+                            timed_batch("shared", &[T0 + k; 2], value),
+                        )
+                        .unwrap();
+                    // every append its own commit, racing the other node's
+                    store.flush_all().unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let mut expected: Vec<i64> = (0..2)
+        .flat_map(|i| (0..PER_NODE).flat_map(move |k| [i * 1_000 + k * 10, i * 1_000 + k * 10 + 1]))
+        .collect();
+    expected.sort_unstable();
+    for store in &nodes {
+        assert_eq!(values(store, &t), expected);
+    }
+    let files = nodes[0].files(&t, Signal::Logs).unwrap();
+    assert_eq!(files.len(), 2 * PER_NODE as usize);
+    assert_eq!(
+        files.iter().filter(|f| f.node == "node-b").count(),
+        PER_NODE as usize
+    );
+    // a compaction on one node is seen by the other
+    let stats = nodes[1]
+        .compact(
+            &t,
+            Signal::Logs,
+            &CompactionConfig {
+                min_files: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((stats.merged, stats.inputs), (1, 2 * PER_NODE as usize));
+    assert_eq!(nodes[0].files(&t, Signal::Logs).unwrap().len(), 1);
+    assert_eq!(values(&nodes[0], &t), expected);
+}
+
+fn a_table_loads_from_its_checkpoint_and_later_commits(b: Backend) {
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
+    let t = TenantId::new("acme").unwrap();
+    // 40 commits: a checkpoint at 32, eight commits after it
+    for k in 0..40 {
+        store
+            .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + k], k))
+            .unwrap();
+        store.flush_all().unwrap();
+    }
+    if let Some(dir) = b.local_dir() {
+        let m = dir.join("tenant=acme/signal=logs/_manifest");
+        assert!(m.join("00000000000000000032.checkpoint.json").exists());
+        assert!(m.join("_last_checkpoint.json").exists());
+    }
+    let fresh = open_as(&b, "node-b", Arc::new(ManualClock::new(0)), 1 << 30);
+    assert_eq!(values(&fresh, &t), (0..40).collect::<Vec<_>>());
+    assert_eq!(
+        fresh.files(&t, Signal::Logs).unwrap(),
+        store.files(&t, Signal::Logs).unwrap()
+    );
+}
+
+fn compaction_merges_an_hour_sorted_with_a_trace_id_bloom_filter(b: Backend) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = open(&b, clock.clone(), 1 << 30);
+    let t = TenantId::new("acme").unwrap();
+    for k in 0..5 {
+        // later appends carry earlier times: the merged file is sorted
+        store
+            .append(
+                &t,
+                Signal::Logs,
+                "v1",
+                common::trace_batch(&[T0 + 100 - k], k),
+            )
+            .unwrap();
+        store.flush_all().unwrap();
+    }
+    store
+        .append(
+            &t,
+            Signal::Logs,
+            "v2",
+            common::trace_batch(&[T0 + HOUR], 99),
+        )
+        .unwrap();
+    store.flush_all().unwrap();
+    let before = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
+    let cfg = CompactionConfig {
+        min_files: 5,
+        ..Default::default()
+    };
+    let stats = store.compact(&t, Signal::Logs, &cfg).unwrap();
+    assert_eq!((stats.merged, stats.inputs, stats.rows), (1, 5, 5));
+    let files = store.files(&t, Signal::Logs).unwrap();
+    assert_eq!(files.len(), 2, "hour 01 keeps its one file");
+    let merged = files.iter().find(|f| f.level == 1).unwrap();
+    assert_eq!(
+        (merged.rows, merged.min_time, merged.max_time),
+        (5, T0 + 96, T0 + 100)
+    );
+    let reader = parquet_of(&store, &merged.object_path());
+    let meta = reader.metadata().clone();
+    let trace_col = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "trace_id")
+        .unwrap();
+    assert!(
+        meta.row_group(0)
+            .column(trace_col)
+            .bloom_filter_offset()
+            .is_some(),
+        "bloom filter on trace_id"
+    );
+    let rows = reader.build().unwrap().next().unwrap().unwrap();
+    let ts = rows
+        .column_by_name("timestamp")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+        .unwrap();
+    assert!(
+        ts.values().windows(2).all(|w| w[0] <= w[1]),
+        "sorted by time"
+    );
+    assert_eq!(values(&store, &t), [0, 1, 2, 3, 4, 99]);
+    // the snapshot taken before still reads its (removed) inputs
+    assert_eq!(rows_in(&store, &before.files), 6);
+    // a settled hour with one file is left alone; nothing more to do
+    clock.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(store.compact(&t, Signal::Logs, &cfg).unwrap().merged, 0);
+}
+
+fn compaction_gives_up_when_retention_removed_an_input(b: Backend) {
+    let store = open(&b, Arc::new(ManualClock::new(T0 + 10 * HOUR)), 1 << 30);
+    let t = TenantId::new("acme").unwrap();
+    for k in 0..3 {
+        store
+            .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + k], k))
+            .unwrap();
+        store.flush_all().unwrap();
+    }
+    // the compactor read the manifest, then retention removed the hour
+    let cfg = CompactionConfig::default();
+    let stats = store
+        .compact_racing(&t, Signal::Logs, &cfg, || {
+            store.delete_before(&t, Signal::Logs, T0 + HOUR).unwrap();
+        })
+        .unwrap();
+    assert_eq!((stats.merged, stats.conflicts), (0, 1));
+    assert!(store.files(&t, Signal::Logs).unwrap().is_empty());
+    assert_eq!(count(&store, &t), 0);
+    if let Some(dir) = b.local_dir() {
+        // the merged file was deleted again; only the removed inputs remain
+        let hour = dir.join("tenant=acme/signal=logs/date=2024-03-05/hour=00");
+        assert_eq!(std::fs::read_dir(hour).unwrap().count(), 3);
+    }
+}
+
+fn the_tenants_in_storage_are_found(b: Backend) {
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
+    for name in ["b", "a"] {
+        let t = TenantId::new(name).unwrap();
+        store
+            .append(&t, Signal::Logs, "v1", timed_batch(name, &[T0], 0))
+            .unwrap();
+    }
+    store.flush_all().unwrap();
+    let mut found = store.stored_tenants().unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [TenantId::new("a").unwrap(), TenantId::new("b").unwrap()]
     );
 }

@@ -61,3 +61,113 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Where a test's store lives: a temporary directory, or a fresh prefix in
+/// the bucket of the S3-compatible test server (moto, started on loopback).
+pub enum Backend {
+    Local(tempfile::TempDir),
+    S3(String),
+}
+
+impl Backend {
+    pub fn local() -> Self {
+        Backend::Local(tempfile::tempdir().unwrap())
+    }
+
+    pub fn s3() -> Self {
+        Backend::S3(bulkhead_testkit::S3Server::shared().unique_prefix("store"))
+    }
+
+    pub fn config(&self) -> bulkhead_store::StorageConfig {
+        match self {
+            Backend::Local(dir) => bulkhead_store::StorageConfig::Local {
+                root: dir.path().join("store"),
+            },
+            Backend::S3(prefix) => bulkhead_store::StorageConfig::S3(bulkhead_store::S3Config {
+                bucket: bulkhead_testkit::S3_BUCKET.into(),
+                prefix: prefix.clone(),
+                endpoint: Some(bulkhead_testkit::S3Server::shared().endpoint().into()),
+                region: "us-east-1".into(),
+                allow_http: true,
+                access_key_id: Some(bulkhead_testkit::S3_ACCESS_KEY.into()),
+                secret_access_key: Some(bulkhead_testkit::S3_SECRET_KEY.into()),
+            }),
+        }
+    }
+
+    /// The store's directory on local disk, if local.
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        match self {
+            Backend::Local(dir) => Some(dir.path().join("store")),
+            Backend::S3(_) => None,
+        }
+    }
+}
+
+/// A committed file's Parquet reader, read through the store.
+pub fn parquet_of(
+    store: &bulkhead_store::Store,
+    path: &object_store::path::Path,
+) -> parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes> {
+    let bytes = store
+        .read_object(path)
+        .unwrap()
+        .expect("committed file exists");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap()
+}
+
+/// The batches of committed files.
+pub fn batches_in(
+    store: &bulkhead_store::Store,
+    files: &[(object_store::path::Path, u64)],
+) -> Vec<RecordBatch> {
+    files
+        .iter()
+        .flat_map(|(p, _)| parquet_of(store, p).build().unwrap().map(|b| b.unwrap()))
+        .collect()
+}
+
+/// The rows of committed files.
+pub fn rows_in(store: &bulkhead_store::Store, files: &[(object_store::path::Path, u64)]) -> usize {
+    batches_in(store, files).iter().map(|b| b.num_rows()).sum()
+}
+
+/// Runs each named test function, which takes a [`Backend`], once on
+/// local disk (`local::name`) and once on the S3 test server (`s3::name`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Backend::local())
+            })*
+        }
+        mod s3 {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Backend::s3())
+            })*
+        }
+    };
+}
+
+/// A logs-shaped batch with `trace_id` and `service_name` too (for
+/// compaction's sort and bloom filter), one row per time.
+pub fn trace_batch(times: &[i64], first_value: i64) -> RecordBatch {
+    let base = timed_batch("acme", times, first_value);
+    let mut fields: Vec<Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("trace_id", DataType::Utf8, true));
+    fields.push(Field::new("service_name", DataType::Utf8, true));
+    let mut columns = base.columns().to_vec();
+    columns.push(Arc::new(StringArray::from_iter_values(
+        (0..times.len()).map(|i| format!("{:032x}", first_value as usize + i)),
+    )));
+    columns.push(Arc::new(StringArray::from(vec!["checkout"; times.len()])));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
