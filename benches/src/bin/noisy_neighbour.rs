@@ -8,6 +8,13 @@
 //! its limit. Reports both latency distributions, how many of `noisy`'s
 //! requests were throttled and whether each carried a retry hint.
 //!
+//! By default (`--split`, on a machine with two or more CPUs) `noisy`'s
+//! load comes from a child process of this binary pinned to the last CPU,
+//! while the server and `quiet`'s client are pinned to the first, in both
+//! phases: the server's CPU then measures what `noisy` costs the server, not
+//! what the load generator's own HTTP/2 clients cost the machine.
+//! `--split=false` runs everything in one process on every CPU.
+//!
 //! ```text
 //! cargo run --release -p bulkhead-benches --bin noisy_neighbour
 //! ```
@@ -40,6 +47,14 @@ struct Args {
     /// Run without the write-ahead log (to tell fsync sharing from the rest).
     #[arg(long)]
     no_wal: bool,
+    /// Generate `noisy`'s load in a child process on its own CPU (needs two
+    /// CPUs and `taskset`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    split: bool,
+    /// Internal: run as the noisy load generator against this gRPC address
+    /// (the key is read from `NOISY_KEY`).
+    #[arg(long, hide = true)]
+    noisy_child: Option<String>,
 }
 
 fn request(batch: usize, tag: &str) -> ExportLogsServiceRequest {
@@ -151,14 +166,118 @@ async fn noisy(
     sum
 }
 
+/// The child process: connects, says `ready`, sends `noisy`'s load for
+/// `seconds`, prints its counts as one line and exits.
+async fn noisy_child(addr: &str, args: &Args) -> Result<(), String> {
+    let key = std::env::var("NOISY_KEY").map_err(|_| "NOISY_KEY is not set".to_string())?;
+    let auth = format!("Bearer {key}")
+        .parse::<tonic::metadata::MetadataValue<_>>()
+        .map_err(|e| e.to_string())?;
+    let ch = connect(addr).await?;
+    println!("ready");
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let (ok, throttled, hinted) = noisy(ch, auth, args.noisy_limit * 10, args.batch, until).await;
+    println!("{ok} {throttled} {hinted}");
+    Ok(())
+}
+
+/// Pins this process (every thread it has so far, and those it starts
+/// later) to `cpus`, a `taskset` CPU list.
+fn pin_self(cpus: &str) -> Result<(), String> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset -p -c {cpus} failed: {status}"))
+    }
+}
+
+async fn connect(addr: &str) -> Result<Channel, String> {
+    Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `noisy`'s load from a child process pinned to `cpu`; resolves to its
+/// counts once it has sent for `args.seconds`. Returns after the child said
+/// it is connected.
+async fn spawn_noisy_child(
+    addr: &str,
+    key: &str,
+    cpu: usize,
+    args: &Args,
+) -> Result<tokio::task::JoinHandle<Result<(u64, u64, u64), String>>, String> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(exe)
+        .args(["--noisy-child", addr])
+        .args(["--seconds", &args.seconds.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--noisy-limit", &args.noisy_limit.to_string()])
+        .env("NOISY_KEY", key)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting the noisy load process: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    match lines.next_line().await.map_err(|e| e.to_string())? {
+        Some(l) if l == "ready" => {}
+        other => return Err(format!("noisy load process did not start: {other:?}")),
+    }
+    Ok(tokio::spawn(async move {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("noisy load process printed no counts")?;
+        let _ = child.wait().await;
+        let n: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match n[..] {
+            [a, b, c] => Ok((a, b, c)),
+            _ => Err(format!("unexpected counts from the noisy process: {line}")),
+        }
+    }))
+}
+
 fn pct(l: &mut [Duration], p: f64) -> f64 {
     l.sort();
     l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1e3
 }
 
-#[tokio::main]
-async fn main() -> Result<(), String> {
+fn main() -> Result<(), String> {
     let args = Args::parse();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let split = args.split && cpus >= 2 && args.noisy_child.is_none();
+    if split {
+        // before the runtime starts, so every thread it starts inherits it
+        pin_self("0")?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match &args.noisy_child {
+        Some(addr) => rt.block_on(noisy_child(addr, &args)),
+        None => rt.block_on(run(&args, split.then_some(cpus - 1))),
+    }
+}
+
+/// The benchmark; `noisy_cpu` is the CPU of the noisy load process, or none
+/// to generate that load in this process.
+async fn run(args: &Args, noisy_cpu: Option<usize>) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut config = bulkhead_benches::loopback_config(dir.path());
     config.wal.enabled = !args.no_wal;
@@ -181,11 +300,8 @@ async fn main() -> Result<(), String> {
     std::fs::write(&noisy_policy, text).map_err(|e| e.to_string())?;
 
     let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
-    let ch = Channel::from_shared(format!("http://{}", server.grpc_addr))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let grpc = server.grpc_addr.to_string();
+    let ch = connect(&grpc).await?;
     let auth = |k: &bulkhead_rules::ApiKey| {
         format!("Bearer {}", k.expose())
             .parse::<tonic::metadata::MetadataValue<_>>()
@@ -202,18 +318,24 @@ async fn main() -> Result<(), String> {
     )
     .await?;
 
-    let until = Instant::now() + Duration::from_secs(args.seconds);
-    let noise = tokio::spawn(noisy(
-        ch.clone(),
-        noisy_auth,
-        args.noisy_limit * 10,
-        args.batch,
-        until,
-    ));
+    let noise = match noisy_cpu {
+        Some(cpu) => spawn_noisy_child(&grpc, &keys[1].expose(), cpu, args).await?,
+        None => {
+            let until = Instant::now() + Duration::from_secs(args.seconds);
+            let (ch, rate, batch) = (ch.clone(), args.noisy_limit * 10, args.batch);
+            tokio::spawn(async move { Ok(noisy(ch, noisy_auth, rate, batch, until).await) })
+        }
+    };
     let mut loaded = quiet(ch, quiet_auth, args.quiet_rate, args.seconds, args.batch).await?;
-    let (ok, throttled, hinted) = noise.await.map_err(|e| e.to_string())?;
+    let (ok, throttled, hinted) = noise.await.map_err(|e| e.to_string())??;
     server.shutdown().await?;
 
+    match noisy_cpu {
+        Some(cpu) => {
+            println!("server and quiet's client on CPU 0, noisy's load process on CPU {cpu}")
+        }
+        None => println!("one process on every CPU"),
+    }
     println!(
         "quiet: {} requests/s of {} records; noisy: limit {} records/s, sending {} records/s",
         args.quiet_rate,
