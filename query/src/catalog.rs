@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bulkhead_rules::TenantId;
+use bulkhead_store::schema::TENANT_COLUMN;
 use bulkhead_store::{Signal, Store, TimeRange, OBJECT_STORE_URL};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
@@ -18,10 +19,12 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{
     utils::conjunction, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
+use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -80,33 +83,7 @@ impl TableProvider for TenantTable {
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.files.is_empty() {
-            let url = ObjectStoreUrl::parse(OBJECT_STORE_URL)?;
-            // footers are cached across queries: files never change once
-            // committed (each has a fresh name), so a warm query reads none
-            let runtime = state.runtime_env();
-            let readers = CachedParquetFileReaderFactory::new(
-                runtime.object_store(&url)?,
-                runtime.cache_manager.get_file_metadata_cache(),
-            );
-            let mut source = ParquetSource::new(self.schema.clone())
-                .with_parquet_file_reader_factory(Arc::new(readers));
-            if let Some(predicate) = conjunction(filters.to_vec()) {
-                let df_schema = DFSchema::try_from(self.schema.clone())?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
-            let groups_wanted = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> =
-                vec![Vec::new(); groups_wanted.min(snapshot.files.len())];
-            for (i, (path, size)) in snapshot.files.iter().enumerate() {
-                let n = groups.len();
-                groups[i % n].push(PartitionedFile::new(path.to_string(), *size));
-            }
-            let config = FileScanConfigBuilder::new(url, Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            inputs.push(self.file_scan(state, &snapshot.files, projection, filters, limit)?);
         }
         if !snapshot.buffered.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
@@ -123,6 +100,73 @@ impl TableProvider for TenantTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+impl TenantTable {
+    /// A Parquet scan of committed files. Files hold every column but
+    /// `tenant` (see `bulkhead_store::schema::file_schema`); the scan adds it
+    /// as a partition column, from the tenant this table belongs to.
+    fn file_scan(
+        &self,
+        state: &dyn Session,
+        files: &[(ObjectPath, u64)],
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let url = ObjectStoreUrl::parse(OBJECT_STORE_URL)?;
+        let tenant_at = self.schema.index_of(TENANT_COLUMN)?;
+        let file_schema = bulkhead_store::schema::file_schema(&self.schema);
+        let table_schema = TableSchema::builder(file_schema.clone())
+            .with_table_partition_cols(vec![Arc::new(self.schema.field(tenant_at).clone())])
+            .build();
+        // the scan's columns are the file's, then `tenant`: map the table's
+        // column numbers onto them
+        let scan_index = |i: usize| match i.cmp(&tenant_at) {
+            std::cmp::Ordering::Equal => file_schema.fields().len(),
+            std::cmp::Ordering::Less => i,
+            std::cmp::Ordering::Greater => i - 1,
+        };
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|i| scan_index(*i)).collect(),
+            None => (0..self.schema.fields().len()).map(scan_index).collect(),
+        };
+        // footers are cached across queries: files never change once
+        // committed (each has a fresh name), so a warm query reads none
+        let runtime = state.runtime_env();
+        let readers = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let scan_schema = table_schema.table_schema().clone();
+        let mut source =
+            ParquetSource::new(table_schema).with_parquet_file_reader_factory(Arc::new(readers));
+        // filters on `tenant` hold for every row here; the rest prune row groups
+        let prunable: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !f.column_refs().iter().any(|c| c.name == TENANT_COLUMN))
+            .cloned()
+            .collect();
+        if let Some(predicate) = conjunction(prunable) {
+            let df_schema = DFSchema::try_from(scan_schema)?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let groups_wanted = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> =
+            vec![Vec::new(); groups_wanted.min(files.len())];
+        for (i, (path, size)) in files.iter().enumerate() {
+            let n = groups.len();
+            let mut file = PartitionedFile::new(path.to_string(), *size);
+            file.partition_values = vec![ScalarValue::Utf8(Some(self.tenant.to_string()))];
+            groups[i % n].push(file);
+        }
+        let config = FileScanConfigBuilder::new(url, Arc::new(source))
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(Some(wanted))?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Storage {
     /// its removal; queries that started before still read it. Keep it
     /// longer than `query.timeout`.
     pub removal_grace: HumanDuration,
+    /// A Parquet file no manifest names (a crash between its upload and its
+    /// commit) is deleted once it is this old. Longer than any upload and
+    /// commit may take, on every node sharing the storage.
+    pub orphan_age: HumanDuration,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -88,6 +92,7 @@ impl Default for Storage {
             region: "us-east-1".into(),
             allow_http: false,
             removal_grace: HumanDuration(Duration::from_secs(300)),
+            orphan_age: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
@@ -382,6 +387,9 @@ impl Config {
                 "storage.removal_grace: must be at least query.timeout ({:?}), or a running query may lose a file",
                 self.query.timeout.0
             ));
+        }
+        if self.storage.orphan_age.0 < Duration::from_secs(60) {
+            errors.push("storage.orphan_age: must be at least 1m".into());
         }
         if self.compaction.min_files < 2 {
             errors.push("compaction.min_files: must be at least 2".into());

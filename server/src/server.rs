@@ -306,6 +306,7 @@ pub async fn start_with(
     let compactor = tokio::spawn(run_compaction(Compactor {
         store: store.clone(),
         config: config.compaction.clone(),
+        orphan_age: config.storage.orphan_age.0,
         shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),
         clock: clock.clone(),
@@ -450,6 +451,7 @@ fn serve_axum(
 struct Compactor {
     store: Arc<Store>,
     config: crate::config::Compaction,
+    orphan_age: Duration,
     shutdown: CancellationToken,
     telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
@@ -459,10 +461,14 @@ struct Compactor {
 /// Storage upkeep, beside the housekeeping loop so a long merge never holds
 /// up a flush: every `compaction.interval` on the injected clock it merges
 /// the due tenant-hours (when compaction is on) and deletes the files whose
-/// removal grace period has passed.
+/// removal grace period has passed; every `storage.orphan_age` it deletes
+/// the files a crash left uncommitted.
 async fn run_compaction(c: Compactor) {
     let interval = i64::try_from(c.config.interval.0.as_nanos()).unwrap_or(i64::MAX);
+    let sweep_every = i64::try_from(c.orphan_age.as_nanos()).unwrap_or(i64::MAX);
     let mut last = c.clock.now_nanos();
+    // the first sweep comes with the first pass: a crash's leftovers go soon
+    let mut last_sweep = i64::MIN;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -478,8 +484,19 @@ async fn run_compaction(c: Compactor) {
             continue;
         }
         last = c.clock.now_nanos();
-        let (store, config) = (c.store.clone(), c.config.clone());
+        let sweep = last.saturating_sub(last_sweep) >= sweep_every;
+        if sweep {
+            last_sweep = last;
+        }
+        let (store, config, orphan_age) = (c.store.clone(), c.config.clone(), c.orphan_age);
         let done = tokio::task::spawn_blocking(move || {
+            if sweep {
+                match store.sweep_orphans_all(orphan_age) {
+                    Ok(n) if n > 0 => tracing::warn!(deleted = n, "deleted uncommitted files"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "orphan sweep failed"),
+                }
+            }
             let merged = config
                 .enabled
                 .then(|| store.compact_due(&config.store_config()));

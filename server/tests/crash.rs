@@ -210,15 +210,22 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Whether any manifest commit under `store` added a merged file.
+fn compacted(store: &Path) -> bool {
+    let mut files = Vec::new();
+    files_under(store, &mut files);
+    files.iter().any(|f| {
+        f.to_string_lossy().contains("_manifest")
+            && std::fs::read_to_string(f).is_ok_and(|t| t.contains("\"level\":1"))
+    })
+}
+
 /// The temporary files under `store` (commits in progress, or a crash's leftovers).
 fn temp_files(store: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     files_under(store, &mut files);
     files.retain(|f| {
-        f.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".tmp-")
+        bulkhead_store::objects::is_staging_name(&f.file_name().unwrap().to_string_lossy())
     });
     files
 }
@@ -234,7 +241,7 @@ fn check_store(store: &Path, leftovers: &[PathBuf]) {
     files_under(store, &mut files);
     for f in files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        if name.ends_with(".parquet") && !name.starts_with(".tmp-") {
+        if name.ends_with(".parquet") {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
                 std::fs::File::open(&f).unwrap(),
             )
@@ -279,6 +286,10 @@ flight = "127.0.0.1:0"
 max_age = "200ms"
 [wal]
 segment_size = "64KiB"
+[compaction]
+# merges (and their commits) happen all through the load too
+interval = "100ms"
+min_files = 2
 [query]
 max_rows = 10000000
 "#
@@ -335,6 +346,18 @@ max_rows = 10000000
             .collect();
         assert!(unknown.is_empty(), "records never sent: {unknown:?}");
         if cycle == cycles {
+            // the files the cycles left are merged (compaction commits ran
+            // through the load as well), and the rows are still there once
+            let merged = Instant::now();
+            while !compacted(&data.join("store")) {
+                assert!(
+                    merged.elapsed() < Duration::from_secs(30),
+                    "no compaction within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let after = query_bodies(&server.api, &key);
+            assert_eq!(after.len(), bodies.len(), "rows changed in compaction");
             server.child.kill().unwrap();
             server.child.wait().unwrap();
             break;

@@ -11,7 +11,6 @@
 //! storage only after the removal grace period, so a query that took its
 //! snapshot before still reads them.
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{RecordBatch, UInt32Array};
@@ -213,12 +212,13 @@ impl Store {
                 .build()
                 .map_err(decode)?;
             for b in reader {
-                batches.push(b?);
+                // files written before the tenant left the files still hold it
+                batches.push(crate::schema::without_tenant(&b?)?);
             }
         }
         let schema = match batches.first() {
             Some(b) => b.schema(),
-            None => Arc::new(signal.schema().as_ref().clone()),
+            None => crate::schema::file_schema(&signal.schema()),
         };
         let merged = sort_for_queries(&concat_batches(&schema, &batches)?)?;
         drop(batches);

@@ -33,6 +33,31 @@ pub const TIMESTAMP_COLUMN: &str = "timestamp";
 /// Time zone of every timestamp column.
 pub const TIME_ZONE: &str = "UTC";
 
+/// The columns a committed file holds: the table's, less `tenant`. The
+/// file's path names the tenant (`tenant=<id>/...`), so engines that read
+/// the tree with Hive partitioning get the column from there, without a
+/// clash with one inside the file; Bulkhead's SQL adds it the same way.
+pub fn file_schema(table: &Schema) -> SchemaRef {
+    let fields: Vec<FieldRef> = table
+        .fields()
+        .iter()
+        .filter(|f| f.name() != TENANT_COLUMN)
+        .cloned()
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, table.metadata().clone()))
+}
+
+/// `batch` without its `tenant` column (as a file holds it).
+pub fn without_tenant(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    match batch.schema().index_of(TENANT_COLUMN) {
+        Ok(i) => {
+            let keep: Vec<usize> = (0..batch.num_columns()).filter(|c| *c != i).collect();
+            batch.project(&keep)
+        }
+        Err(_) => Ok(batch.clone()),
+    }
+}
+
 /// `Timestamp(Nanosecond, "UTC")`, the type of every time column.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some(TIME_ZONE.into()))

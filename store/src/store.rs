@@ -584,8 +584,12 @@ impl Store {
     ) -> Result<u64> {
         let (signal, hour) = key;
         let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
-        let schema = parts[0].batch.schema();
-        let batches: Vec<RecordBatch> = parts.iter().map(|p| p.batch.clone()).collect();
+        // the tenant is in the path, not in the file (see `schema::file_schema`)
+        let batches = parts
+            .iter()
+            .map(|p| crate::schema::without_tenant(&p.batch))
+            .collect::<std::result::Result<Vec<RecordBatch>, _>>()?;
+        let schema = batches[0].schema();
         let seqs: Vec<u64> = parts.iter().filter_map(|p| p.seq).collect();
         let bytes = writer::encode_parquet(
             path.path().as_ref(),
@@ -756,6 +760,67 @@ impl Store {
             m.forget_deleted(&gone);
         }
         Ok(deleted)
+    }
+
+    /// Deletes the Parquet objects under `tenant`'s `signal` table that its
+    /// manifest does not name (neither live nor awaiting deletion) and that
+    /// are older than `min_age`: files a crash left between their put and
+    /// their commit, on any node. `min_age` must exceed the longest time a
+    /// put may take before its commit, so no node's commit in progress is
+    /// touched. Returns how many were deleted. Lists the table's objects:
+    /// housekeeping, never on a query's path.
+    pub fn sweep_orphans(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        min_age: Duration,
+    ) -> Result<usize> {
+        let listed = self
+            .storage
+            .list(&crate::paths::table_prefix(tenant, signal))?;
+        let known: HashSet<String> = {
+            let shard = self.shard(tenant);
+            let _read = shard.commit.read();
+            self.with_manifest(tenant, signal, |m| {
+                m.refresh(&self.storage)?;
+                let s = m.state();
+                Ok(s.files.keys().chain(s.removed.keys()).cloned().collect())
+            })?
+        };
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
+        let mut deleted = 0;
+        for o in listed {
+            let path = o.location.to_string();
+            if !path.ends_with(".parquet") || known.contains(&path) || o.last_modified > cutoff {
+                continue;
+            }
+            tracing::warn!(%tenant, %signal, path, "deleting a file no manifest names (left by a crash)");
+            self.storage.delete(&o.location)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// [`Store::sweep_orphans`] over every table of every tenant in storage;
+    /// one table's failure does not stop the others.
+    pub fn sweep_orphans_all(&self, min_age: Duration) -> Result<usize> {
+        let mut total = 0;
+        let mut first_error = None;
+        for tenant in self.stored_tenants()? {
+            for signal in Signal::ALL {
+                match self.sweep_orphans(&tenant, signal, min_age) {
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 
     /// [`Store::delete_expired`] for every tenant this node holds state for;

@@ -275,6 +275,11 @@ impl TestServer {
         self.config.store_dir()
     }
 
+    /// The configuration the server was started with.
+    pub fn server_config(&self) -> &bulkhead::Config {
+        &self.config
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.running()
     }
