@@ -310,6 +310,19 @@ impl Config {
         if let Some(v) = env("BULKHEAD_POLICY_DIR") {
             self.policy_dir = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("BULKHEAD_NODE_NAME") {
+            self.node_name = v;
+        }
+        // one image, one configuration file, several nodes and places
+        if let Some(v) = env("BULKHEAD_S3_BUCKET") {
+            self.storage.bucket = v;
+        }
+        if let Some(v) = env("BULKHEAD_S3_PREFIX") {
+            self.storage.prefix = v;
+        }
+        if let Some(v) = env("BULKHEAD_S3_ENDPOINT") {
+            self.storage.endpoint = Some(v);
+        }
         if errors.is_empty() {
             self.validate()
         } else {
