@@ -288,6 +288,21 @@ impl Config {
         Ok(config)
     }
 
+    /// Every environment variable [`Config::apply_env`] reads.
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "BULKHEAD_GRPC_LISTEN",
+        "BULKHEAD_HTTP_LISTEN",
+        "BULKHEAD_API_LISTEN",
+        "BULKHEAD_METRICS_LISTEN",
+        "BULKHEAD_FLIGHT_LISTEN",
+        "BULKHEAD_DATA_DIR",
+        "BULKHEAD_POLICY_DIR",
+        "BULKHEAD_NODE_NAME",
+        "BULKHEAD_S3_BUCKET",
+        "BULKHEAD_S3_PREFIX",
+        "BULKHEAD_S3_ENDPOINT",
+    ];
+
     /// Applies `BULKHEAD_*` environment overrides from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         let mut errors = Vec::new();
@@ -477,6 +492,22 @@ pub use bulkhead_rules::units::HumanDuration;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_vars_lists_exactly_what_apply_env_reads() {
+        let asked = std::sync::Mutex::new(Vec::new());
+        Config::default()
+            .apply_env(|v| {
+                asked.lock().unwrap().push(v.to_string());
+                None
+            })
+            .unwrap();
+        let mut asked = asked.into_inner().unwrap();
+        asked.sort();
+        let mut listed: Vec<String> = Config::ENV_VARS.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(asked, listed);
+    }
 
     #[test]
     fn sizes_and_durations_parse() {

@@ -240,6 +240,13 @@ impl Store {
             durability: None,
             stats: StoreStats::default(),
         };
+        let adopted = store.adopt_files_without_manifest()?;
+        if adopted > 0 {
+            tracing::warn!(
+                adopted,
+                "files of a store from before table manifests adopted into manifests"
+            );
+        }
         let mut report = ReplayReport::default();
         if let Some(wal) = wal {
             let (wal, entries, recovery) = Wal::open(wal).map_err(Error::Wal)?;
@@ -297,6 +304,141 @@ impl Store {
             );
         }
         Ok(())
+    }
+
+    /// Once per store: a store written before table manifests holds Parquet
+    /// files no manifest names. Each table without a manifest adopts its
+    /// files (their rows from the footer, their write-ahead-log entries
+    /// from the footer key older versions wrote), then a marker object
+    /// records that the store is in the manifest format. Returns how many
+    /// files were adopted.
+    fn adopt_files_without_manifest(&self) -> Result<usize> {
+        const MARKER: &str = "_bulkhead_store.json";
+        let marker = ObjPath::from(MARKER);
+        if self.storage.get(&marker)?.is_some() {
+            return Ok(0);
+        }
+        let mut by_table: BTreeMap<(TenantId, Signal), Vec<object_store::ObjectMeta>> =
+            BTreeMap::new();
+        for tenant in self.stored_tenants()? {
+            for signal in Signal::ALL {
+                let listed = self
+                    .storage
+                    .list(&crate::paths::table_prefix(&tenant, signal))?;
+                let files: Vec<_> = listed
+                    .into_iter()
+                    .filter(|o| o.location.as_ref().ends_with(".parquet"))
+                    .collect();
+                if !files.is_empty() {
+                    by_table.insert((tenant.clone(), signal), files);
+                }
+            }
+        }
+        let mut adopted = 0;
+        let now = self.clock.now_nanos();
+        for ((tenant, signal), files) in by_table {
+            let empty = self.with_manifest(&tenant, signal, |m| Ok(m.state().version == 0))?;
+            if !empty {
+                continue;
+            }
+            let mut actions = Vec::new();
+            for o in files {
+                let Some(entry) = self.entry_from_footer(&o, now)? else {
+                    continue;
+                };
+                actions.push(Action::Add(entry));
+            }
+            adopted += actions.len();
+            let shard = self.shard(&tenant);
+            let _write = shard.commit.write();
+            self.with_manifest(&tenant, signal, |m| {
+                m.commit(&self.storage, &self.node, now, |state| {
+                    // another node adopting at once: what it added stays once
+                    Ok(actions
+                        .iter()
+                        .filter(|a| match a {
+                            Action::Add(f) => !state.files.contains_key(&f.path),
+                            Action::Remove { .. } => false,
+                        })
+                        .cloned()
+                        .collect())
+                })
+                .map_err(commit_error)?;
+                Ok(())
+            })?;
+        }
+        self.storage
+            .put(&marker, bytes::Bytes::from_static(br#"{"format":2}"#))?;
+        Ok(adopted)
+    }
+
+    /// A manifest entry for a file written before manifests, from its path
+    /// and footer; none for a file whose path is not a partition file.
+    fn entry_from_footer(
+        &self,
+        o: &object_store::ObjectMeta,
+        now: i64,
+    ) -> Result<Option<FileEntry>> {
+        let parts: Vec<String> = o.location.parts().map(|p| p.as_ref().to_string()).collect();
+        let [.., date, hour, _] = parts.as_slice() else {
+            return Ok(None);
+        };
+        let Some(hour) = PartitionHour::parse(date, hour) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.storage.get(&o.location)? else {
+            return Ok(None);
+        };
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .map_err(|e| Error::Decode {
+                path: o.location.to_string(),
+                source: e,
+            })?;
+        let mut wals = Vec::new();
+        for kv in meta
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+        {
+            if kv.key != "bulkhead.wal" {
+                continue;
+            }
+            let Some(v) = kv
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+            else {
+                continue;
+            };
+            let seqs: Vec<[u64; 2]> = v["seqs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| Some([r[0].as_u64()?, r[1].as_u64()?]))
+                .collect();
+            if let Some(id) = v["wal"].as_str() {
+                wals.push(WalRef {
+                    id: id.to_string(),
+                    seqs,
+                });
+            }
+        }
+        Ok(Some(FileEntry {
+            path: o.location.to_string(),
+            size: o.size,
+            rows: u64::try_from(meta.file_metadata().num_rows()).unwrap_or(0),
+            hour: hour.start_nanos(),
+            // the hour's bounds: the footer's statistics are not needed to be safe
+            min_time: hour.start_nanos(),
+            max_time: hour.end_nanos().saturating_sub(1),
+            policy_versions: Vec::new(),
+            wals,
+            node: self.node.clone(),
+            added_at: now,
+            level: 0,
+        }))
     }
 
     /// Where the store keeps its objects, for logs.

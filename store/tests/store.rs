@@ -506,3 +506,44 @@ fn the_tenants_in_storage_are_found(b: Backend) {
         [TenantId::new("a").unwrap(), TenantId::new("b").unwrap()]
     );
 }
+
+#[test]
+fn a_store_from_before_manifests_adopts_its_files_once() {
+    let b = Backend::local();
+    let dir = b
+        .local_dir()
+        .unwrap()
+        .join("tenant=acme/signal=logs/date=2024-03-05/hour=00");
+    std::fs::create_dir_all(&dir).unwrap();
+    // as older versions wrote it: the tenant column inside, the WAL entries
+    // in a footer key
+    let batch = timed_batch("acme", &[T0, T0 + 1, T0 + 2], 0);
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "bulkhead.wal".to_string(),
+            r#"{"wal":"old-wal","seqs":[[1,2]]}"#.to_string(),
+        )]))
+        .build();
+    let file = std::fs::File::create(dir.join("0190aa.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let t = TenantId::new("acme").unwrap();
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
+    let files = store.files(&t, Signal::Logs).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].rows, 3);
+    assert_eq!(files[0].wals[0].id, "old-wal");
+    assert!(files[0].wals[0].contains(2));
+    assert_eq!(values(&store, &t), [0, 1, 2]);
+    drop(store);
+    // adopted once: a restart commits nothing more
+    let store = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
+    assert_eq!(store.files(&t, Signal::Logs).unwrap().len(), 1);
+    let manifest = b
+        .local_dir()
+        .unwrap()
+        .join("tenant=acme/signal=logs/_manifest");
+    assert_eq!(std::fs::read_dir(manifest).unwrap().count(), 1);
+}
