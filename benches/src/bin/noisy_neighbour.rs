@@ -8,12 +8,13 @@
 //! its limit. Reports both latency distributions, how many of `noisy`'s
 //! requests were throttled and whether each carried a retry hint.
 //!
-//! By default (`--split`, on a machine with two or more CPUs) `noisy`'s
-//! load comes from a child process of this binary pinned to the last CPU,
-//! while the server and `quiet`'s client are pinned to the first, in both
-//! phases: the server's CPU then measures what `noisy` costs the server, not
-//! what the load generator's own HTTP/2 clients cost the machine.
-//! `--split=false` runs everything in one process on every CPU.
+//! By default (`--split`) `noisy`'s load comes from a child process of this
+//! binary at the lowest CPU priority (`nice -n 19`), standing in for clients
+//! on other machines: its own HTTP/2 work then yields the cores to the server
+//! and `quiet`'s client. `--split=false` generates it in this process.
+//! `--honour-retry-info`: `noisy`'s clients wait the delay each refusal's
+//! `RetryInfo` names before they send again, as OpenTelemetry exporters do;
+//! without it they ignore the hints (a hostile or broken client).
 //!
 //! ```text
 //! cargo run --release -p bulkhead-benches --bin noisy_neighbour
@@ -47,10 +48,12 @@ struct Args {
     /// Run without the write-ahead log (to tell fsync sharing from the rest).
     #[arg(long)]
     no_wal: bool,
-    /// Generate `noisy`'s load in a child process on its own CPU (needs two
-    /// CPUs and `taskset`).
+    /// Generate `noisy`'s load in a child process at the lowest CPU priority.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     split: bool,
+    /// `noisy`'s clients wait out each refusal's RetryInfo delay.
+    #[arg(long)]
+    honour_retry_info: bool,
     /// Internal: run as the noisy load generator against this gRPC address
     /// (the key is read from `NOISY_KEY`).
     #[arg(long, hide = true)]
@@ -128,6 +131,7 @@ async fn noisy(
     rate: u64,
     batch: usize,
     until: Instant,
+    honour_hints: bool,
 ) -> (u64, u64, u64) {
     const CLIENTS: u64 = 4;
     let per_client = (rate / batch as u64 / CLIENTS).max(1);
@@ -147,8 +151,13 @@ async fn noisy(
                     Ok(_) => ok += 1,
                     Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                         throttled += 1;
-                        if tonic_types::StatusExt::get_details_retry_info(&s).is_some() {
+                        if let Some(hint) = tonic_types::StatusExt::get_details_retry_info(&s) {
                             hinted += 1;
+                            if let Some(delay) = hint.retry_delay.filter(|_| honour_hints) {
+                                // the pacing restarts after the wait
+                                tokio::time::sleep(delay.min(until - Instant::now())).await;
+                                tick.reset();
+                            }
                         }
                     }
                     Err(_) => {}
@@ -176,24 +185,17 @@ async fn noisy_child(addr: &str, args: &Args) -> Result<(), String> {
     let ch = connect(addr).await?;
     println!("ready");
     let until = Instant::now() + Duration::from_secs(args.seconds);
-    let (ok, throttled, hinted) = noisy(ch, auth, args.noisy_limit * 10, args.batch, until).await;
+    let (ok, throttled, hinted) = noisy(
+        ch,
+        auth,
+        args.noisy_limit * 10,
+        args.batch,
+        until,
+        args.honour_retry_info,
+    )
+    .await;
     println!("{ok} {throttled} {hinted}");
     Ok(())
-}
-
-/// Pins this process (every thread it has so far, and those it starts
-/// later) to `cpus`, a `taskset` CPU list.
-fn pin_self(cpus: &str) -> Result<(), String> {
-    let status = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("taskset: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("taskset -p -c {cpus} failed: {status}"))
-    }
 }
 
 async fn connect(addr: &str) -> Result<Channel, String> {
@@ -204,25 +206,24 @@ async fn connect(addr: &str) -> Result<Channel, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `noisy`'s load from a child process pinned to `cpu`; resolves to its
-/// counts once it has sent for `args.seconds`. Returns after the child said
-/// it is connected.
+/// `noisy`'s load from a child process at the lowest CPU priority; resolves
+/// to its counts once it has sent for `args.seconds`. Returns after the
+/// child said it is connected.
 async fn spawn_noisy_child(
     addr: &str,
     key: &str,
-    cpu: usize,
     args: &Args,
 ) -> Result<tokio::task::JoinHandle<Result<(u64, u64, u64), String>>, String> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new("taskset")
-        .arg("-c")
-        .arg(cpu.to_string())
+    let mut child = tokio::process::Command::new("nice")
+        .args(["-n", "19"])
         .arg(exe)
         .args(["--noisy-child", addr])
         .args(["--seconds", &args.seconds.to_string()])
         .args(["--batch", &args.batch.to_string()])
         .args(["--noisy-limit", &args.noisy_limit.to_string()])
+        .args(args.honour_retry_info.then_some("--honour-retry-info"))
         .env("NOISY_KEY", key)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -259,25 +260,18 @@ fn pct(l: &mut [Duration], p: f64) -> f64 {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let split = args.split && cpus >= 2 && args.noisy_child.is_none();
-    if split {
-        // before the runtime starts, so every thread it starts inherits it
-        pin_self("0")?;
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     match &args.noisy_child {
         Some(addr) => rt.block_on(noisy_child(addr, &args)),
-        None => rt.block_on(run(&args, split.then_some(cpus - 1))),
+        None => rt.block_on(run(&args)),
     }
 }
 
-/// The benchmark; `noisy_cpu` is the CPU of the noisy load process, or none
-/// to generate that load in this process.
-async fn run(args: &Args, noisy_cpu: Option<usize>) -> Result<(), String> {
+/// The benchmark.
+async fn run(args: &Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut config = bulkhead_benches::loopback_config(dir.path());
     config.wal.enabled = !args.no_wal;
@@ -318,24 +312,31 @@ async fn run(args: &Args, noisy_cpu: Option<usize>) -> Result<(), String> {
     )
     .await?;
 
-    let noise = match noisy_cpu {
-        Some(cpu) => spawn_noisy_child(&grpc, &keys[1].expose(), cpu, args).await?,
-        None => {
-            let until = Instant::now() + Duration::from_secs(args.seconds);
-            let (ch, rate, batch) = (ch.clone(), args.noisy_limit * 10, args.batch);
-            tokio::spawn(async move { Ok(noisy(ch, noisy_auth, rate, batch, until).await) })
-        }
+    let noise = if args.split {
+        spawn_noisy_child(&grpc, &keys[1].expose(), args).await?
+    } else {
+        let until = Instant::now() + Duration::from_secs(args.seconds);
+        let (ch, rate, batch) = (ch.clone(), args.noisy_limit * 10, args.batch);
+        let honour = args.honour_retry_info;
+        tokio::spawn(async move { Ok(noisy(ch, noisy_auth, rate, batch, until, honour).await) })
     };
     let mut loaded = quiet(ch, quiet_auth, args.quiet_rate, args.seconds, args.batch).await?;
     let (ok, throttled, hinted) = noise.await.map_err(|e| e.to_string())??;
     server.shutdown().await?;
 
-    match noisy_cpu {
-        Some(cpu) => {
-            println!("server and quiet's client on CPU 0, noisy's load process on CPU {cpu}")
+    println!(
+        "noisy's load {}; its clients {} RetryInfo",
+        if args.split {
+            "from a process at nice 19"
+        } else {
+            "from this process"
+        },
+        if args.honour_retry_info {
+            "honour"
+        } else {
+            "ignore"
         }
-        None => println!("one process on every CPU"),
-    }
+    );
     println!(
         "quiet: {} requests/s of {} records; noisy: limit {} records/s, sending {} records/s",
         args.quiet_rate,
