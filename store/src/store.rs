@@ -947,41 +947,17 @@ impl Store {
     /// [`Store::sweep_orphans`] over every table of every tenant in storage;
     /// one table's failure does not stop the others.
     pub fn sweep_orphans_all(&self, min_age: Duration) -> Result<usize> {
-        let mut total = 0;
-        let mut first_error = None;
-        for tenant in self.stored_tenants()? {
-            for signal in Signal::ALL {
-                match self.sweep_orphans(&tenant, signal, min_age) {
-                    Ok(n) => total += n,
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(total),
-        }
+        let tables = self
+            .stored_tenants()?
+            .into_iter()
+            .flat_map(|t| Signal::ALL.map(|s| (t.clone(), s)));
+        sum_all(tables, |(t, s)| self.sweep_orphans(&t, s, min_age))
     }
 
     /// [`Store::delete_expired`] for every tenant this node holds state for;
     /// one tenant's failure does not stop the others.
     pub fn delete_expired_all(&self) -> Result<usize> {
-        let mut total = 0;
-        let mut first_error = None;
-        for tenant in self.known_tenants() {
-            match self.delete_expired(&tenant) {
-                Ok(n) => total += n,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(total),
-        }
+        sum_all(self.known_tenants(), |t| self.delete_expired(&t))
     }
 
     /// The tenants with data in storage (a listing of the root: for start-up
@@ -1075,6 +1051,25 @@ impl Store {
             m.refresh(&self.storage)?;
             Ok(m.state().files.values().cloned().collect())
         })
+    }
+}
+
+/// Runs `f` on every item, summing what it returns; one item's failure does
+/// not stop the others (the first error is returned after all were tried).
+fn sum_all<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> Result<usize>) -> Result<usize> {
+    let mut total = 0;
+    let mut first_error = None;
+    for item in items {
+        match f(item) {
+            Ok(n) => total += n,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
     }
 }
 

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array};
-use arrow::record_batch::RecordBatch;
 use bulkhead_rules::{ManualClock, TenantId};
 use bulkhead_store::wal::WalConfig;
-use bulkhead_store::{FlushConfig, ReplayReport, Signal, Store, TimeRange};
+use bulkhead_store::{FlushConfig, ReplayReport, Signal, Store};
 
 const HOUR: i64 = 3_600_000_000_000;
 // 2024-03-05T00:00:00Z
@@ -34,28 +32,9 @@ fn open(dir: &Path) -> (Store, ReplayReport) {
     .unwrap()
 }
 
-/// Every `value` of the tenant's logs, committed or buffered, sorted.
+/// Every `value` of `acme`'s logs, committed or buffered, sorted.
 fn values(store: &Store) -> Vec<i64> {
-    let t = TenantId::new("acme").unwrap();
-    let snap = store.snapshot(&t, Signal::Logs, TimeRange::ALL).unwrap();
-    let mut out = Vec::new();
-    let mut take = |b: &RecordBatch| {
-        let v = b
-            .column_by_name("value")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        out.extend((0..v.len()).map(|i| v.value(i)));
-    };
-    for b in &snap.buffered {
-        take(b);
-    }
-    for b in common::batches_in(store, &snap.files) {
-        take(&b);
-    }
-    out.sort_unstable();
-    out
+    common::values(store, &TenantId::new("acme").unwrap())
 }
 
 fn copy_dir(from: &Path, to: &Path) {

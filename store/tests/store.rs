@@ -3,11 +3,11 @@
 //! manifest commits, consistent snapshots, retention with a grace period,
 //! several nodes on one table, compaction.
 mod common;
-use common::{batches_in, parquet_of, rows_in, timed_batch, Backend};
+use common::{parquet_of, rows_in, timed_batch, values, Backend};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array};
+use arrow::array::Array;
 use bulkhead_rules::{ManualClock, TenantId};
 use bulkhead_store::{CompactionConfig, FlushConfig, Signal, Store, TimeRange};
 
@@ -37,23 +37,6 @@ fn open(b: &Backend, clock: Arc<ManualClock>, max_bytes: usize) -> Store {
 fn count(s: &Store, t: &TenantId) -> usize {
     let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
     rows_in(s, &snap.files) + snap.buffered.iter().map(|b| b.num_rows()).sum::<usize>()
-}
-
-/// Every `value` of the tenant's logs, committed or buffered, sorted.
-fn values(s: &Store, t: &TenantId) -> Vec<i64> {
-    let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
-    let mut out = Vec::new();
-    for b in snap.buffered.iter().chain(&batches_in(s, &snap.files)) {
-        let v = b
-            .column_by_name("value")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        out.extend((0..v.len()).map(|i| v.value(i)));
-    }
-    out.sort_unstable();
-    out
 }
 
 on_both_backends!(

@@ -275,6 +275,20 @@ impl TestServer {
         self.config.store_dir()
     }
 
+    /// Posts protobuf OTLP logs to `/v1/logs` with `key`; asserts a 200.
+    pub async fn post_logs(&self, key: &str, body: Vec<u8>) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/logs", self.http_endpoint()))
+            .bearer_auth(key)
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("OTLP/HTTP request");
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    }
+
     /// The configuration the server was started with.
     pub fn server_config(&self) -> &bulkhead::Config {
         &self.config
@@ -325,21 +339,10 @@ impl TestServer {
     }
 }
 
-/// The Python interpreter with the test clients of `tests/python/requirements.txt`:
-/// `BULKHEAD_TEST_PYTHON`, as `.ci/run` sets it; else the venv `.ci/run`
-/// makes in `target/test-venv`; else `python3`.
+/// The Python interpreter with the test clients of
+/// `tests/python/requirements.txt` (see [`bulkhead_testkit::python`]).
 pub fn test_python() -> String {
-    if let Ok(p) = std::env::var("BULKHEAD_TEST_PYTHON") {
-        return p;
-    }
-    let venv = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/test-venv/bin/python"
-    );
-    if std::path::Path::new(venv).exists() {
-        return venv.into();
-    }
-    "python3".into()
+    bulkhead_testkit::python()
 }
 
 /// Runs a Python test client (off the async workers) and returns its

@@ -38,18 +38,6 @@ fn logs(times: &[u64]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-async fn post_logs(srv: &TestServer, key: &str, body: Vec<u8>) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/logs", srv.http_endpoint()))
-        .bearer_auth(key)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -74,7 +62,7 @@ async fn shutdown_commits_buffers_and_a_restart_reads_them_back() {
         .start()
         .await;
     let key = srv.key("acme", "ingest,query");
-    post_logs(&srv, &key, logs(&[T1, T1 + 1, T2])).await;
+    srv.post_logs(&key, logs(&[T1, T1 + 1, T2])).await;
     // nothing is on disk yet: the buffers are young
     let store = srv.store_dir();
     assert!(parquet_files(&store).is_empty());
@@ -153,7 +141,7 @@ async fn a_saturated_store_asks_clients_to_retry() {
         .await;
     let key = srv.key("acme", "ingest,query");
     // the first request fills the buffer past its limit; the next is refused
-    post_logs(&srv, &key, logs(&vec![T1; 200])).await;
+    srv.post_logs(&key, logs(&vec![T1; 200])).await;
     let one_more = || async {
         reqwest::Client::new()
             .post(format!("{}/v1/logs", srv.http_endpoint()))

@@ -60,18 +60,6 @@ fn hex_bytes(s: &str) -> Vec<u8> {
         .collect()
 }
 
-async fn post(srv: &TestServer, key: &str, body: Vec<u8>) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/logs", srv.http_endpoint()))
-        .bearer_auth(key)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
 /// Bulkhead's own answers, in the shape read_tree.py prints them.
 async fn bulkhead_answers(srv: &TestServer, key: &str) -> Value {
     let by_service: Vec<Value> = srv
@@ -149,13 +137,14 @@ async fn duckdb_and_pyarrow_read_a_tenants_tree_and_agree_with_bulkhead() {
     let other = srv.key("other", "ingest,query");
     // several flushes: several small files per hour
     for (service, n) in [("checkout", 5), ("cart", 3), ("checkout", 4)] {
-        post(&srv, &key, logs(service, n, service == "cart")).await;
+        srv.post_logs(&key, logs(service, n, service == "cart"))
+            .await;
         let store = srv.server().store().clone();
         tokio::task::spawn_blocking(move || store.flush_all().unwrap())
             .await
             .unwrap();
     }
-    post(&srv, &other, logs("checkout", 7, true)).await;
+    srv.post_logs(&other, logs("checkout", 7, true)).await;
     let store = srv.server().store().clone();
     tokio::task::spawn_blocking(move || store.flush_all().unwrap())
         .await

@@ -171,3 +171,26 @@ pub fn trace_batch(times: &[i64], first_value: i64) -> RecordBatch {
     columns.push(Arc::new(StringArray::from(vec!["checkout"; times.len()])));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
+
+/// Every `value` of `tenant`'s logs, committed or buffered, sorted.
+pub fn values(store: &bulkhead_store::Store, tenant: &bulkhead_rules::TenantId) -> Vec<i64> {
+    let snap = store
+        .snapshot(
+            tenant,
+            bulkhead_store::Signal::Logs,
+            bulkhead_store::TimeRange::ALL,
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    for b in snap.buffered.iter().chain(&batches_in(store, &snap.files)) {
+        let v = b
+            .column_by_name("value")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        out.extend(v.values().iter().copied());
+    }
+    out.sort_unstable();
+    out
+}
