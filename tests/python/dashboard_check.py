@@ -27,7 +27,10 @@ with sync_playwright() as p:
     # a wrong key is refused, and nothing is shown
     page.fill("#key", "bhk_0123456789abcdef_" + "0" * 64)
     page.click("#signin-form button")
-    page.wait_for_function("document.getElementById('signin-error').textContent.length > 0")
+    # a selector wait, not wait_for_function: when the answer is not there at
+    # once, Playwright polls a string predicate with eval, which the page's
+    # Content-Security-Policy (rightly) forbids
+    page.wait_for_selector("#signin-error:not(:empty)", state="attached")
     seen["wrong_key"] = page.text_content("#signin-error")
     seen["panels_hidden_after_wrong_key"] = page.is_hidden("#panels")
 
