@@ -12,7 +12,7 @@ use common::{files_under, load, query_bodies, start, CLIENTS, RECORDS_PER_REQUES
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bulkhead_collector::tenants;
 use bulkhead_rules::Scopes;
@@ -156,14 +156,8 @@ max_rows = 10000000
         if cycle == cycles {
             // the files the cycles left are merged (compaction commits ran
             // through the load as well), and the rows are still there once
-            let merged = Instant::now();
-            while !compacted(&data.join("store")) {
-                assert!(
-                    merged.elapsed() < Duration::from_secs(30),
-                    "no compaction within 30 s"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            common::wait_for_log(&server, "compacted", Duration::from_secs(30));
+            assert!(compacted(&data.join("store")));
             let after = query_bodies(&server.api, &key);
             assert_eq!(after.len(), bodies.len(), "rows changed in compaction");
             server.child.kill().unwrap();

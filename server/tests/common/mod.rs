@@ -25,6 +25,9 @@ pub struct Server {
     pub child: Child,
     pub http: String,
     pub api: String,
+    /// The server's log lines (echoed to the test's stderr too); the
+    /// channel disconnects when the process has exited.
+    pub logs: std::sync::mpsc::Receiver<String>,
 }
 
 /// A failing assertion must not leave the child running (it would hold the
@@ -48,18 +51,28 @@ pub fn start_with_env(config: &Path, env: &[(&str, String)]) -> Server {
         .arg(config)
         .env_remove("BULKHEAD_DATA_DIR")
         .env_remove("BULKHEAD_POLICY_DIR")
+        // warnings, and what the background tasks did
+        .env("RUST_LOG", "warn,bulkhead::server=debug")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start bulkhead");
+    let (tx, logs) = std::sync::mpsc::channel();
     // owned by a Server at once, so a failed wait below still kills it
     let mut server = Server {
         child,
         http: String::new(),
         api: String::new(),
+        logs,
     };
+    let stderr = server.child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            let _ = tx.send(line);
+        }
+    });
     let stdout = server.child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -218,13 +231,34 @@ pub fn stop(mut server: Server) {
         .status()
         .expect("kill -TERM");
     assert!(status.success());
+    // its log channel disconnects once the process has exited
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            assert!(status.success(), "graceful shutdown failed: {status}");
-            return;
+        match server
+            .logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(_) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no shutdown within 60 s"),
         }
-        assert!(Instant::now() < deadline, "no shutdown within 60 s");
-        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown failed: {status}");
+}
+
+/// Waits, at most `bound`, for a log line of `server` containing `what`
+/// (lines since its start count).
+pub fn wait_for_log(server: &Server, what: &str, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    loop {
+        match server
+            .logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) if line.contains(what) => return,
+            Ok(_) => continue,
+            Err(e) => panic!("no log line with {what:?} within {bound:?}: {e}"),
+        }
     }
 }
