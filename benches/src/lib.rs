@@ -20,3 +20,21 @@ pub fn loopback_config(data_dir: &Path) -> Config {
     config.listen.flight = any;
     config
 }
+
+/// An OTLP string attribute.
+pub fn kv(k: &str, v: String) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A SQL timestamp literal for nanoseconds since the epoch.
+pub fn sql_timestamp(nanos: u64) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
+}

@@ -18,7 +18,7 @@ use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tonic::codec::CompressionEncoding;
@@ -48,15 +48,7 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
-}
+use bulkhead_benches::kv;
 
 /// A request shaped like a typical service's logs: a resource with a few
 /// attributes, records with a ~120-byte message, four attributes, trace ids.

@@ -26,7 +26,7 @@ use bulkhead_store::{CompactionConfig, Signal};
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -45,15 +45,7 @@ const SLOT: u64 = 30_000_000_000;
 const SLOTS: u64 = DAY / SLOT;
 const SERVICES: u64 = 8;
 
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
-}
+use bulkhead_benches::kv;
 
 /// The rows of one slot, one resource per service.
 fn slot(rows: std::ops::Range<u64>, start: u64, total: u64) -> ExportLogsServiceRequest {
@@ -93,10 +85,7 @@ fn slot(rows: std::ops::Range<u64>, start: u64, total: u64) -> ExportLogsService
     }
 }
 
-fn timestamp(nanos: u64) -> String {
-    let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
-    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
-}
+use bulkhead_benches::sql_timestamp as timestamp;
 
 fn python() -> String {
     std::env::var("BULKHEAD_TEST_PYTHON").unwrap_or_else(|_| {

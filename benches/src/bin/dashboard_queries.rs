@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
@@ -44,15 +44,7 @@ const DAY: u64 = 86_400_000_000_000;
 const BATCH: u64 = 2_000;
 const SERVICES: u64 = 8;
 
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
-}
+use bulkhead_benches::kv;
 
 fn resource(service: u64) -> Option<Resource> {
     Some(Resource {
@@ -183,10 +175,7 @@ async fn load(endpoint: &str, key: &str, args: &Args, start: u64) -> Result<(), 
     Ok(())
 }
 
-fn timestamp(nanos: u64) -> String {
-    let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
-    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
-}
+use bulkhead_benches::sql_timestamp as timestamp;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {

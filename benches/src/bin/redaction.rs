@@ -15,21 +15,13 @@ use bulkhead_collector::redact::redact_batch;
 use bulkhead_rules::redact::{RedactionPolicy, Redactor, Report};
 use bulkhead_store::Signal;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 
 const RECORDS_PER_BATCH: usize = 1_000;
 const BATCHES: usize = 100;
 
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
-}
+use bulkhead_benches::kv;
 
 /// ~300 bytes per record: a ~200-byte message and four attributes; one in
 /// ten carries an e-mail, one in twenty an order id, one in fifty a token.
