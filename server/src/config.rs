@@ -21,6 +21,7 @@ pub struct Config {
     pub wal: Wal,
     pub storage: Storage,
     pub compaction: Compaction,
+    pub anomaly: Anomaly,
     pub query: Query,
     /// Operator keys, each granted a list of tenants to query together
     /// (`[[federation]]` entries; `bulkhead operator key` makes one).
@@ -93,6 +94,38 @@ impl Default for Storage {
             allow_http: false,
             removal_grace: HumanDuration(Duration::from_secs(300)),
             orphan_age: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// How anomaly detection is organised across nodes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Anomaly {
+    pub coordination: Coordination,
+}
+
+/// Who scores a tenant's minutes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Coordination {
+    /// `bucket` when the storage is S3, `node` on local disk.
+    #[default]
+    Auto,
+    /// Each node scores what it receives itself; state on its own disk.
+    Node,
+    /// Nodes publish per-minute partials to the storage and one leader
+    /// scores the merged minutes; state in the storage.
+    Bucket,
+}
+
+impl Anomaly {
+    /// Whether detection is shared through the storage.
+    pub fn shared(&self, storage: &Storage) -> bool {
+        match self.coordination {
+            Coordination::Auto => storage.backend == Backend::S3,
+            Coordination::Node => false,
+            Coordination::Bucket => true,
         }
     }
 }
@@ -209,6 +242,7 @@ impl Default for Config {
             wal: Wal::default(),
             storage: Storage::default(),
             compaction: Compaction::default(),
+            anomaly: Anomaly::default(),
             query: Query::default(),
             federation: Vec::new(),
         }
@@ -351,8 +385,18 @@ impl Config {
         if let Err(e) = bulkhead_query::federation::Federation::new(&self.federation) {
             errors.push(e);
         }
-        if self.node_name.is_empty() {
-            errors.push("node_name: must not be empty".to_string());
+        if self.node_name.is_empty()
+            || self.node_name.len() > 64
+            || !self
+                .node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || self.node_name.starts_with('.')
+        {
+            errors.push(format!(
+                "node_name: {:?} must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
+                self.node_name
+            ));
         }
         let l = &self.listen;
         let all = [
@@ -556,6 +600,25 @@ mod tests {
             e.contains("query.max_rows") && e.contains("flush.max_age"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn node_names_are_safe_object_names_and_detection_follows_the_backend() {
+        for bad in ["", "a/b", "..", ".hidden", "node a", &"n".repeat(65)] {
+            let e = Config::parse(&format!("node_name = {bad:?}\n")).unwrap_err();
+            assert!(e.contains("node_name"), "{bad:?}: {e}");
+        }
+        let c = Config::parse("node_name = \"node-a.eu_1\"\n").unwrap();
+        assert!(!c.anomaly.shared(&c.storage), "local disk: per node");
+        let c = Config::parse("[storage]\nbackend = \"s3\"\nbucket = \"b\"\n").unwrap();
+        assert!(c.anomaly.shared(&c.storage), "S3: shared");
+        let c = Config::parse(
+            "[anomaly]\ncoordination = \"node\"\n[storage]\nbackend = \"s3\"\nbucket = \"b\"\n",
+        )
+        .unwrap();
+        assert!(!c.anomaly.shared(&c.storage));
+        let e = Config::parse("[anomaly]\ncoordination = \"gossip\"\n").unwrap_err();
+        assert!(e.contains("gossip"), "{e}");
     }
 
     #[test]

@@ -120,11 +120,16 @@ pub async fn start_with(
     );
     let flush_wanted = Arc::new(Notify::new());
     let telemetry = Arc::new(Telemetry::default());
-    let anomalies = Arc::new(AnomalyEngine::new(
-        config.data_dir.join("anomaly"),
-        clock.clone(),
-        telemetry.clone(),
-    ));
+    let anomalies = Arc::new(if config.anomaly.shared(&config.storage) {
+        tracing::info!("anomaly detection shared by every node of the storage");
+        AnomalyEngine::shared(store.clone(), clock.clone(), telemetry.clone())
+    } else {
+        AnomalyEngine::new(
+            config.data_dir.join("anomaly"),
+            clock.clone(),
+            telemetry.clone(),
+        )
+    });
     let pipeline = Arc::new(
         Pipeline::new(
             store.clone(),
@@ -599,9 +604,10 @@ async fn run_housekeeping(h: Housekeeping) {
         let (p, a) = (pipeline.clone(), anomalies.clone());
         let ticked = tokio::task::spawn_blocking(move || {
             let tenants = p.tenants().clone();
-            for (tenant, findings) in a.tick(|t| tenants.policy(t).map(|p| p.anomaly.clone())) {
-                p.record_anomalies(&tenant, &findings);
-            }
+            a.tick(
+                |t| tenants.policy(t).map(|p| p.anomaly.clone()),
+                |t, findings| p.record_anomalies(t, findings),
+            );
         })
         .await;
         if let Err(e) = ticked {
@@ -707,8 +713,11 @@ impl RunningServer {
         let _ = self.watcher.await;
         let p = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || p.flush_refusals()).await;
-        if let Err(e) = self.anomalies.checkpoint_all() {
-            tracing::error!(error = %e, "anomaly checkpoint at shutdown failed");
+        let a = self.anomalies.clone();
+        match tokio::task::spawn_blocking(move || a.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "anomaly checkpoint at shutdown failed"),
+            Err(e) => tracing::error!(error = %e, "anomaly checkpoint at shutdown panicked"),
         }
         let store = self.store.clone();
         let stats = tokio::task::spawn_blocking(move || store.flush_all())

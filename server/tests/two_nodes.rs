@@ -5,7 +5,7 @@
 //! every acknowledged record is then queryable exactly once from either
 //! node.
 mod common;
-use common::{load, query_bodies, start_with_env, Server};
+use common::{load, query_bodies, start_with_env, wait_for_log, Server};
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -99,6 +99,11 @@ fn two_nodes_on_one_bucket_lose_and_double_nothing_across_a_kill() {
         rx.recv_timeout(Duration::from_secs(30))
             .expect("acknowledgements stopped coming");
     }
+    // both have passed their minutes on to anomaly detection (shared through
+    // the bucket) before the kill
+    for n in [&a, &b] {
+        wait_for_log(n, "anomaly partials published", Duration::from_secs(30));
+    }
     // stop the load: node-a last, so both nodes' clients end
     for n in [&mut b, &mut a] {
         n.child.kill().unwrap();
@@ -171,6 +176,12 @@ fn two_nodes_on_one_bucket_lose_and_double_nothing_across_a_kill() {
     assert!(S3Server::shared()
         .run_python(LIST, &[&prefix])
         .contains(".parquet"));
+    // anomaly detection is shared through the bucket: both nodes published
+    // their minutes, and one lease was taken
+    let shared = S3Server::shared().run_python(LIST, &[&format!("{prefix}/_anomaly/")]);
+    for want in ["/partials/node-a/", "/partials/node-b/", "/leader/"] {
+        assert!(shared.contains(want), "{want} in {shared}");
+    }
 }
 
 /// Lists the objects under a prefix of the test bucket.

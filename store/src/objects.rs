@@ -251,6 +251,17 @@ impl Storage {
             .map_err(|e| self.err(prefix, e))
     }
 
+    /// The objects below `prefix` whose paths sort after `offset`, in path
+    /// order (a reader that remembers where it stopped).
+    pub fn list_after(&self, prefix: &ObjPath, offset: &ObjPath) -> Result<Vec<ObjectMeta>> {
+        let (objects, p, o) = (self.objects.clone(), prefix.clone(), offset.clone());
+        let mut listed: Vec<ObjectMeta> = self
+            .block_on(async move { objects.list_with_offset(Some(&p), &o).try_collect().await })
+            .map_err(|e| self.err(prefix, e))?;
+        listed.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(listed)
+    }
+
     /// The first-level "directories" below `prefix`.
     pub fn list_dirs(&self, prefix: Option<&ObjPath>) -> Result<Vec<ObjPath>> {
         let (objects, p) = (self.objects.clone(), prefix.cloned());

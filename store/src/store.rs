@@ -469,7 +469,9 @@ impl Store {
         self.storage.get(path)
     }
 
-    pub(crate) fn storage(&self) -> &Storage {
+    /// The storage itself, for other shared state kept beside the tenant
+    /// trees (the anomaly detectors' exchange, under `_anomaly/`).
+    pub fn storage(&self) -> &Storage {
         &self.storage
     }
 

@@ -1,7 +1,9 @@
-//! Detector state on disk, one JSON file per tenant under
-//! `<data_dir>/anomaly/<tenant>.json`, written atomically: every series'
-//! detector and the still-open minutes, so a restart neither forgets
-//! baselines nor mistakes the open minutes for silent ones.
+//! Detector state, one JSON document per tenant: every series' detector and
+//! the still-open minutes, so a restart neither forgets baselines nor
+//! mistakes the open minutes for silent ones. A single node keeps it on its
+//! own disk under `<data_dir>/anomaly/<tenant>.json`, written atomically;
+//! nodes sharing a bucket keep it there (`super::shared`), with the
+//! partials of every node it has taken in.
 use std::path::Path;
 
 use base64::Engine;
@@ -20,14 +22,42 @@ struct File {
     closed: Option<i64>,
     series: Vec<Series>,
     pending: Vec<(i64, Vec<(Key, Acc)>)>,
+    /// Shared detection: per node, the last partials object taken in.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    taken: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Key {
+pub(super) struct Key {
     kind: SeriesKind,
     signal: String,
     service: Option<String>,
     name: Option<String>,
+}
+
+/// `(minute, [(series, accumulator)])`, as stored.
+pub(super) type StoredMinutes = Vec<(i64, Vec<(Key, Acc)>)>;
+
+pub(super) fn store_minutes(m: &super::Minutes) -> StoredMinutes {
+    m.iter()
+        .map(|(m, series)| {
+            (
+                *m,
+                series.iter().map(|(k, a)| (k.into(), a.clone())).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Adds stored minutes to `out`; series of an unknown signal are skipped.
+pub(super) fn add_stored_minutes(stored: StoredMinutes, out: &mut super::Minutes) {
+    for (minute, series) in stored {
+        for (k, acc) in series {
+            if let Some(key) = k.into_series_key() {
+                super::aggregate::add(out, minute, key, acc);
+            }
+        }
+    }
 }
 
 impl From<&SeriesKey> for Key {
@@ -66,6 +96,13 @@ fn path(dir: &Path, tenant: &TenantId) -> std::path::PathBuf {
 }
 
 pub(super) fn save(dir: &Path, tenant: &TenantId, st: &TenantState) -> Result<(), String> {
+    let target = path(dir, tenant);
+    bulkhead_store::atomic::write_atomic(&target, &encode(st)?)
+        .map_err(|e| format!("{}: {e}", target.display()))
+}
+
+/// The tenant's state as a document.
+pub(super) fn encode(st: &TenantState) -> Result<Vec<u8>, String> {
     let file = File {
         version: 1,
         newest: st.newest,
@@ -80,21 +117,10 @@ pub(super) fn save(dir: &Path, tenant: &TenantId, st: &TenantState) -> Result<()
                 last_minute: s.last_minute,
             })
             .collect(),
-        pending: st
-            .pending
-            .iter()
-            .map(|(m, series)| {
-                (
-                    *m,
-                    series.iter().map(|(k, a)| (k.into(), a.clone())).collect(),
-                )
-            })
-            .collect(),
+        pending: store_minutes(&st.pending),
+        taken: st.taken.clone(),
     };
-    let text = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
-    let target = path(dir, tenant);
-    bulkhead_store::atomic::write_atomic(&target, &text)
-        .map_err(|e| format!("{}: {e}", target.display()))
+    serde_json::to_vec(&file).map_err(|e| e.to_string())
 }
 
 /// The tenant's saved state, or a fresh one when there is none. Detectors are
@@ -106,14 +132,20 @@ pub(super) fn load(dir: &Path, tenant: &TenantId) -> Result<TenantState, String>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TenantState::default()),
         Err(e) => return Err(format!("{}: {e}", p.display())),
     };
-    let file: File = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    decode(&bytes, tenant).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// A tenant's state from its document.
+pub(super) fn decode(bytes: &[u8], tenant: &TenantId) -> Result<TenantState, String> {
+    let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if file.version != 1 {
-        return Err(format!("{}: unknown version {}", p.display(), file.version));
+        return Err(format!("unknown version {}", file.version));
     }
     let defaults = AnomalyPolicy::default();
     let mut st = TenantState {
         newest: file.newest,
         closed: file.closed,
+        taken: file.taken,
         ..Default::default()
     };
     for s in file.series {
@@ -122,7 +154,7 @@ pub(super) fn load(dir: &Path, tenant: &TenantId) -> Result<TenantState, String>
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&s.detector)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+            .map_err(|e| e.to_string())?;
         let settings = series_settings(&defaults.detector, key.kind);
         // A detector saved by another version of the detector (or damaged)
         // starts afresh; the series, its open minutes and the others keep.
@@ -139,13 +171,7 @@ pub(super) fn load(dir: &Path, tenant: &TenantId) -> Result<TenantState, String>
             },
         );
     }
-    for (minute, series) in file.pending {
-        for (k, acc) in series {
-            if let Some(key) = k.into_series_key() {
-                st.pending.entry(minute).or_default().insert(key, acc);
-            }
-        }
-    }
+    add_stored_minutes(file.pending, &mut st.pending);
     // Built with default settings: the first `apply_policy` rebuilds them
     // with the tenant's.
     st.settings = Some(defaults);

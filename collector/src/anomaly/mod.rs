@@ -9,8 +9,13 @@
 //! that slack. For tenants sending live data, the wall clock also closes
 //! minutes, so a tenant that stops sending is seen to drop to zero.
 //! Detector state is checkpointed per tenant ([`checkpoint`]).
+//!
+//! Nodes sharing a bucket ([`AnomalyEngine::shared`]) detect together: each
+//! aggregates what it receives and publishes it, and one leader merges every
+//! node's minutes and scores them ([`shared`]).
 mod aggregate;
 mod checkpoint;
+mod shared;
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -51,6 +56,9 @@ pub(crate) struct TenantState {
     closed: Option<i64>,
     /// The settings the detectors were built with.
     settings: Option<AnomalyPolicy>,
+    /// Shared detection: per node, the name of the last partials object
+    /// taken in (each is taken in once, whoever leads).
+    taken: std::collections::BTreeMap<String, String>,
 }
 
 /// An anomaly on its way to the `anomalies` table.
@@ -72,15 +80,21 @@ pub struct Finding {
 
 /// The detectors of every tenant.
 pub struct AnomalyEngine {
+    /// The tenants this node scores: every tenant it has seen, or, when
+    /// detection is shared, every tenant while this node leads.
     tenants: Mutex<HashMap<TenantId, Arc<Mutex<TenantState>>>>,
     state_dir: PathBuf,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
+    shared: Option<shared::Shared>,
 }
 
 impl std::fmt::Debug for AnomalyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnomalyEngine({})", self.state_dir.display())
+        match &self.shared {
+            Some(s) => write!(f, "AnomalyEngine(shared, node {})", s.node()),
+            None => write!(f, "AnomalyEngine({})", self.state_dir.display()),
+        }
     }
 }
 
@@ -109,6 +123,24 @@ impl AnomalyEngine {
             state_dir,
             clock,
             telemetry,
+            shared: None,
+        }
+    }
+
+    /// Detection shared by every node of `store`'s storage: this node
+    /// publishes what it receives there, and scores every tenant's merged
+    /// minutes while it holds the lead. State lives in the storage.
+    pub fn shared(
+        store: Arc<bulkhead_store::Store>,
+        clock: Arc<dyn Clock>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Self {
+            tenants: Mutex::default(),
+            state_dir: PathBuf::new(),
+            clock,
+            telemetry,
+            shared: Some(shared::Shared::new(store)),
         }
     }
 
@@ -138,6 +170,19 @@ impl AnomalyEngine {
             return Vec::new();
         }
         let now_secs = self.clock.now_nanos().div_euclid(1_000_000_000);
+        if let Some(sh) = &self.shared {
+            // the leader scores; this node passes its minutes on
+            let mut fresh = Minutes::new();
+            aggregate::accumulate(
+                signal,
+                batch,
+                policy,
+                |m| m <= now_secs + MAX_FUTURE_SECS,
+                &mut fresh,
+            );
+            sh.add(tenant, fresh);
+            return Vec::new();
+        }
         let state = self.tenant(tenant);
         let mut st = state.lock();
         st.apply_policy(policy);
@@ -166,14 +211,34 @@ impl AnomalyEngine {
     }
 
     /// Lets the wall clock close minutes of tenants whose data is live, so a
-    /// tenant (or service) that stops sending is scored as sending zero.
+    /// tenant (or service) that stops sending is scored as sending zero;
+    /// `record` stores each tenant's findings. When detection is shared,
+    /// this node first publishes what it received, and, if it leads, takes
+    /// in every node's partials and scores the minutes they close.
     pub fn tick(
         &self,
         policies: impl Fn(&TenantId) -> Option<AnomalyPolicy>,
-    ) -> Vec<(TenantId, Vec<Finding>)> {
+        record: impl Fn(&TenantId, &[Finding]),
+    ) {
+        if let Some(sh) = &self.shared {
+            let now = self.clock.now_nanos();
+            if let Err(e) = sh.publish(now, false) {
+                tracing::warn!(error = %e, "anomaly partials not published; kept for the next try");
+            }
+            match sh.lead(now) {
+                shared::Lead::Following => {
+                    self.tenants.lock().clear();
+                    return;
+                }
+                shared::Lead::Took => self.tenants.lock().clear(),
+                shared::Lead::Leading => {}
+            }
+            if let Err(e) = self.take_in(sh, &policies, &record) {
+                tracing::warn!(error = %e, "anomaly partials not taken in; will retry");
+            }
+        }
         let now_minute = self.clock.now_nanos().div_euclid(60_000_000_000) * 60;
         let tenants = self.all_tenants();
-        let mut out = Vec::new();
         for (tenant, state) in tenants {
             let Some(policy) = policies(&tenant).filter(|p| p.enabled) else {
                 continue;
@@ -192,10 +257,90 @@ impl AnomalyEngine {
             );
             self.count(&tenant, &findings);
             if !findings.is_empty() {
-                out.push((tenant, findings));
+                record(&tenant, &findings);
+                self.saved_after_findings(&tenant, &st);
             }
         }
-        out
+    }
+
+    /// Shared detection: after a tenant's findings are stored, its state is
+    /// saved at once, so a new leader does not score those minutes again.
+    fn saved_after_findings(&self, tenant: &TenantId, st: &TenantState) {
+        if let Some(sh) = &self.shared {
+            if let Err(e) = sh.save_state(tenant, st) {
+                tracing::warn!(%tenant, error = %e, "anomaly state not saved");
+            }
+        }
+    }
+
+    /// The leader's share of a tick: every node's unread partials, merged
+    /// into the tenants' open minutes once each, then the minutes they close.
+    fn take_in(
+        &self,
+        sh: &shared::Shared,
+        policies: &impl Fn(&TenantId) -> Option<AnomalyPolicy>,
+        record: &impl Fn(&TenantId, &[Finding]),
+    ) -> Result<(), String> {
+        let now_secs = self.clock.now_nanos().div_euclid(1_000_000_000);
+        let mut touched: HashMap<TenantId, AnomalyPolicy> = HashMap::new();
+        for partials in sh.unread()? {
+            for (tenant, minutes) in &partials.tenants {
+                let existing = self.tenants.lock().get(tenant).cloned();
+                let state = match existing {
+                    Some(s) => s,
+                    None => {
+                        // not read: this object is read again next time
+                        let st = sh.load_state(tenant)?.unwrap_or_default();
+                        let s = Arc::new(Mutex::new(st));
+                        self.tenants.lock().insert(tenant.clone(), s.clone());
+                        s
+                    }
+                };
+                let mut st = state.lock();
+                if st
+                    .taken
+                    .get(&partials.node)
+                    .is_some_and(|t| *t >= partials.name)
+                {
+                    continue; // taken in by an earlier leader
+                }
+                st.taken
+                    .insert(partials.node.clone(), partials.name.clone());
+                let Some(policy) = policies(tenant).filter(|p| p.enabled) else {
+                    continue;
+                };
+                let closed = st.closed;
+                for (minute, series) in minutes {
+                    if closed.is_some_and(|c| *minute <= c) || *minute > now_secs + MAX_FUTURE_SECS
+                    {
+                        continue; // too late: that minute was scored
+                    }
+                    st.newest = Some(st.newest.map_or(*minute, |n| n.max(*minute)));
+                    for (k, acc) in series {
+                        aggregate::add(&mut st.pending, *minute, k.clone(), acc.clone());
+                    }
+                }
+                touched.insert(tenant.clone(), policy);
+            }
+            sh.mark_read(&partials);
+        }
+        for (tenant, policy) in touched {
+            let Some(state) = self.tenants.lock().get(&tenant).cloned() else {
+                continue;
+            };
+            let mut st = state.lock();
+            st.apply_policy(&policy);
+            let Some(until) = st.newest.map(|n| n - LATENESS_MINUTES * 60) else {
+                continue;
+            };
+            let findings = st.close_until(until, &policy, &tenant, &self.telemetry);
+            self.count(&tenant, &findings);
+            if !findings.is_empty() {
+                record(&tenant, &findings);
+                self.saved_after_findings(&tenant, &st);
+            }
+        }
+        Ok(())
     }
 
     /// The tenants seen so far, without holding the map's lock afterwards.
@@ -214,14 +359,39 @@ impl AnomalyEngine {
         }
     }
 
-    /// Writes every tenant's detector state (at shutdown and periodically).
+    /// Writes every tenant's detector state (periodically). When detection
+    /// is shared, this node's partials are published first, and states are
+    /// written only while it leads (a follower holds none).
     pub fn checkpoint_all(&self) -> Result<(), String> {
+        if let Some(sh) = &self.shared {
+            let now = self.clock.now_nanos();
+            sh.publish(now, true)?;
+            if !sh.holds(now) {
+                return Ok(()); // another node's states now: not ours to write
+            }
+        }
         let tenants = self.all_tenants();
         for (tenant, state) in tenants {
             let st = state.lock();
-            checkpoint::save(&self.state_dir, &tenant, &st)?;
+            match &self.shared {
+                Some(sh) => sh.save_state(&tenant, &st)?,
+                None => checkpoint::save(&self.state_dir, &tenant, &st)?,
+            }
         }
         Ok(())
+    }
+
+    /// At shutdown: every state written, and the lead given up so another
+    /// node takes over without waiting for the lease to run out.
+    pub fn shutdown(&self) -> Result<(), String> {
+        let saved = self.checkpoint_all();
+        if let Some(sh) = &self.shared {
+            if saved.is_ok() {
+                sh.resign(self.clock.now_nanos());
+            }
+            self.tenants.lock().clear();
+        }
+        saved
     }
 }
 
@@ -391,14 +561,17 @@ pub fn to_batch(
 }
 
 #[cfg(test)]
-mod tests {
+mod shared_tests;
+
+#[cfg(test)]
+pub(super) mod tests {
     use super::*;
     use bulkhead_rules::ManualClock;
 
-    const T0: i64 = 1_748_822_400; // 2025-06-02T00:00:00Z
+    pub(super) const T0: i64 = 1_748_822_400; // 2025-06-02T00:00:00Z
 
     /// A logs batch with `counts[i]` records in minute `first + i`.
-    fn logs(first: i64, counts: &[u64]) -> RecordBatch {
+    pub(super) fn logs(first: i64, counts: &[u64]) -> RecordBatch {
         let schema = bulkhead_store::schema::logs_schema();
         let mut times = Vec::new();
         for (i, n) in counts.iter().enumerate() {
@@ -438,7 +611,7 @@ mod tests {
         .unwrap()
     }
 
-    fn normal(minutes: std::ops::Range<i64>) -> Vec<u64> {
+    pub(super) fn normal(minutes: std::ops::Range<i64>) -> Vec<u64> {
         minutes.map(|m| 20 + (m as u64 * 7919) % 5).collect()
     }
 

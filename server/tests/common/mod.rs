@@ -52,7 +52,10 @@ pub fn start_with_env(config: &Path, env: &[(&str, String)]) -> Server {
         .env_remove("BULKHEAD_DATA_DIR")
         .env_remove("BULKHEAD_POLICY_DIR")
         // warnings, and what the background tasks did
-        .env("RUST_LOG", "warn,bulkhead::server=debug")
+        .env(
+            "RUST_LOG",
+            "warn,bulkhead::server=debug,bulkhead_collector::anomaly=debug",
+        )
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,0 +1,413 @@
+//! Anomaly detection by several nodes that share one bucket.
+//!
+//! A tenant's traffic may reach any node, so no node alone sees a tenant's
+//! whole series. Each node aggregates what it receives per tenant and
+//! minute, as a single node does, but does not score it: every
+//! [`PUBLISH_EVERY_NANOS`] it writes what it aggregated since the last time
+//! as one object, `_anomaly/partials/<node>/<nanos>.json` (all tenants).
+//!
+//! One node leads, by a lease in the bucket: `_anomaly/leader/<epoch>.json`,
+//! each epoch created by put-if-absent, so two nodes never both take the
+//! same epoch. The leader reads every node's partials in order, merges them
+//! into each tenant's open minutes, and closes and scores the minutes
+//! exactly as a single node does, so baselines learn the tenant's whole
+//! traffic wherever it was received. It keeps each tenant's detector state
+//! in the bucket (`_anomaly/state/tenant=<id>.json`) together with, per
+//! node, the name of the last partials object taken in: a new leader (after
+//! the old one's lease ran out, or was given up at shutdown) starts from
+//! those states and takes in every later object once, so no partial is
+//! counted twice or skipped while it is kept ([`PARTIALS_KEEP_NANOS`]).
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bulkhead_rules::TenantId;
+use bulkhead_store::Store;
+use object_store::path::Path as ObjPath;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, StoredMinutes};
+use super::{aggregate, Minutes, TenantState};
+
+const PREFIX: &str = "_anomaly";
+/// How often a node writes its partials.
+pub(super) const PUBLISH_EVERY_NANOS: i64 = 5_000_000_000;
+/// A lease is good for this long after it was taken or renewed.
+const LEASE_NANOS: i64 = 30_000_000_000;
+/// The leader renews once less than this is left (every ten seconds).
+const RENEW_WHEN_LEFT_NANOS: i64 = 20_000_000_000;
+/// The leader stops acting this long before its lease runs out, so that
+/// clocks this far apart never let two nodes act at once.
+const SAFETY_NANOS: i64 = 5_000_000_000;
+/// A node deletes its partials objects once they are this old.
+pub(super) const PARTIALS_KEEP_NANOS: i64 = 3_600_000_000_000;
+
+#[derive(Serialize, Deserialize)]
+struct PartialsDoc {
+    node: String,
+    tenants: Vec<(String, StoredMinutes)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseDoc {
+    node: String,
+    expires_at: i64,
+}
+
+/// Whether this node leads detection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Lead {
+    /// It does, and did before this call.
+    Leading,
+    /// It just became leader: in-memory states are stale, load afresh.
+    Took,
+    /// Another node leads, or nobody can be seen to.
+    Following,
+}
+
+/// One partials object of one node, read by the leader.
+pub(super) struct Partials {
+    pub(super) node: String,
+    pub(super) name: String,
+    pub(super) location: ObjPath,
+    pub(super) tenants: Vec<(TenantId, Minutes)>,
+}
+
+/// This node's side of shared detection.
+pub(super) struct Shared {
+    store: Arc<Store>,
+    node: String,
+    outbox: Mutex<Outbox>,
+    lease: Mutex<LeaseState>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    tenants: HashMap<TenantId, Minutes>,
+    /// Name (nanos) of the last object written; names only grow.
+    last_name: Option<i64>,
+    last_publish: i64,
+    last_gc: i64,
+}
+
+#[derive(Default)]
+struct LeaseState {
+    /// The epoch held and when it runs out.
+    held: Option<(u64, i64)>,
+    /// Per node, the last partials object read (the leader's cursor).
+    cursors: HashMap<String, ObjPath>,
+}
+
+fn dir(parts: &[&str]) -> ObjPath {
+    let mut p = ObjPath::from(PREFIX);
+    for part in parts {
+        p = p.join(*part);
+    }
+    p
+}
+
+fn epoch_of(p: &ObjPath) -> Option<u64> {
+    p.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+fn nanos_of(p: &ObjPath) -> Option<i64> {
+    p.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+fn state_path(tenant: &TenantId) -> ObjPath {
+    dir(&["state", &format!("tenant={tenant}.json")])
+}
+
+impl Shared {
+    pub(super) fn new(store: Arc<Store>) -> Self {
+        Self {
+            node: store.node().to_string(),
+            store,
+            outbox: Mutex::default(),
+            lease: Mutex::default(),
+        }
+    }
+
+    pub(super) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Keeps `fresh` (a tenant's minutes just received) for the next publish.
+    pub(super) fn add(&self, tenant: &TenantId, fresh: Minutes) {
+        let mut out = self.outbox.lock();
+        let minutes = out.tenants.entry(tenant.clone()).or_default();
+        for (minute, series) in fresh {
+            for (k, acc) in series {
+                aggregate::add(minutes, minute, k, acc);
+            }
+        }
+    }
+
+    /// Writes what was received since the last publish as one object, at
+    /// most every [`PUBLISH_EVERY_NANOS`] unless `force`d; then deletes this
+    /// node's objects past [`PARTIALS_KEEP_NANOS`]. On failure the minutes
+    /// stay for the next try.
+    pub(super) fn publish(&self, now: i64, force: bool) -> Result<(), String> {
+        let storage = self.store.storage();
+        let mine = dir(&["partials", &self.node]);
+        let mut out = self.outbox.lock();
+        if out.last_name.is_none() {
+            // names only grow, across restarts too: start after the last one
+            let listed = storage.list(&mine).map_err(|e| e.to_string())?;
+            out.last_name = Some(
+                listed
+                    .iter()
+                    .filter_map(|m| nanos_of(&m.location))
+                    .max()
+                    .unwrap_or(-1),
+            );
+        }
+        if now.saturating_sub(out.last_gc) >= 60_000_000_000 {
+            out.last_gc = now;
+            let cutoff = now.saturating_sub(PARTIALS_KEEP_NANOS);
+            for m in storage.list(&mine).map_err(|e| e.to_string())? {
+                if nanos_of(&m.location).is_some_and(|n| n < cutoff) {
+                    storage.delete(&m.location).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if out.tenants.is_empty()
+            || (!force && now.saturating_sub(out.last_publish) < PUBLISH_EVERY_NANOS)
+        {
+            return Ok(());
+        }
+        let name = now
+            .max(out.last_name.unwrap_or(-1).saturating_add(1))
+            .max(0);
+        let tenants = std::mem::take(&mut out.tenants);
+        let doc = PartialsDoc {
+            node: self.node.clone(),
+            tenants: tenants
+                .iter()
+                .map(|(t, m)| (t.to_string(), checkpoint::store_minutes(m)))
+                .collect(),
+        };
+        let written = serde_json::to_vec(&doc)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                storage
+                    .put(&mine.clone().join(format!("{name:020}.json")), bytes.into())
+                    .map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(()) => {
+                tracing::debug!(tenants = tenants.len(), name, "anomaly partials published");
+                out.last_name = Some(name);
+                out.last_publish = now;
+                Ok(())
+            }
+            Err(e) => {
+                // keep them, merged with whatever arrived meanwhile
+                for (t, m) in tenants {
+                    let minutes = out.tenants.entry(t).or_default();
+                    for (minute, series) in m {
+                        for (k, acc) in series {
+                            aggregate::add(minutes, minute, k, acc);
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes, keeps or gives up the lead. Errors reaching the bucket keep a
+    /// lease held until shortly before it runs out.
+    pub(super) fn lead(&self, now: i64) -> Lead {
+        let mut lease = self.lease.lock();
+        if let Some((_, expires)) = lease.held {
+            if expires.saturating_sub(now) > RENEW_WHEN_LEFT_NANOS {
+                return Lead::Leading;
+            }
+        }
+        let had = lease.held.is_some();
+        match self.try_lead(&mut lease, now) {
+            Ok(true) if had => Lead::Leading,
+            Ok(true) => {
+                tracing::info!(node = %self.node, "this node now leads anomaly detection");
+                lease.cursors.clear();
+                Lead::Took
+            }
+            Ok(false) => {
+                if had {
+                    tracing::info!(node = %self.node, "another node leads anomaly detection now");
+                }
+                lease.held = None;
+                Lead::Following
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "anomaly lease not renewed");
+                match lease.held {
+                    Some((_, expires)) if now < expires.saturating_sub(SAFETY_NANOS) => {
+                        Lead::Leading
+                    }
+                    _ => {
+                        lease.held = None;
+                        Lead::Following
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_lead(&self, lease: &mut LeaseState, now: i64) -> Result<bool, String> {
+        let storage = self.store.storage();
+        let leader = dir(&["leader"]);
+        let epochs: Vec<u64> = storage
+            .list(&leader)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|m| epoch_of(&m.location))
+            .collect();
+        let newest = epochs.iter().copied().max();
+        let free = match newest {
+            None => true,
+            Some(e) if lease.held.is_some_and(|(mine, _)| mine == e) => true,
+            Some(e) => {
+                let doc = storage
+                    .get(&leader.clone().join(format!("{e:020}.json")))
+                    .map_err(|e| e.to_string())?;
+                match doc {
+                    // removed meanwhile: a newer epoch exists, look again later
+                    None => false,
+                    Some(bytes) => {
+                        let doc: LeaseDoc = serde_json::from_slice(&bytes)
+                            .map_err(|err| format!("lease {e}: {err}"))?;
+                        // ran out, or this node's own (before a restart)
+                        doc.expires_at <= now || doc.node == self.node
+                    }
+                }
+            }
+        };
+        if !free {
+            return Ok(false);
+        }
+        let next = newest.map_or(0, |e| e + 1);
+        let expires_at = now.saturating_add(LEASE_NANOS);
+        let doc = serde_json::to_vec(&LeaseDoc {
+            node: self.node.clone(),
+            expires_at,
+        })
+        .map_err(|e| e.to_string())?;
+        if !storage
+            .put_if_absent(&leader.clone().join(format!("{next:020}.json")), doc.into())
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(false);
+        }
+        lease.held = Some((next, expires_at));
+        for e in epochs.into_iter().filter(|e| *e + 1 < next) {
+            let _ = storage.delete(&leader.clone().join(format!("{e:020}.json")));
+        }
+        Ok(true)
+    }
+
+    /// Whether this node holds the lead now and may still act on it.
+    pub(super) fn holds(&self, now: i64) -> bool {
+        self.lease
+            .lock()
+            .held
+            .is_some_and(|(_, expires)| now < expires.saturating_sub(SAFETY_NANOS))
+    }
+
+    /// Gives the lead up (at shutdown), so another node takes over at once.
+    pub(super) fn resign(&self, now: i64) {
+        let mut lease = self.lease.lock();
+        let Some((epoch, _)) = lease.held.take() else {
+            return;
+        };
+        let doc = LeaseDoc {
+            node: String::new(),
+            expires_at: now,
+        };
+        let path = dir(&["leader"]).join(format!("{:020}.json", epoch + 1));
+        let done = serde_json::to_vec(&doc)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                self.store
+                    .storage()
+                    .put_if_absent(&path, b.into())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not give up the anomaly lead; it runs out by itself");
+        }
+    }
+
+    /// Every node's partials objects not read yet, oldest first per node.
+    pub(super) fn unread(&self) -> Result<Vec<Partials>, String> {
+        let storage = self.store.storage();
+        let root = dir(&["partials"]);
+        let nodes = storage.list_dirs(Some(&root)).map_err(|e| e.to_string())?;
+        let cursors = self.lease.lock().cursors.clone();
+        let mut out = Vec::new();
+        for node_dir in nodes {
+            let Some(node) = node_dir.filename().map(str::to_string) else {
+                continue;
+            };
+            let after = cursors.get(&node).unwrap_or(&node_dir);
+            for meta in storage
+                .list_after(&node_dir, after)
+                .map_err(|e| e.to_string())?
+            {
+                let Some(name) = meta.location.filename().map(str::to_string) else {
+                    continue;
+                };
+                // deleted since listed (past its keep): nothing to take in
+                let Some(bytes) = storage.get(&meta.location).map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                let doc: PartialsDoc = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", meta.location))?;
+                let mut tenants = Vec::with_capacity(doc.tenants.len());
+                for (t, stored) in doc.tenants {
+                    let Ok(tenant) = TenantId::new(&t) else {
+                        continue;
+                    };
+                    let mut minutes = Minutes::new();
+                    checkpoint::add_stored_minutes(stored, &mut minutes);
+                    tenants.push((tenant, minutes));
+                }
+                out.push(Partials {
+                    node: node.clone(),
+                    name,
+                    location: meta.location,
+                    tenants,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks `p` read; it is not returned by [`Shared::unread`] again.
+    pub(super) fn mark_read(&self, p: &Partials) {
+        self.lease
+            .lock()
+            .cursors
+            .insert(p.node.clone(), p.location.clone());
+    }
+
+    /// The tenant's state as the last leader left it; none for a new tenant.
+    pub(super) fn load_state(&self, tenant: &TenantId) -> Result<Option<TenantState>, String> {
+        let path = state_path(tenant);
+        match self.store.storage().get(&path).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(b) => checkpoint::decode(&b, tenant)
+                .map(Some)
+                .map_err(|e| format!("{path}: {e}")),
+        }
+    }
+
+    pub(super) fn save_state(&self, tenant: &TenantId, st: &TenantState) -> Result<(), String> {
+        let bytes = checkpoint::encode(st)?;
+        self.store
+            .storage()
+            .put(&state_path(tenant), bytes.into())
+            .map_err(|e| e.to_string())
+    }
+}
