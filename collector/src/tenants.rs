@@ -44,9 +44,18 @@ pub enum ReloadOutcome {
 struct Loaded {
     policies: PolicySet,
     redactors: std::collections::HashMap<TenantId, Arc<Redactor>>,
-    by_tenant: std::collections::HashMap<TenantId, Arc<TenantPolicy>>,
+    /// Compiled redactors by their `[redaction]` section: tenants with the
+    /// same rules (most keep the secure defaults) share one.
+    compiled: std::collections::HashMap<Vec<u8>, Arc<Redactor>>,
     keyring: Keyring,
     fingerprint: Fingerprint,
+}
+
+/// Work a load did: files parsed and redactors compiled (the rest reused).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadWork {
+    pub parsed: usize,
+    pub compiled: usize,
 }
 
 /// Policies and keys of all tenants, shared by the receivers and the API.
@@ -57,6 +66,8 @@ pub struct TenantDirectory {
     current: RwLock<Arc<Loaded>>,
     /// When an unknown key last made us look (injected clock, nanoseconds).
     last_check: Mutex<Option<i64>>,
+    /// What the last reload had to do.
+    last_work: Mutex<LoadWork>,
     clock: Arc<dyn Clock>,
 }
 
@@ -80,21 +91,55 @@ fn fingerprint(dir: &Path) -> Fingerprint {
     out
 }
 
-fn load(dir: &Path) -> Result<Loaded, String> {
+/// Loads the policy directory. With `previous`, a file whose size and
+/// modification time are unchanged keeps its parsed policy, and a
+/// `[redaction]` section compiled before keeps its redactor: a reload
+/// costs what changed, not the number of tenants.
+fn load(dir: &Path, previous: Option<&Loaded>) -> Result<(Loaded, LoadWork), String> {
     let fingerprint = fingerprint(dir);
-    let policies = PolicySet::load_dir(dir).map_err(|e| join_errors(&e))?;
+    let mut work = LoadWork::default();
+    let stamps = |f: &Fingerprint| -> std::collections::HashMap<PathBuf, (SystemTime, u64)> {
+        f.iter()
+            .filter_map(|(p, m, l)| Some((p.clone(), ((*m)?, *l))))
+            .collect()
+    };
+    let before = previous.map(|p| stamps(&p.fingerprint)).unwrap_or_default();
+    let after = stamps(&fingerprint);
+    let reused = std::cell::Cell::new(0);
+    let policies = PolicySet::load_dir_reusing(dir, |path| {
+        let stamp = before.get(path)?;
+        if after.get(path) != Some(stamp) {
+            return None;
+        }
+        let tenant = TenantId::new(path.file_stem()?.to_str()?).ok()?;
+        let p = previous?.policies.policies.get(&tenant).cloned()?;
+        reused.set(reused.get() + 1);
+        Some(p)
+    })
+    .map_err(|e| join_errors(&e))?;
+    work.parsed = policies.policies.len() - reused.get();
     let keyring = Keyring::from_policies(&policies);
-    // Redactors are compiled once per load, never per request; a policy whose
-    // rules do not compile is refused like any other problem.
+    // Redactors are compiled once per distinct `[redaction]` section, never
+    // per request; rules that do not compile refuse the whole load.
+    let mut compiled: std::collections::HashMap<Vec<u8>, Arc<Redactor>> =
+        previous.map(|p| p.compiled.clone()).unwrap_or_default();
     let mut redactors = std::collections::HashMap::new();
     let mut problems = Vec::new();
     for (t, p) in &policies.policies {
+        let key = serde_json::to_vec(&p.redaction).map_err(|e| e.to_string())?;
+        if let Some(r) = compiled.get(&key) {
+            redactors.insert(t.clone(), r.clone());
+            continue;
+        }
         match Redactor::compile(&p.redaction) {
             Ok(r) => {
+                work.compiled += 1;
                 if !r.disabled_defaults().is_empty() {
                     tracing::warn!(tenant = %t, disabled = ?r.disabled_defaults(), "tenant policy turns default credential masking off");
                 }
-                redactors.insert(t.clone(), Arc::new(r));
+                let r = Arc::new(r);
+                compiled.insert(key, r.clone());
+                redactors.insert(t.clone(), r);
             }
             Err(errors) => {
                 let path = PolicySet::path_for(dir, t);
@@ -109,29 +154,32 @@ fn load(dir: &Path) -> Result<Loaded, String> {
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
-    let by_tenant = policies
-        .policies
-        .iter()
-        .map(|(t, p)| (t.clone(), Arc::new(p.clone())))
-        .collect();
-    Ok(Loaded {
-        policies,
-        redactors,
-        by_tenant,
-        keyring,
-        fingerprint,
-    })
+    // forget sections no tenant uses any more
+    let used: std::collections::HashSet<*const Redactor> =
+        redactors.values().map(Arc::as_ptr).collect();
+    compiled.retain(|_, r| used.contains(&Arc::as_ptr(r)));
+    Ok((
+        Loaded {
+            policies,
+            redactors,
+            compiled,
+            keyring,
+            fingerprint,
+        },
+        work,
+    ))
 }
 
 impl TenantDirectory {
     /// Loads every policy in `dir`; refuses to start on any problem.
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let loaded = load(dir)?;
+        let (loaded, _) = load(dir, None)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             current: RwLock::new(Arc::new(loaded)),
             refused: Mutex::new(None),
             last_check: Mutex::new(None),
+            last_work: Mutex::default(),
             clock: Arc::new(bulkhead_rules::SystemClock),
         })
     }
@@ -162,9 +210,10 @@ impl TenantDirectory {
             }
             *refused = None;
         }
-        match load(&self.dir) {
-            Ok(loaded) => {
-                let old = self.current();
+        let old = self.current();
+        match load(&self.dir, Some(&old)) {
+            Ok((loaded, work)) => {
+                *self.last_work.lock() = work;
                 let mut changes = Vec::new();
                 let live = |p: Option<&Arc<TenantPolicy>>| -> Vec<String> {
                     p.map(|p| {
@@ -176,8 +225,8 @@ impl TenantDirectory {
                     })
                     .unwrap_or_default()
                 };
-                for (t, p) in &loaded.by_tenant {
-                    let prev = old.by_tenant.get(t);
+                for (t, p) in &loaded.policies.policies {
+                    let prev = old.policies.policies.get(t);
                     if prev.map(|o| o.version.as_str()) == Some(p.version.as_str()) {
                         continue;
                     }
@@ -203,8 +252,8 @@ impl TenantDirectory {
                             .unwrap_or_default(),
                     });
                 }
-                for (t, o) in &old.by_tenant {
-                    if !loaded.by_tenant.contains_key(t) {
+                for (t, o) in &old.policies.policies {
+                    if !loaded.policies.policies.contains_key(t) {
                         changes.push(PolicyChange {
                             tenant: t.clone(),
                             old_version: Some(o.version.clone()),
@@ -248,6 +297,11 @@ impl TenantDirectory {
         matches!(self.reload_if_changed(), ReloadOutcome::Reloaded(_))
     }
 
+    /// Files parsed and redactors compiled by the last reload.
+    pub fn last_reload_work(&self) -> LoadWork {
+        *self.last_work.lock()
+    }
+
     /// The version of `tenant`'s policy in force (lineage).
     pub fn policy_version(&self, tenant: &TenantId) -> String {
         self.current()
@@ -271,7 +325,7 @@ impl TenantDirectory {
 
     /// The policy in force for `tenant`.
     pub fn policy(&self, tenant: &TenantId) -> Option<Arc<TenantPolicy>> {
-        self.current().by_tenant.get(tenant).cloned()
+        self.current().policies.policies.get(tenant).cloned()
     }
 
     pub fn tenants(&self) -> Vec<TenantId> {
@@ -385,6 +439,61 @@ mod tests {
         assert!(p.scopes.contains(Scope::Ingest));
         let text = std::fs::read_to_string(dir.path().join("acme.toml")).unwrap();
         assert!(!text.contains(&key.expose()));
+    }
+
+    #[test]
+    fn a_change_among_thousands_of_tenants_reloads_only_that_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..2_000 {
+            create_tenant(dir.path(), &format!("t{i:04}")).unwrap();
+        }
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        // every tenant keeps the secure defaults: one redactor for all
+        let (a, b) = (
+            TenantId::new("t0001").unwrap(),
+            TenantId::new("t1999").unwrap(),
+        );
+        assert!(Arc::ptr_eq(&tenants.redactor(&a), &tenants.redactor(&b)));
+        assert_eq!(tenants.reload_if_changed(), ReloadOutcome::Unchanged);
+
+        // one tenant opts into e-mail masking
+        let mut p = read_policy(dir.path(), "t0001").unwrap();
+        p.redaction.detectors = vec!["email".into()];
+        write_policy(dir.path(), &p).unwrap();
+        let ReloadOutcome::Reloaded(changes) = tenants.reload_if_changed() else {
+            panic!("not reloaded")
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].tenant, a);
+        assert_eq!(
+            tenants.last_reload_work(),
+            LoadWork {
+                parsed: 1,
+                compiled: 1
+            }
+        );
+        assert!(!Arc::ptr_eq(&tenants.redactor(&a), &tenants.redactor(&b)));
+        let masked = tenants.redactor(&a);
+
+        // a second tenant with the same rules shares the first one's redactor
+        let mut p = read_policy(dir.path(), "t0002").unwrap();
+        p.redaction.detectors = vec!["email".into()];
+        write_policy(dir.path(), &p).unwrap();
+        assert!(matches!(
+            tenants.reload_if_changed(),
+            ReloadOutcome::Reloaded(_)
+        ));
+        assert_eq!(
+            tenants.last_reload_work(),
+            LoadWork {
+                parsed: 1,
+                compiled: 0
+            }
+        );
+        let c = TenantId::new("t0002").unwrap();
+        assert!(Arc::ptr_eq(&tenants.redactor(&c), &masked));
+        assert_eq!(tenants.policy(&c).unwrap().redaction.detectors, ["email"]);
+        assert_eq!(tenants.tenants().len(), 2_000);
     }
 
     #[test]

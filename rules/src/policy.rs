@@ -15,6 +15,7 @@
 //! Later sections (redaction, limits, retention) extend the same file.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -214,7 +215,7 @@ fn find_line(text: &str, needle: &str) -> Option<usize> {
 /// Every tenant's policy, loaded from one directory.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
-    pub policies: BTreeMap<TenantId, TenantPolicy>,
+    pub policies: BTreeMap<TenantId, Arc<TenantPolicy>>,
 }
 
 impl PolicySet {
@@ -226,6 +227,17 @@ impl PolicySet {
     /// Loads every `*.toml` file of `dir` (a missing directory is an empty set),
     /// reporting every problem of every file at once.
     pub fn load_dir(dir: &Path) -> Result<Self, Vec<PolicyError>> {
+        Self::load_dir_reusing(dir, |_| None)
+    }
+
+    /// As [`PolicySet::load_dir`], but a file for which `reuse` gives a
+    /// policy (one already parsed, from a file that has not changed since)
+    /// is neither read nor parsed again. Checks across files (key ids) still
+    /// cover every policy.
+    pub fn load_dir_reusing(
+        dir: &Path,
+        reuse: impl Fn(&Path) -> Option<Arc<TenantPolicy>>,
+    ) -> Result<Self, Vec<PolicyError>> {
         let mut errors = Vec::new();
         let mut set = PolicySet::default();
         let entries = match std::fs::read_dir(dir) {
@@ -246,28 +258,35 @@ impl PolicySet {
         paths.sort();
         let mut key_owner: HashMap<String, TenantId> = HashMap::new();
         for path in paths {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(PolicyError::new(&path, None, format!("cannot read: {e}")));
-                    continue;
-                }
-            };
-            match TenantPolicy::parse(&path, &text) {
-                Ok(p) => {
-                    for k in &p.keys {
-                        if let Some(other) = key_owner.insert(k.id.clone(), p.tenant.clone()) {
-                            errors.push(PolicyError::new(
-                                &path,
-                                find_line(&text, &k.id),
-                                format!("key id {} is also used by tenant {other}", k.id),
-                            ));
+            let (p, text) = match reuse(&path) {
+                Some(p) => (p, None),
+                None => {
+                    let text = match std::fs::read_to_string(&path) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            errors.push(PolicyError::new(&path, None, format!("cannot read: {e}")));
+                            continue;
+                        }
+                    };
+                    match TenantPolicy::parse(&path, &text) {
+                        Ok(p) => (Arc::new(p), Some(text)),
+                        Err(mut e) => {
+                            errors.append(&mut e);
+                            continue;
                         }
                     }
-                    set.policies.insert(p.tenant.clone(), p);
                 }
-                Err(mut e) => errors.append(&mut e),
+            };
+            for k in &p.keys {
+                if let Some(other) = key_owner.insert(k.id.clone(), p.tenant.clone()) {
+                    errors.push(PolicyError::new(
+                        &path,
+                        text.as_deref().and_then(|t| find_line(t, &k.id)),
+                        format!("key id {} is also used by tenant {other}", k.id),
+                    ));
+                }
             }
+            set.policies.insert(p.tenant.clone(), p);
         }
         if errors.is_empty() {
             Ok(set)
@@ -277,7 +296,7 @@ impl PolicySet {
     }
 
     pub fn get(&self, tenant: &TenantId) -> Option<&TenantPolicy> {
-        self.policies.get(tenant)
+        self.policies.get(tenant).map(|p| p.as_ref())
     }
 }
 
@@ -388,8 +407,8 @@ mod tests {
         let (a, ka) = policy_with_key("a", 1, "ingest");
         let (b, kb) = policy_with_key("b", 2, "query");
         let mut set = PolicySet::default();
-        set.policies.insert(a.tenant.clone(), a);
-        set.policies.insert(b.tenant.clone(), b);
+        set.policies.insert(a.tenant.clone(), a.into());
+        set.policies.insert(b.tenant.clone(), b.into());
         let ring = Keyring::from_policies(&set);
         let pa = ring.authenticate(&ka.expose()).unwrap();
         assert_eq!(pa.tenant.as_str(), "a");
@@ -409,7 +428,7 @@ mod tests {
         let (mut p, k) = policy_with_key("a", 1, "ingest");
         p.keys[0].revoked = true;
         let mut set = PolicySet::default();
-        set.policies.insert(p.tenant.clone(), p);
+        set.policies.insert(p.tenant.clone(), p.into());
         assert_eq!(
             Keyring::from_policies(&set).authenticate(&k.expose()),
             Err(AuthError::Unknown)
