@@ -3,6 +3,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use bulkhead::Config;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 /// The default configuration with its data in `data_dir` and every listener
 /// on an ephemeral loopback port, so a benchmark never collides with a
@@ -37,4 +41,66 @@ pub fn kv(k: &str, v: String) -> opentelemetry_proto::tonic::common::v1::KeyValu
 pub fn sql_timestamp(nanos: u64) -> String {
     let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
     format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+/// A request shaped like a typical service's logs: a resource with a few
+/// attributes, records with a ~120-byte message, four attributes, trace ids.
+pub fn request(
+    client: usize,
+    seq: usize,
+    batch: usize,
+    base_nanos: u64,
+) -> ExportLogsServiceRequest {
+    let records = (0..batch)
+        .map(|i| {
+            let n = seq * batch + i;
+            LogRecord {
+                time_unix_nano: base_nanos + n as u64 * 1_000_000,
+                observed_time_unix_nano: base_nanos + n as u64 * 1_000_000 + 5_000,
+                severity_number: if n.is_multiple_of(50) { 17 } else { 9 },
+                severity_text: if n.is_multiple_of(50) { "ERROR".into() } else { "INFO".into() },
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!(
+                        "GET /api/v1/orders/{} completed with status {} in {} ms for user u-{} from region eu-west-1",
+                        n % 10_000,
+                        if n.is_multiple_of(50) { 500 } else { 200 },
+                        n % 997,
+                        n % 3_000
+                    ))),
+                }),
+                attributes: vec![
+                    kv("http.method", "GET".into()),
+                    kv("http.route", "/api/v1/orders/{id}".into()),
+                    kv("http.status_code", if n.is_multiple_of(50) { "500" } else { "200" }.into()),
+                    kv("user.id", format!("u-{}", n % 3_000)),
+                ],
+                trace_id: (n as u128 * 7919 + 1).to_be_bytes().to_vec(),
+                span_id: (n as u64 * 31 + 1).to_be_bytes().to_vec(),
+                flags: 1,
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", format!("orders-{client}")),
+                    kv("host.name", format!("node-{client}")),
+                    kv("deployment.environment", "production".into()),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "orders.http".into(),
+                    version: "1.4.2".into(),
+                    ..Default::default()
+                }),
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }

@@ -144,6 +144,10 @@ const GAUGES: &[(&str, &str)] = &[
         "Failed flush attempts since start (data stays buffered; a counter).",
     ),
     (
+        "bulkhead_store_pressure_flushes",
+        "Partitions flushed early because all buffers together neared flush.max_total_buffer (a counter).",
+    ),
+    (
         "bulkhead_store_flush_seconds",
         "Seconds spent writing and publishing Parquet files since start (a counter; divide by files committed for the mean).",
     ),
@@ -250,6 +254,7 @@ impl Telemetry {
         self.set("bulkhead_store_rows_committed", load(&s.rows_committed));
         self.set("bulkhead_store_bytes_committed", load(&s.bytes_committed));
         self.set("bulkhead_store_flush_errors", load(&s.flush_errors));
+        self.set("bulkhead_store_pressure_flushes", load(&s.pressure_flushes));
         self.set(
             "bulkhead_store_flush_seconds",
             load(&s.flush_nanos_total) / 1e9,

@@ -41,6 +41,8 @@ pub struct EngineLimits {
     pub memory_bytes: usize,
     /// Disk all spilling queries may use together.
     pub max_spill_bytes: u64,
+    /// Parsed Parquet footers kept across queries (all tenants together).
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for EngineLimits {
@@ -50,6 +52,7 @@ impl Default for EngineLimits {
             max_rows: 100_000,
             memory_bytes: 512 << 20,
             max_spill_bytes: 4 << 30,
+            metadata_cache_bytes: 256 << 20,
         }
     }
 }
@@ -90,6 +93,7 @@ impl QueryEngine {
         let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(limits.memory_bytes));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool.clone())
+            .with_metadata_cache_limit(limits.metadata_cache_bytes)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_max_temp_directory_size(limits.max_spill_bytes),
             )

@@ -209,7 +209,9 @@ pub struct Ingest {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Flush {
-    /// A tenant's buffer for one signal and hour becomes a file after this long...
+    /// A tenant's buffer for one signal and hour becomes a file after this
+    /// long (buffered rows are in the write-ahead log, and queries on this
+    /// node see them; other nodes see them once committed)...
     pub max_age: HumanDuration,
     /// ... or once it holds this much.
     pub max_buffer_size: ByteSize,
@@ -228,6 +230,10 @@ pub struct Query {
     pub memory_limit: ByteSize,
     /// Disk all spilling queries may use together.
     pub max_spill: ByteSize,
+    /// Parsed Parquet footers kept in memory across queries, all tenants
+    /// together: a warm query reads no footer it has read before, as long
+    /// as the files it touches fit.
+    pub metadata_cache: ByteSize,
 }
 
 impl Default for Config {
@@ -280,7 +286,7 @@ impl Default for Ingest {
 impl Default for Flush {
     fn default() -> Self {
         Self {
-            max_age: HumanDuration(Duration::from_secs(30)),
+            max_age: HumanDuration(Duration::from_secs(600)),
             max_buffer_size: ByteSize(64 << 20),
             max_total_buffer: ByteSize(1 << 30),
         }
@@ -294,6 +300,7 @@ impl Default for Query {
             max_rows: 100_000,
             memory_limit: ByteSize(512 << 20),
             max_spill: ByteSize(4 << 30),
+            metadata_cache: ByteSize(256 << 20),
         }
     }
 }

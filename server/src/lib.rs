@@ -14,3 +14,13 @@ pub mod server;
 
 pub use config::Config;
 pub use server::{start, start_with, RunningServer, StartOptions};
+
+/// The allocator of every program built on this crate (the `bulkhead`
+/// binary, the benchmarks, the tests). Chosen by measurement: with the
+/// system allocator, glibc's `malloc`/`free` (and its chunk consolidation)
+/// took about 40 % of the query workers' time in a trace lookup over a day
+/// of small files (docs/performance.md). The `system-allocator` feature
+/// keeps the system's, for comparisons.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

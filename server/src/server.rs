@@ -169,6 +169,7 @@ pub async fn start_with(
                 max_rows: config.query.max_rows,
                 memory_bytes: config.query.memory_limit.as_usize(),
                 max_spill_bytes: config.query.max_spill.0,
+                metadata_cache_bytes: config.query.metadata_cache.as_usize(),
             },
         )
         .map_err(|e| e.to_string())?

@@ -39,7 +39,9 @@ pub struct FlushConfig {
     /// ... or once its oldest batch has waited this long.
     pub max_age: Duration,
     /// Above this many buffered bytes in total, appends are refused as
-    /// transient (the client retries) until flushing catches up.
+    /// transient (the client retries) until flushing catches up. From half
+    /// of it on, the largest partitions are flushed whatever their size and
+    /// age, until a quarter of it is left ([`Store::flush_due`]).
     pub max_total_bytes: usize,
     /// A file removed from a table (retention, compaction) is deleted from
     /// storage this long after its removal, so queries that started before
@@ -143,6 +145,8 @@ pub struct StoreStats {
     pub flush_errors: AtomicU64,
     /// Nanoseconds spent writing and publishing files, and how many.
     pub flush_nanos_total: AtomicU64,
+    /// Partitions flushed early because the buffers neared their budget.
+    pub pressure_flushes: AtomicU64,
 }
 
 /// A consistent view of one tenant's signal: every committed file in the
@@ -630,28 +634,78 @@ impl Store {
                 seq,
                 policy_version: policy_version.clone(),
             });
-            self.buffered.fetch_add(bytes, Ordering::Relaxed);
-            due |= p.bytes >= self.config.max_buffer_bytes;
+            let total = self.buffered.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            due |= p.bytes >= self.config.max_buffer_bytes || total >= self.pressure_at();
         }
         due
     }
 
-    /// Flushes every partition that is due by size or age.
+    /// Buffered bytes from which the largest partitions are flushed early.
+    fn pressure_at(&self) -> usize {
+        self.config.max_total_bytes / 2
+    }
+
+    /// Flushes every partition that is due by size or age; and, when the
+    /// buffers together hold half of `max_total_bytes` or more, the largest
+    /// partitions of any tenant until a quarter is left. Many small tenants
+    /// thus make files as their data grows, not one per tenant and age
+    /// bound, and the memory budget is kept before appends are refused.
     pub fn flush_due(&self) -> Result<FlushStats> {
         let now = self.clock.now_nanos();
         let max_age = i64::try_from(self.config.max_age.as_nanos()).unwrap_or(i64::MAX);
         let max_bytes = self.config.max_buffer_bytes;
-        self.flush_where(|p| p.bytes >= max_bytes || now.saturating_sub(p.first_at) >= max_age)
+        let largest = self.largest_under_pressure();
+        self.flush_where(|tenant, key, p| {
+            p.bytes >= max_bytes
+                || now.saturating_sub(p.first_at) >= max_age
+                || largest.contains(&(tenant.clone(), *key))
+        })
+    }
+
+    /// Under memory pressure, the largest partitions whose flushing brings
+    /// the buffered total down to a quarter of the budget.
+    fn largest_under_pressure(&self) -> std::collections::HashSet<(TenantId, PartKey)> {
+        let mut total = self.buffered.load(Ordering::Relaxed);
+        let mut chosen = std::collections::HashSet::new();
+        if total < self.pressure_at() {
+            return chosen;
+        }
+        let mut all: Vec<(usize, TenantId, PartKey)> = Vec::new();
+        for (tenant, shard) in self.all_shards() {
+            let pending = shard.pending.lock();
+            all.extend(
+                pending
+                    .iter()
+                    .filter(|(_, p)| !p.parts.is_empty())
+                    .map(|(k, p)| (p.bytes, tenant.clone(), *k)),
+            );
+        }
+        all.sort_by_key(|p| std::cmp::Reverse(p.0));
+        let target = self.config.max_total_bytes / 4;
+        for (bytes, tenant, key) in all {
+            if total <= target {
+                break;
+            }
+            total = total.saturating_sub(bytes);
+            chosen.insert((tenant, key));
+        }
+        self.stats
+            .pressure_flushes
+            .fetch_add(chosen.len() as u64, Ordering::Relaxed);
+        chosen
     }
 
     /// Flushes everything buffered (shutdown).
     pub fn flush_all(&self) -> Result<FlushStats> {
-        self.flush_where(|_| true)
+        self.flush_where(|_, _, _| true)
     }
 
     /// Flushes each tenant's due partitions; one tenant's failure does not
     /// stop the others (the first error is returned after all were tried).
-    fn flush_where(&self, due: impl Fn(&Pending) -> bool) -> Result<FlushStats> {
+    fn flush_where(
+        &self,
+        due: impl Fn(&TenantId, &PartKey, &Pending) -> bool,
+    ) -> Result<FlushStats> {
         let mut stats = FlushStats::default();
         let mut first_error = None;
         for (tenant, shard) in self.all_shards() {
@@ -678,7 +732,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         shard: &Shard,
-        due: &impl Fn(&Pending) -> bool,
+        due: &impl Fn(&TenantId, &PartKey, &Pending) -> bool,
         stats: &mut FlushStats,
     ) -> Result<()> {
         let _one_flusher = shard.flushing.lock();
@@ -686,7 +740,7 @@ impl Store {
             let pending = shard.pending.lock();
             pending
                 .iter()
-                .filter(|(_, p)| !p.parts.is_empty() && due(p))
+                .filter(|(k, p)| !p.parts.is_empty() && due(tenant, k, p))
                 .map(|(k, p)| (*k, p.parts.clone()))
                 .collect()
         };

@@ -229,6 +229,61 @@ fn a_full_buffer_refuses_appends_as_transient() {
         .unwrap();
 }
 
+#[test]
+fn near_the_budget_the_largest_partitions_of_any_tenant_are_flushed() {
+    let b = Backend::local();
+    let batch = |t: &str| timed_batch(t, &[T0; 64], 0);
+    // what one batch weighs once buffered
+    let probe = open(&b, Arc::new(ManualClock::new(0)), 1 << 30);
+    probe
+        .append(
+            &TenantId::new("t99").unwrap(),
+            Signal::Logs,
+            "v1",
+            batch("t99"),
+        )
+        .unwrap();
+    let one = probe.buffered_bytes();
+    // tenant i holds i + 1 batches: 210 batches in all, none due by size
+    // (1 GiB) or age (10 s, the clock stands still); the budget is 300
+    let cfg = FlushConfig {
+        max_total_bytes: 300 * one,
+        ..config(1 << 30)
+    };
+    let store = Store::open_storage(&b.config(), "n", None, cfg, Arc::new(ManualClock::new(0)))
+        .unwrap()
+        .0;
+    let tenants: Vec<TenantId> = (0..20)
+        .map(|i| TenantId::new(&format!("t{i:02}")).unwrap())
+        .collect();
+    let mut pressed = false;
+    for (i, t) in tenants.iter().enumerate() {
+        for _ in 0..=i {
+            pressed |= store
+                .append(t, Signal::Logs, "v1", batch(t.as_str()))
+                .unwrap();
+        }
+    }
+    assert_eq!(store.buffered_bytes(), 210 * one);
+    assert!(pressed, "past half the budget, appends ask for a flush");
+    let stats = store.flush_due().unwrap();
+    // largest first, down to a quarter of the budget (75 batches): tenants
+    // 19 down to 11 (20 + 19 + ... + 12 = 144 batches, 66 left)
+    assert_eq!(stats.files, 9, "{stats:?}");
+    assert!(
+        store.buffered_bytes() <= 300 * one / 4,
+        "{}",
+        store.buffered_bytes()
+    );
+    for (i, t) in tenants.iter().enumerate() {
+        let committed = store.files(t, Signal::Logs).unwrap().len();
+        assert_eq!(committed, usize::from(i >= 11), "tenant {t}");
+        assert_eq!(count(&store, t), 64 * (i + 1), "tenant {t}: every row once");
+    }
+    // below half the budget nothing more is due
+    assert_eq!(store.flush_due().unwrap().files, 0);
+}
+
 fn retention_removes_whole_hours_and_deletes_after_the_grace_period(b: Backend) {
     let clock = Arc::new(ManualClock::new(0));
     let store = open(&b, clock.clone(), 1 << 30);

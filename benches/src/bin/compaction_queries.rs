@@ -38,6 +38,9 @@ struct Args {
     /// Warm runs per query.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// `query.metadata_cache` in MiB (default: the server's default).
+    #[arg(long)]
+    metadata_cache_mib: Option<u64>,
 }
 
 const DAY: u64 = 86_400_000_000_000;
@@ -169,6 +172,9 @@ async fn main() -> Result<(), String> {
     // this benchmark decides when files are committed and merged
     config.compaction.enabled = false;
     config.flush.max_age = bulkhead::config::HumanDuration(Duration::from_secs(86_400));
+    if let Some(mib) = args.metadata_cache_mib {
+        config.query.metadata_cache = bulkhead::config::ByteSize(mib << 20);
+    }
     tenants::create_tenant(&config.policy_dir(), "bench")?;
     let key = tenants::create_key(
         &config.policy_dir(),
