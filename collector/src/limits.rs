@@ -66,6 +66,30 @@ impl Buckets {
         }
     }
 
+    /// Forgets the buckets that have refilled to their burst: a full bucket
+    /// is what a tenant's first request finds anyway, so an idle tenant
+    /// costs nothing and comes back exactly as it left. `limits` gives each
+    /// tenant's (rate, burst); a tenant without gives none and is forgotten.
+    fn evict_full(
+        &self,
+        now_nanos: i64,
+        limits: impl Fn(&TenantId) -> Option<(u64, u64)>,
+    ) -> usize {
+        let mut all = self.all.lock();
+        let before = all.len();
+        all.retain(|t, b| match limits(t) {
+            Some((rate, burst)) if rate > 0 => {
+                b.refilled(rate as f64, burst as f64, now_nanos) < burst as f64
+            }
+            _ => false,
+        });
+        before - all.len()
+    }
+
+    fn len(&self) -> usize {
+        self.all.lock().len()
+    }
+
     /// Refuses (with the wait) a tenant whose bucket is empty or in debt,
     /// without taking anything.
     fn check(
@@ -149,6 +173,25 @@ impl RateLimiter {
         )
     }
 
+    /// Forgets every bucket that is full again (see `Buckets::evict_full`);
+    /// `limits` gives a tenant's limits in force. Returns how many went.
+    pub fn evict_idle(
+        &self,
+        now_nanos: i64,
+        limits: impl Fn(&TenantId) -> Option<Limits>,
+    ) -> usize {
+        self.records.evict_full(now_nanos, |t| {
+            limits(t).map(|l| (l.records_per_second, l.burst()))
+        }) + self.bytes.evict_full(now_nanos, |t| {
+            limits(t).map(|l| (l.bytes_per_second, l.burst_bytes()))
+        })
+    }
+
+    /// Tenants with a bucket in memory (records, bytes).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.records.len(), self.bytes.len())
+    }
+
     /// Admission before any work: refuses at once (with the wait) a tenant
     /// whose record or byte bucket is empty or in debt, taking nothing, so a
     /// tenant far over its limit costs no body read and no decoding.
@@ -177,6 +220,68 @@ mod tests {
     use super::*;
 
     const S: i64 = 1_000_000_000;
+
+    /// Full buckets are forgotten at random moments in one limiter and kept
+    /// in another; every answer of the two is the same.
+    #[test]
+    fn forgetting_full_buckets_changes_no_answer() {
+        let l = Limits {
+            records_per_second: 10,
+            burst_records: 20,
+            bytes_per_second: 1_000,
+            burst_bytes: 3_000,
+            ..Limits::default()
+        };
+        let (kept, forgetting) = (RateLimiter::default(), RateLimiter::default());
+        let tenants: Vec<TenantId> = (0..5)
+            .map(|i| TenantId::new(&format!("t{i}")).unwrap())
+            .collect();
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        let (mut now, mut forgotten) = (0i64, 0);
+        for step in 0..20_000 {
+            // mostly busy, sometimes a pause of up to ten seconds
+            now += if next() % 20 == 0 {
+                (next() % (10 * S as u64)) as i64
+            } else {
+                (next() % (S as u64 / 20)) as i64
+            };
+            let t = &tenants[(next() % 5) as usize];
+            let (n, bytes) = (next() % 25, next() % 2_500);
+            assert_eq!(
+                kept.check(t, &l, now),
+                forgetting.check(t, &l, now),
+                "{step}"
+            );
+            assert_eq!(
+                kept.take(t, &l, n, now),
+                forgetting.take(t, &l, n, now),
+                "{step}"
+            );
+            assert_eq!(
+                kept.take_bytes(t, &l, bytes, now),
+                forgetting.take_bytes(t, &l, bytes, now),
+                "{step}"
+            );
+            if next() % 10 == 0 {
+                forgotten += forgetting.evict_idle(now, |_| Some(l.clone()));
+            }
+        }
+        assert!(forgotten > 100, "{forgotten}");
+        // after a long pause every bucket is full and none is kept
+        now += 3_600 * S;
+        forgetting.evict_idle(now, |_| Some(l.clone()));
+        assert_eq!(forgetting.tracked(), (0, 0));
+        // a tenant without limits now has no bucket to keep
+        let unlimited = RateLimiter::default();
+        unlimited.take(&tenants[0], &l, 5, now).unwrap();
+        assert_eq!(unlimited.evict_idle(now, |_| None), 1);
+    }
 
     #[test]
     fn admission_refuses_an_empty_bucket_without_taking() {

@@ -432,6 +432,14 @@ impl Pipeline {
     /// Deletes every tenant's data past its retention period (per table),
     /// except for tenants under legal hold; on the injected clock. Each
     /// deletion is counted and put on the audit trail. Returns files deleted.
+    /// Forgets per-tenant state an idle tenant would get back unchanged:
+    /// rate-limit buckets that are full again. Returns how many went.
+    pub fn evict_idle(&self) -> usize {
+        let now = self.clock.now_nanos();
+        self.limiter
+            .evict_idle(now, |t| self.tenants.policy(t).map(|p| p.limits.clone()))
+    }
+
     pub fn enforce_retention(&self) -> Result<usize, String> {
         let now = self.clock.now_nanos();
         let mut total = 0;

@@ -626,10 +626,18 @@ async fn run_housekeeping(h: Housekeeping) {
         if clock.now_nanos().saturating_sub(last_checkpoint) >= CHECKPOINT_EVERY {
             last_checkpoint = clock.now_nanos();
             let a = anomalies.clone();
-            match tokio::task::spawn_blocking(move || a.checkpoint_all()).await {
-                Ok(Err(e)) => tracing::error!(error = %e, "anomaly checkpoint failed"),
+            // idle tenants' state leaves memory once written
+            let p = pipeline.clone();
+            match tokio::task::spawn_blocking(move || (a.checkpoint_and_evict(), p.evict_idle()))
+                .await
+            {
+                Ok((Err(e), _)) => tracing::error!(error = %e, "anomaly checkpoint failed"),
                 Err(e) => tracing::error!(error = %e, "anomaly checkpoint task panicked"),
-                Ok(Ok(())) => {}
+                Ok((Ok(detectors), buckets)) => {
+                    if detectors + buckets > 0 {
+                        tracing::debug!(detectors, buckets, "idle tenants' state evicted");
+                    }
+                }
             }
         }
         let p = pipeline.clone();

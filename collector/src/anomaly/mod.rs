@@ -38,6 +38,9 @@ pub const LATENESS_MINUTES: i64 = 2;
 const MAX_ZERO_FILL: i64 = 24 * 60;
 /// Records further than this ahead of the clock are not used for detection.
 const MAX_FUTURE_SECS: i64 = 3_600;
+/// A tenant whose newest minute is this far behind the clock is idle: the
+/// wall clock stops closing its minutes, and its state may leave memory.
+const IDLE_AFTER_SECS: i64 = 3_600;
 
 pub(crate) struct SeriesState {
     detector: Detector,
@@ -59,6 +62,10 @@ pub(crate) struct TenantState {
     /// Shared detection: per node, the name of the last partials object
     /// taken in (each is taken in once, whoever leads).
     taken: std::collections::BTreeMap<String, String>,
+    /// Counts changes (every time the state is locked to be worked on);
+    /// `saved` is the count when it was last written.
+    changes: u64,
+    saved: u64,
 }
 
 /// An anomaly on its way to the `anomalies` table.
@@ -185,6 +192,7 @@ impl AnomalyEngine {
         }
         let state = self.tenant(tenant);
         let mut st = state.lock();
+        st.changes += 1;
         st.apply_policy(policy);
         let closed = st.closed;
         let mut fresh = Minutes::new();
@@ -244,7 +252,8 @@ impl AnomalyEngine {
                 continue;
             };
             let mut st = state.lock();
-            let live = st.newest.is_some_and(|n| now_minute - n <= 3_600);
+            st.changes += 1;
+            let live = st.newest.is_some_and(|n| now_minute - n <= IDLE_AFTER_SECS);
             if !live {
                 continue;
             }
@@ -297,6 +306,7 @@ impl AnomalyEngine {
                     }
                 };
                 let mut st = state.lock();
+                st.changes += 1;
                 if st
                     .taken
                     .get(&partials.node)
@@ -329,6 +339,7 @@ impl AnomalyEngine {
                 continue;
             };
             let mut st = state.lock();
+            st.changes += 1;
             st.apply_policy(&policy);
             let Some(until) = st.newest.map(|n| n - LATENESS_MINUTES * 60) else {
                 continue;
@@ -372,13 +383,45 @@ impl AnomalyEngine {
         }
         let tenants = self.all_tenants();
         for (tenant, state) in tenants {
-            let st = state.lock();
+            let mut st = state.lock();
             match &self.shared {
                 Some(sh) => sh.save_state(&tenant, &st)?,
                 None => checkpoint::save(&self.state_dir, &tenant, &st)?,
             }
+            st.saved = st.changes;
         }
         Ok(())
+    }
+
+    /// Writes every tenant's state, then forgets the tenants that have sent
+    /// nothing for an hour (the wall clock no longer closes their minutes):
+    /// their next batch loads the saved state, open minutes included, so
+    /// they come back with the baselines they left with. Returns how many
+    /// were forgotten.
+    pub fn checkpoint_and_evict(&self) -> Result<usize, String> {
+        self.checkpoint_all()?;
+        if self
+            .shared
+            .as_ref()
+            .is_some_and(|sh| !sh.holds(self.clock.now_nanos()))
+        {
+            return Ok(0);
+        }
+        let now_minute = self.clock.now_nanos().div_euclid(60_000_000_000) * 60;
+        let mut all = self.tenants.lock();
+        let before = all.len();
+        all.retain(|_, state| {
+            // a state in use right now stays
+            let Some(st) = state.try_lock() else {
+                return true;
+            };
+            // unchanged since it was written (open minutes included) and
+            // nothing recent
+            let idle = st.saved == st.changes
+                && st.newest.is_none_or(|n| now_minute - n > IDLE_AFTER_SECS);
+            !idle
+        });
+        Ok(before - all.len())
     }
 
     /// At shutdown: every state written, and the lead given up so another
@@ -647,6 +690,44 @@ pub(super) mod tests {
         let fresh_dir = tempfile::tempdir().unwrap();
         let c = engine(fresh_dir.path());
         assert!(c.observe(&tenant, &policy, Signal::Logs, &burst).is_empty());
+    }
+
+    #[test]
+    fn an_idle_tenant_leaves_memory_and_comes_back_with_its_baselines() {
+        let tenant = TenantId::new("acme").unwrap();
+        let policy = AnomalyPolicy::default();
+        let history = logs(0, &normal(0..300));
+        let burst = logs(300, &[200, 21, 22, 20]);
+        let uninterrupted = {
+            let dir = tempfile::tempdir().unwrap();
+            let e = engine(dir.path());
+            e.observe(&tenant, &policy, Signal::Logs, &history);
+            e.observe(&tenant, &policy, Signal::Logs, &burst)
+        };
+        assert_eq!(uninterrupted.len(), 1);
+
+        // the clock is a month past the data: the tenant is idle
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        e.observe(&tenant, &policy, Signal::Logs, &history);
+        assert_eq!(e.checkpoint_and_evict().unwrap(), 1);
+        assert!(e.tenants.lock().is_empty());
+        assert_eq!(
+            e.observe(&tenant, &policy, Signal::Logs, &burst),
+            uninterrupted
+        );
+
+        // a tenant sending now stays
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new((T0 + 301 * 60) * 1_000_000_000));
+        let live = AnomalyEngine::new(
+            dir.path().to_path_buf(),
+            clock,
+            Arc::new(Telemetry::default()),
+        );
+        live.observe(&tenant, &policy, Signal::Logs, &history);
+        assert_eq!(live.checkpoint_and_evict().unwrap(), 0);
+        assert_eq!(live.tenants.lock().len(), 1);
     }
 
     #[test]
