@@ -362,8 +362,18 @@ impl Shared {
                 let Some(bytes) = storage.get(&meta.location).map_err(|e| e.to_string())? else {
                     continue;
                 };
-                let doc: PartialsDoc = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{}: {e}", meta.location))?;
+                // a damaged object is skipped, not retried forever: it
+                // would stop detection for every tenant
+                let doc: PartialsDoc = match serde_json::from_slice(&bytes) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(object = %meta.location, error = %e, "anomaly partials not readable; skipped");
+                        PartialsDoc {
+                            node: node.clone(),
+                            tenants: Vec::new(),
+                        }
+                    }
+                };
                 let mut tenants = Vec::with_capacity(doc.tenants.len());
                 for (t, stored) in doc.tenants {
                     let Ok(tenant) = TenantId::new(&t) else {
@@ -392,14 +402,21 @@ impl Shared {
             .insert(p.node.clone(), p.location.clone());
     }
 
-    /// The tenant's state as the last leader left it; none for a new tenant.
+    /// The tenant's state as the last leader left it; none for a new
+    /// tenant, or (with a warning) when the saved state is damaged: the
+    /// tenant's baselines then start afresh from the partials still kept.
+    /// Failing to reach the storage is an error (try again later).
     pub(super) fn load_state(&self, tenant: &TenantId) -> Result<Option<TenantState>, String> {
         let path = state_path(tenant);
         match self.store.storage().get(&path).map_err(|e| e.to_string())? {
             None => Ok(None),
-            Some(b) => checkpoint::decode(&b, tenant)
-                .map(Some)
-                .map_err(|e| format!("{path}: {e}")),
+            Some(b) => match checkpoint::decode(&b, tenant) {
+                Ok(st) => Ok(Some(st)),
+                Err(e) => {
+                    tracing::warn!(%tenant, object = %path, error = %e, "anomaly state not usable; baselines start afresh");
+                    Ok(None)
+                }
+            },
         }
     }
 
