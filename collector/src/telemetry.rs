@@ -144,6 +144,10 @@ const GAUGES: &[(&str, &str)] = &[
         "Failed flush attempts since start (data stays buffered; a counter).",
     ),
     (
+        "bulkhead_store_wal_pressure_flushes",
+        "Flush rounds that committed the oldest buffers early because the write-ahead log was over wal.max_size (a counter).",
+    ),
+    (
         "bulkhead_store_pressure_flushes",
         "Partitions flushed early because all buffers together neared flush.max_total_buffer (a counter).",
     ),
@@ -255,6 +259,10 @@ impl Telemetry {
         self.set("bulkhead_store_bytes_committed", load(&s.bytes_committed));
         self.set("bulkhead_store_flush_errors", load(&s.flush_errors));
         self.set("bulkhead_store_pressure_flushes", load(&s.pressure_flushes));
+        self.set(
+            "bulkhead_store_wal_pressure_flushes",
+            load(&s.wal_pressure_flushes),
+        );
         self.set(
             "bulkhead_store_flush_seconds",
             load(&s.flush_nanos_total) / 1e9,

@@ -36,6 +36,9 @@ pub struct Wal {
     pub enabled: bool,
     /// A write-ahead log segment is closed and a new one started at this size.
     pub segment_size: ByteSize,
+    /// Above this much log on disk, the oldest buffers are committed early
+    /// so the oldest segments can be deleted.
+    pub max_size: ByteSize,
 }
 
 impl Default for Wal {
@@ -43,6 +46,7 @@ impl Default for Wal {
         Self {
             enabled: true,
             segment_size: ByteSize(64 << 20),
+            max_size: ByteSize(4 << 30),
         }
     }
 }
@@ -442,6 +446,9 @@ impl Config {
         }
         if self.wal.segment_size.0 < 64 << 10 {
             errors.push("wal.segment_size: must be at least 64KiB".into());
+        }
+        if self.wal.max_size.0 < 2 * self.wal.segment_size.0 {
+            errors.push("wal.max_size: must be at least twice wal.segment_size".into());
         }
         if self.flush.max_age.0.is_zero() {
             errors.push("flush.max_age: must be more than 0".into());

@@ -90,6 +90,7 @@ pub async fn start_with(
         max_age: config.flush.max_age.0,
         max_total_bytes: config.flush.max_total_buffer.as_usize(),
         removal_grace: config.storage.removal_grace.0,
+        max_wal_bytes: config.wal.max_size.0,
     };
     let storage = config.storage_config();
     let wal = WalConfig {

@@ -47,6 +47,10 @@ pub struct FlushConfig {
     /// storage this long after its removal, so queries that started before
     /// still read it. Longer than the longest query may run.
     pub removal_grace: Duration,
+    /// When the write-ahead log holds more than this, the oldest buffers
+    /// are committed early, so the log's oldest segments can be deleted
+    /// (a long `max_age` must not let the log grow without bound).
+    pub max_wal_bytes: u64,
 }
 
 impl Default for FlushConfig {
@@ -56,6 +60,7 @@ impl Default for FlushConfig {
             max_age: Duration::from_secs(30),
             max_total_bytes: 1 << 30,
             removal_grace: Duration::from_secs(300),
+            max_wal_bytes: 4 << 30,
         }
     }
 }
@@ -147,6 +152,9 @@ pub struct StoreStats {
     pub flush_nanos_total: AtomicU64,
     /// Partitions flushed early because the buffers neared their budget.
     pub pressure_flushes: AtomicU64,
+    /// Flush rounds that committed the oldest buffers early because the
+    /// write-ahead log was over `max_wal_bytes`.
+    pub wal_pressure_flushes: AtomicU64,
 }
 
 /// A consistent view of one tenant's signal: every committed file in the
@@ -655,11 +663,41 @@ impl Store {
         let max_age = i64::try_from(self.config.max_age.as_nanos()).unwrap_or(i64::MAX);
         let max_bytes = self.config.max_buffer_bytes;
         let largest = self.largest_under_pressure();
+        let started_by = self.wal_pressure_cutoff(now);
         self.flush_where(|tenant, key, p| {
             p.bytes >= max_bytes
                 || now.saturating_sub(p.first_at) >= max_age
                 || largest.contains(&(tenant.clone(), *key))
+                || started_by.is_some_and(|t| p.first_at <= t)
         })
+    }
+
+    /// When the write-ahead log holds more than `max_wal_bytes`: a clock
+    /// time, halfway from the oldest buffer's start to now, by which every
+    /// buffer started is to be committed. That commits every log entry
+    /// appended before it, so the segments written before it can go; each
+    /// round halves the oldest buffered age until the log fits.
+    fn wal_pressure_cutoff(&self, now: i64) -> Option<i64> {
+        let d = self.durability.as_ref()?;
+        if d.wal.stats().bytes_on_disk.load(Ordering::Relaxed) <= self.config.max_wal_bytes {
+            return None;
+        }
+        let oldest = self
+            .all_shards()
+            .iter()
+            .filter_map(|(_, s)| {
+                s.pending
+                    .lock()
+                    .values()
+                    .filter(|p| !p.parts.is_empty())
+                    .map(|p| p.first_at)
+                    .min()
+            })
+            .min()?;
+        self.stats
+            .wal_pressure_flushes
+            .fetch_add(1, Ordering::Relaxed);
+        Some(oldest.saturating_add(now.saturating_sub(oldest) / 2))
     }
 
     /// Under memory pressure, the largest partitions whose flushing brings

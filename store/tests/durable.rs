@@ -217,3 +217,45 @@ fn retention_and_commits_release_wal_segments() {
     assert!(values(&store).is_empty());
     assert_eq!(store.committed_bytes(&t).unwrap(), 0);
 }
+
+#[test]
+fn an_oversized_log_commits_the_oldest_buffers_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let open = |max_wal_bytes: u64, sub: &str| {
+        let cfg = FlushConfig {
+            max_buffer_bytes: 1 << 30,
+            max_age: Duration::from_secs(3_600),
+            max_total_bytes: 1 << 30,
+            max_wal_bytes,
+            ..Default::default()
+        };
+        let mut wal = WalConfig::new(dir.path().join(sub).join("wal"));
+        wal.segment_bytes = 64 << 10;
+        Store::open_durable(dir.path().join(sub).join("store"), wal, cfg, clock.clone())
+            .unwrap()
+            .0
+    };
+    let (roomy, tight) = (open(4 << 30, "roomy"), open(1, "tight"));
+    let names = ["old", "mid", "new"];
+    let tenants: Vec<TenantId> = names.iter().map(|n| TenantId::new(n).unwrap()).collect();
+    // "old" starts buffering at 0 s, "mid" at 10 s, "new" at 20 s
+    for (i, t) in tenants.iter().enumerate() {
+        clock.set(i as i64 * 10_000_000_000);
+        for s in [&roomy, &tight] {
+            s.append(t, Signal::Logs, "v1", timed_batch(t.as_str(), &[T0], 0))
+                .unwrap();
+        }
+    }
+    // none is due by size or age; a log within its budget commits nothing
+    assert_eq!(roomy.flush_due().unwrap().files, 0);
+    // over its budget: the buffers started by halfway (10 s) are committed
+    assert_eq!(tight.flush_due().unwrap().files, 2);
+    let committed: Vec<usize> = tenants
+        .iter()
+        .map(|t| tight.files(t, Signal::Logs).unwrap().len())
+        .collect();
+    assert_eq!(committed, [1, 1, 0], "oldest first");
+    // the next round takes the rest (the log still holds its header)
+    assert_eq!(tight.flush_due().unwrap().files, 1);
+}

@@ -21,6 +21,7 @@ fn config(max_bytes: usize) -> FlushConfig {
         max_age: Duration::from_secs(10),
         max_total_bytes: 1 << 30,
         removal_grace: Duration::from_secs(60),
+        max_wal_bytes: 4 << 30,
     }
 }
 
