@@ -241,8 +241,15 @@ impl AnomalyEngine {
                 shared::Lead::Took => self.tenants.lock().clear(),
                 shared::Lead::Leading => {}
             }
-            if let Err(e) = self.take_in(sh, &policies, &record) {
-                tracing::warn!(error = %e, "anomaly partials not taken in; will retry");
+            match self.take_in(sh, &policies, &record) {
+                Ok(true) => {}
+                // minutes still waiting in unread partials must not be
+                // closed by the wall clock: catch up first
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "anomaly partials not taken in; will retry");
+                    return;
+                }
             }
         }
         let now_minute = self.clock.now_nanos().div_euclid(60_000_000_000) * 60;
@@ -282,17 +289,19 @@ impl AnomalyEngine {
         }
     }
 
-    /// The leader's share of a tick: every node's unread partials, merged
-    /// into the tenants' open minutes once each, then the minutes they close.
+    /// The leader's share of a tick: every node's unread partials (up to a
+    /// bound), merged into the tenants' open minutes once each, then the
+    /// minutes they close. True when no unread partials are left.
     fn take_in(
         &self,
         sh: &shared::Shared,
         policies: &impl Fn(&TenantId) -> Option<AnomalyPolicy>,
         record: &impl Fn(&TenantId, &[Finding]),
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let now_secs = self.clock.now_nanos().div_euclid(1_000_000_000);
         let mut touched: HashMap<TenantId, AnomalyPolicy> = HashMap::new();
-        for partials in sh.unread()? {
+        let (unread, caught_up) = sh.unread()?;
+        for partials in unread {
             for (tenant, minutes) in &partials.tenants {
                 let existing = self.tenants.lock().get(tenant).cloned();
                 let state = match existing {
@@ -351,7 +360,7 @@ impl AnomalyEngine {
                 self.saved_after_findings(&tenant, &st);
             }
         }
-        Ok(())
+        Ok(caught_up)
     }
 
     /// The tenants seen so far, without holding the map's lock afterwards.

@@ -41,6 +41,11 @@ const RENEW_WHEN_LEFT_NANOS: i64 = 20_000_000_000;
 const SAFETY_NANOS: i64 = 5_000_000_000;
 /// A node deletes its partials objects once they are this old.
 pub(super) const PARTIALS_KEEP_NANOS: i64 = 3_600_000_000_000;
+/// Partials objects the leader reads in one tick at most.
+const READ_PER_TICK: usize = 64;
+/// Series-minutes a node keeps for publishing at most (while the bucket is
+/// out of reach); past it the oldest minutes are dropped.
+const MAX_OUTBOX: usize = 1_000_000;
 
 #[derive(Serialize, Deserialize)]
 struct PartialsDoc {
@@ -116,6 +121,35 @@ fn nanos_of(p: &ObjPath) -> Option<i64> {
 
 fn state_path(tenant: &TenantId) -> ObjPath {
     dir(&["state", &format!("tenant={tenant}.json")])
+}
+
+/// Drops the oldest minutes (of any tenant) until at most `max`
+/// series-minutes are left; returns how many series-minutes went.
+fn trim_oldest(tenants: &mut HashMap<TenantId, Minutes>, max: usize) -> usize {
+    let mut total: usize = tenants
+        .values()
+        .flat_map(|m| m.values())
+        .map(|s| s.len())
+        .sum();
+    let mut dropped = 0;
+    while total > max {
+        let Some((tenant, minute)) = tenants
+            .iter()
+            .filter_map(|(t, m)| m.keys().next().map(|k| (t.clone(), *k)))
+            .min_by_key(|(_, k)| *k)
+        else {
+            break;
+        };
+        if let Some(m) = tenants.get_mut(&tenant) {
+            let n = m.remove(&minute).map_or(0, |s| s.len());
+            total -= n;
+            dropped += n;
+            if m.is_empty() {
+                tenants.remove(&tenant);
+            }
+        }
+    }
+    dropped
 }
 
 impl Shared {
@@ -202,7 +236,7 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                // keep them, merged with whatever arrived meanwhile
+                // keep them, merged with whatever arrived meanwhile...
                 for (t, m) in tenants {
                     let minutes = out.tenants.entry(t).or_default();
                     for (minute, series) in m {
@@ -210,6 +244,14 @@ impl Shared {
                             aggregate::add(minutes, minute, k, acc);
                         }
                     }
+                }
+                // ... but not without bound
+                let dropped = trim_oldest(&mut out.tenants, MAX_OUTBOX);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "anomaly partials dropped: the storage is out of reach"
+                    );
                 }
                 Err(e)
             }
@@ -339,13 +381,17 @@ impl Shared {
         }
     }
 
-    /// Every node's partials objects not read yet, oldest first per node.
-    pub(super) fn unread(&self) -> Result<Vec<Partials>, String> {
+    /// Every node's partials objects not read yet, oldest first, at most
+    /// [`READ_PER_TICK`]; true when that was all of them (caught up).
+    pub(super) fn unread(&self) -> Result<(Vec<Partials>, bool), String> {
         let storage = self.store.storage();
         let root = dir(&["partials"]);
         let nodes = storage.list_dirs(Some(&root)).map_err(|e| e.to_string())?;
         let cursors = self.lease.lock().cursors.clone();
-        let mut out = Vec::new();
+        // every node's unread objects, oldest first across nodes, and at
+        // most READ_PER_TICK of them: a new leader works through an hour of
+        // them over several ticks instead of holding up the others' upkeep
+        let mut listed = Vec::new();
         for node_dir in nodes {
             let Some(node) = node_dir.filename().map(str::to_string) else {
                 continue;
@@ -355,43 +401,49 @@ impl Shared {
                 .list_after(&node_dir, after)
                 .map_err(|e| e.to_string())?
             {
-                let Some(name) = meta.location.filename().map(str::to_string) else {
-                    continue;
-                };
-                // deleted since listed (past its keep): nothing to take in
-                let Some(bytes) = storage.get(&meta.location).map_err(|e| e.to_string())? else {
-                    continue;
-                };
-                // a damaged object is skipped, not retried forever: it
-                // would stop detection for every tenant
-                let doc: PartialsDoc = match serde_json::from_slice(&bytes) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::warn!(object = %meta.location, error = %e, "anomaly partials not readable; skipped");
-                        PartialsDoc {
-                            node: node.clone(),
-                            tenants: Vec::new(),
-                        }
-                    }
-                };
-                let mut tenants = Vec::with_capacity(doc.tenants.len());
-                for (t, stored) in doc.tenants {
-                    let Ok(tenant) = TenantId::new(&t) else {
-                        continue;
-                    };
-                    let mut minutes = Minutes::new();
-                    checkpoint::add_stored_minutes(stored, &mut minutes);
-                    tenants.push((tenant, minutes));
+                if let Some(name) = meta.location.filename().map(str::to_string) {
+                    listed.push((name, node.clone(), meta));
                 }
-                out.push(Partials {
-                    node: node.clone(),
-                    name,
-                    location: meta.location,
-                    tenants,
-                });
             }
         }
-        Ok(out)
+        listed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let caught_up = listed.len() <= READ_PER_TICK;
+        listed.truncate(READ_PER_TICK);
+        let mut out = Vec::new();
+        for (name, node, meta) in listed {
+            // deleted since listed (past its keep): nothing to take in
+            let Some(bytes) = storage.get(&meta.location).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            // a damaged object is skipped, not retried forever: it
+            // would stop detection for every tenant
+            let doc: PartialsDoc = match serde_json::from_slice(&bytes) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(object = %meta.location, error = %e, "anomaly partials not readable; skipped");
+                    PartialsDoc {
+                        node: node.clone(),
+                        tenants: Vec::new(),
+                    }
+                }
+            };
+            let mut tenants = Vec::with_capacity(doc.tenants.len());
+            for (t, stored) in doc.tenants {
+                let Ok(tenant) = TenantId::new(&t) else {
+                    continue;
+                };
+                let mut minutes = Minutes::new();
+                checkpoint::add_stored_minutes(stored, &mut minutes);
+                tenants.push((tenant, minutes));
+            }
+            out.push(Partials {
+                node,
+                name,
+                location: meta.location,
+                tenants,
+            });
+        }
+        Ok((out, caught_up))
     }
 
     /// Marks `p` read; it is not returned by [`Shared::unread`] again.
@@ -426,5 +478,45 @@ impl Shared {
             .storage()
             .put(&state_path(tenant), bytes.into())
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anomaly::aggregate::{Acc, SeriesKey};
+    use bulkhead_rules::SeriesKind;
+    use bulkhead_store::Signal;
+
+    #[test]
+    fn an_outbox_past_its_bound_loses_its_oldest_minutes() {
+        let key = |s: &str| SeriesKey {
+            kind: SeriesKind::Volume,
+            signal: Signal::Logs,
+            service: Some(s.into()),
+            name: None,
+        };
+        let mut tenants: HashMap<TenantId, Minutes> = HashMap::new();
+        for (t, first) in [("a", 0), ("b", 30)] {
+            let minutes = tenants.entry(TenantId::new(t).unwrap()).or_default();
+            for m in first..first + 60 {
+                for s in ["x", "y"] {
+                    aggregate::add(minutes, m * 60, key(s), Acc::Count(1));
+                }
+            }
+        }
+        // 240 series-minutes; keep 100: the oldest 70 tenant-minutes go,
+        // minutes 0..50 of a and 30..50 of b
+        assert_eq!(trim_oldest(&mut tenants, 100), 140);
+        let left: usize = tenants
+            .values()
+            .flat_map(|m| m.values())
+            .map(|s| s.len())
+            .sum();
+        assert_eq!(left, 100);
+        let oldest = |t: &str| tenants[&TenantId::new(t).unwrap()].keys().next().copied();
+        assert_eq!(oldest("a"), Some(50 * 60));
+        assert_eq!(oldest("b"), Some(50 * 60));
+        assert_eq!(trim_oldest(&mut tenants, 1_000), 0);
     }
 }

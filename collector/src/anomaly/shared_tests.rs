@@ -161,31 +161,46 @@ fn nodes_that_split_a_tenant_find_what_one_node_finds() {
     }
 }
 
-#[test]
-fn a_new_leader_goes_on_where_the_last_one_stopped() {
+/// Both nodes receive half of every minute; the leader saves its states at
+/// minute `saved`, goes on to minute `dies` and dies without a word; the
+/// survivor takes over and receives everything from then on.
+fn leader_dies(saved: i64, dies: i64) {
     let expected = reference();
     let root = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0 * 1_000_000_000));
     let a = Node::shared(root.path(), "a", clock.clone());
     let b = Node::shared(root.path(), "b", clock.clone());
     let halves = |_: i64, n: u64| vec![n.div_ceil(2), n / 2];
-    run(&[&a, &b], &clock, 0..240, halves);
-    // the leader saves its states, goes on for ten minutes, then dies
-    // without a word: what it took in since is in no saved state
+    run(&[&a, &b], &clock, 0..saved, halves);
     for n in [&a, &b] {
         n.engine.checkpoint_all().unwrap();
     }
-    run(&[&a, &b], &clock, 240..250, halves);
+    // what the leader takes in from here on is in no saved state
+    run(&[&a, &b], &clock, saved..dies, halves);
     let (leader, survivor) = if a.leads(&clock) { (a, b) } else { (b, a) };
     let before = sorted(&[&leader.found, &survivor.found]);
     drop(leader);
     // the survivor takes over once the lease runs out, from the saved
     // states and every partials object taken in after them
-    run(&[&survivor], &clock, 250..312, |_, n| vec![n]);
+    run(&[&survivor], &clock, dies..312, |_, n| vec![n]);
     assert!(survivor.leads(&clock));
     let mut all = before;
     all.extend(sorted(&[&survivor.found]));
     assert_eq!(all, expected);
+}
+
+#[test]
+fn a_new_leader_goes_on_where_the_last_one_stopped() {
+    leader_dies(240, 250);
+}
+
+/// Fifty minutes after the last saved state (within the hour partials are
+/// kept): the new leader reads the backlog, some two hundred objects, over
+/// several ticks, and the wall clock closes no minute before it has caught
+/// up.
+#[test]
+fn a_new_leader_catches_up_on_a_long_backlog_before_closing_minutes() {
+    leader_dies(150, 200);
 }
 
 #[test]
