@@ -91,30 +91,27 @@ fn fingerprint(dir: &Path) -> Fingerprint {
     out
 }
 
-/// Loads the policy directory. With `previous`, a file whose size and
-/// modification time are unchanged keeps its parsed policy, and a
+/// Loads the policy directory. With `previous`, a file whose text is
+/// unchanged keeps its parsed policy, and a
 /// `[redaction]` section compiled before keeps its redactor: a reload
 /// costs what changed, not the number of tenants.
 fn load(dir: &Path, previous: Option<&Loaded>) -> Result<(Loaded, LoadWork), String> {
     let fingerprint = fingerprint(dir);
     let mut work = LoadWork::default();
-    let stamps = |f: &Fingerprint| -> std::collections::HashMap<PathBuf, (SystemTime, u64)> {
-        f.iter()
-            .filter_map(|(p, m, l)| Some((p.clone(), ((*m)?, *l))))
-            .collect()
-    };
-    let before = previous.map(|p| stamps(&p.fingerprint)).unwrap_or_default();
-    let after = stamps(&fingerprint);
+    // a file is reused when its text is what the policy in force was parsed
+    // from (same content hash); reading is cheap, parsing and compiling are
+    // not. Content, not size and time: a ConfigMap swaps files behind
+    // symlinks, and a copy can keep a file's time.
     let reused = std::cell::Cell::new(0);
     let policies = PolicySet::load_dir_reusing(dir, |path| {
-        let stamp = before.get(path)?;
-        if after.get(path) != Some(stamp) {
+        let tenant = TenantId::new(path.file_stem()?.to_str()?).ok()?;
+        let p = previous?.policies.policies.get(&tenant)?;
+        let text = std::fs::read_to_string(path).ok()?;
+        if TenantPolicy::version_of(&text) != p.version {
             return None;
         }
-        let tenant = TenantId::new(path.file_stem()?.to_str()?).ok()?;
-        let p = previous?.policies.policies.get(&tenant).cloned()?;
         reused.set(reused.get() + 1);
-        Some(p)
+        Some(p.clone())
     })
     .map_err(|e| join_errors(&e))?;
     work.parsed = policies.policies.len() - reused.get();
@@ -494,6 +491,52 @@ mod tests {
         assert!(Arc::ptr_eq(&tenants.redactor(&c), &masked));
         assert_eq!(tenants.policy(&c).unwrap().redaction.detectors, ["email"]);
         assert_eq!(tenants.tenants().len(), 2_000);
+    }
+
+    /// Policies mounted from a Kubernetes ConfigMap: each file is a symlink
+    /// through `..data`, and an update swaps `..data` to a new directory.
+    /// The new text is taken even with the same size and time.
+    #[test]
+    fn a_configmap_update_behind_symlinks_is_taken() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = (dir.path().join("..v1"), dir.path().join("..v2"));
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::create_dir(&v2).unwrap();
+        create_tenant(&v1, "acme").unwrap();
+        let text = std::fs::read_to_string(v1.join("acme.toml")).unwrap();
+        let edited = format!("{text}\n[limits]\nrecords_per_second = 5000\n");
+        std::fs::write(v1.join("acme.toml"), &edited).unwrap();
+        std::fs::write(v2.join("acme.toml"), edited.replace("5000", "6000")).unwrap();
+        let when = std::fs::metadata(v1.join("acme.toml"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(v2.join("acme.toml"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        symlink("..v1", dir.path().join("..data")).unwrap();
+        symlink("..data/acme.toml", dir.path().join("acme.toml")).unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        assert_eq!(
+            tenants.policy(&acme).unwrap().limits.records_per_second,
+            5000
+        );
+        // the kubelet's swap: a new `..data` link, renamed over the old one
+        symlink("..v2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        assert!(matches!(
+            tenants.reload_if_changed(),
+            ReloadOutcome::Reloaded(_)
+        ));
+        assert_eq!(
+            tenants.policy(&acme).unwrap().limits.records_per_second,
+            6000
+        );
     }
 
     #[test]

@@ -198,6 +198,11 @@ impl TenantPolicy {
         self.keys.push(key);
         self.version = version_of(&self.to_toml());
     }
+
+    /// The version a policy file with this text has (its content hash).
+    pub fn version_of(text: &str) -> String {
+        version_of(text)
+    }
 }
 
 fn version_of(text: &str) -> String {

@@ -38,6 +38,8 @@ pub const LATENESS_MINUTES: i64 = 2;
 const MAX_ZERO_FILL: i64 = 24 * 60;
 /// Records further than this ahead of the clock are not used for detection.
 const MAX_FUTURE_SECS: i64 = 3_600;
+/// Time the leader spends taking in partials in one tick at most.
+const TAKE_IN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 /// A tenant whose newest minute is this far behind the clock is idle: the
 /// wall clock stops closing its minutes, and its state may leave memory.
 const IDLE_AFTER_SECS: i64 = 3_600;
@@ -259,11 +261,12 @@ impl AnomalyEngine {
                 continue;
             };
             let mut st = state.lock();
-            st.changes += 1;
             let live = st.newest.is_some_and(|n| now_minute - n <= IDLE_AFTER_SECS);
             if !live {
                 continue;
             }
+            let (settings_before, closed_before) =
+                (st.settings.as_ref() == Some(&policy), st.closed);
             st.apply_policy(&policy);
             let findings = st.close_until(
                 now_minute - (LATENESS_MINUTES + 1) * 60,
@@ -271,12 +274,26 @@ impl AnomalyEngine {
                 &tenant,
                 &self.telemetry,
             );
-            self.count(&tenant, &findings);
+            if !settings_before || st.closed != closed_before {
+                st.changes += 1;
+            }
             if !findings.is_empty() {
+                if !self.may_act() {
+                    return; // the lead ran out meanwhile: the next leader scores
+                }
+                self.count(&tenant, &findings);
                 record(&tenant, &findings);
                 self.saved_after_findings(&tenant, &st);
             }
         }
+    }
+
+    /// Whether this node may record findings and write state now: always on
+    /// its own, and while it holds the lead when detection is shared.
+    fn may_act(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|sh| sh.holds(self.clock.now_nanos()))
     }
 
     /// Shared detection: after a tenant's findings are stored, its state is
@@ -300,8 +317,14 @@ impl AnomalyEngine {
     ) -> Result<bool, String> {
         let now_secs = self.clock.now_nanos().div_euclid(1_000_000_000);
         let mut touched: HashMap<TenantId, AnomalyPolicy> = HashMap::new();
-        let (unread, caught_up) = sh.unread()?;
+        let (unread, mut caught_up) = sh.unread()?;
+        // bounded work per tick: the rest of the housekeeping waits on it
+        let budget = std::time::Instant::now() + TAKE_IN_BUDGET;
         for partials in unread {
+            if std::time::Instant::now() > budget || !sh.holds(self.clock.now_nanos()) {
+                caught_up = false;
+                break;
+            }
             for (tenant, minutes) in &partials.tenants {
                 let existing = self.tenants.lock().get(tenant).cloned();
                 let state = match existing {
@@ -315,7 +338,6 @@ impl AnomalyEngine {
                     }
                 };
                 let mut st = state.lock();
-                st.changes += 1;
                 if st
                     .taken
                     .get(&partials.node)
@@ -323,6 +345,7 @@ impl AnomalyEngine {
                 {
                     continue; // taken in by an earlier leader
                 }
+                st.changes += 1;
                 st.taken
                     .insert(partials.node.clone(), partials.name.clone());
                 let Some(policy) = policies(tenant).filter(|p| p.enabled) else {
@@ -354,8 +377,11 @@ impl AnomalyEngine {
                 continue;
             };
             let findings = st.close_until(until, &policy, &tenant, &self.telemetry);
-            self.count(&tenant, &findings);
             if !findings.is_empty() {
+                if !self.may_act() {
+                    return Ok(false); // the lead ran out meanwhile
+                }
+                self.count(&tenant, &findings);
                 record(&tenant, &findings);
                 self.saved_after_findings(&tenant, &st);
             }
@@ -393,6 +419,9 @@ impl AnomalyEngine {
         let tenants = self.all_tenants();
         for (tenant, state) in tenants {
             let mut st = state.lock();
+            if st.saved == st.changes {
+                continue; // written before, unchanged since
+            }
             match &self.shared {
                 Some(sh) => sh.save_state(&tenant, &st)?,
                 None => checkpoint::save(&self.state_dir, &tenant, &st)?,
@@ -420,7 +449,10 @@ impl AnomalyEngine {
         let mut all = self.tenants.lock();
         let before = all.len();
         all.retain(|_, state| {
-            // a state in use right now stays
+            // a state in use right now (or just fetched for use) stays
+            if Arc::strong_count(state) > 1 {
+                return true;
+            }
             let Some(st) = state.try_lock() else {
                 return true;
             };

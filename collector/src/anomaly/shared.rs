@@ -83,16 +83,26 @@ pub(super) struct Shared {
     store: Arc<Store>,
     node: String,
     outbox: Mutex<Outbox>,
+    publisher: Mutex<Publisher>,
     lease: Mutex<LeaseState>,
 }
 
 #[derive(Default)]
 struct Outbox {
     tenants: HashMap<TenantId, Minutes>,
-    /// Name (nanos) of the last object written; names only grow.
+}
+
+/// The publishing side, locked only by the publisher (never by ingest).
+#[derive(Default)]
+struct Publisher {
+    /// Name (nanos) of the last object written or tried; names only grow.
     last_name: Option<i64>,
     last_publish: i64,
     last_gc: i64,
+    /// An object whose put failed: it may have been written all the same,
+    /// so it is written again under the same name before anything new
+    /// (never merged back, which could count it twice).
+    retry: Option<(i64, bytes::Bytes)>,
 }
 
 #[derive(Default)]
@@ -158,6 +168,7 @@ impl Shared {
             node: store.node().to_string(),
             store,
             outbox: Mutex::default(),
+            publisher: Mutex::default(),
             lease: Mutex::default(),
         }
     }
@@ -179,16 +190,33 @@ impl Shared {
 
     /// Writes what was received since the last publish as one object, at
     /// most every [`PUBLISH_EVERY_NANOS`] unless `force`d; then deletes this
-    /// node's objects past [`PARTIALS_KEEP_NANOS`]. On failure the minutes
-    /// stay for the next try.
+    /// node's objects past [`PARTIALS_KEEP_NANOS`]. The storage is reached
+    /// without holding the outbox, so ingest never waits for it. On failure
+    /// the object is kept to be written again under its name, and the
+    /// outbox is bounded ([`MAX_OUTBOX`]).
     pub(super) fn publish(&self, now: i64, force: bool) -> Result<(), String> {
+        let mut p = self.publisher.lock();
+        let published = self.publish_locked(&mut p, now, force);
+        if published.is_err() {
+            let dropped = trim_oldest(&mut self.outbox.lock().tenants, MAX_OUTBOX);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "anomaly partials dropped: the storage is out of reach"
+                );
+            }
+        }
+        published
+    }
+
+    fn publish_locked(&self, p: &mut Publisher, now: i64, force: bool) -> Result<(), String> {
         let storage = self.store.storage();
         let mine = dir(&["partials", &self.node]);
-        let mut out = self.outbox.lock();
-        if out.last_name.is_none() {
+        let object = |name: i64| mine.clone().join(format!("{name:020}.json"));
+        if p.last_name.is_none() {
             // names only grow, across restarts too: start after the last one
             let listed = storage.list(&mine).map_err(|e| e.to_string())?;
-            out.last_name = Some(
+            p.last_name = Some(
                 listed
                     .iter()
                     .filter_map(|m| nanos_of(&m.location))
@@ -196,24 +224,31 @@ impl Shared {
                     .unwrap_or(-1),
             );
         }
-        if now.saturating_sub(out.last_gc) >= 60_000_000_000 {
-            out.last_gc = now;
+        if now.saturating_sub(p.last_gc) >= 60_000_000_000 {
+            p.last_gc = now;
             let cutoff = now.saturating_sub(PARTIALS_KEEP_NANOS);
-            for m in storage.list(&mine).map_err(|e| e.to_string())? {
+            let old = storage.list(&mine).map_err(|e| e.to_string())?;
+            for m in old {
                 if nanos_of(&m.location).is_some_and(|n| n < cutoff) {
                     storage.delete(&m.location).map_err(|e| e.to_string())?;
                 }
             }
         }
-        if out.tenants.is_empty()
-            || (!force && now.saturating_sub(out.last_publish) < PUBLISH_EVERY_NANOS)
-        {
+        if let Some((name, bytes)) = p.retry.take() {
+            if let Err(e) = storage.put(&object(name), bytes.clone()) {
+                p.retry = Some((name, bytes));
+                return Err(e.to_string());
+            }
+            p.last_publish = now;
+        }
+        if !force && now.saturating_sub(p.last_publish) < PUBLISH_EVERY_NANOS {
             return Ok(());
         }
-        let name = now
-            .max(out.last_name.unwrap_or(-1).saturating_add(1))
-            .max(0);
-        let tenants = std::mem::take(&mut out.tenants);
+        let tenants = std::mem::take(&mut self.outbox.lock().tenants);
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let name = now.max(p.last_name.unwrap_or(-1).saturating_add(1)).max(0);
         let doc = PartialsDoc {
             node: self.node.clone(),
             tenants: tenants
@@ -221,41 +256,15 @@ impl Shared {
                 .map(|(t, m)| (t.to_string(), checkpoint::store_minutes(m)))
                 .collect(),
         };
-        let written = serde_json::to_vec(&doc)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                storage
-                    .put(&mine.clone().join(format!("{name:020}.json")), bytes.into())
-                    .map_err(|e| e.to_string())
-            });
-        match written {
-            Ok(()) => {
-                tracing::debug!(tenants = tenants.len(), name, "anomaly partials published");
-                out.last_name = Some(name);
-                out.last_publish = now;
-                Ok(())
-            }
-            Err(e) => {
-                // keep them, merged with whatever arrived meanwhile...
-                for (t, m) in tenants {
-                    let minutes = out.tenants.entry(t).or_default();
-                    for (minute, series) in m {
-                        for (k, acc) in series {
-                            aggregate::add(minutes, minute, k, acc);
-                        }
-                    }
-                }
-                // ... but not without bound
-                let dropped = trim_oldest(&mut out.tenants, MAX_OUTBOX);
-                if dropped > 0 {
-                    tracing::warn!(
-                        dropped,
-                        "anomaly partials dropped: the storage is out of reach"
-                    );
-                }
-                Err(e)
-            }
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?);
+        p.last_name = Some(name);
+        if let Err(e) = storage.put(&object(name), bytes.clone()) {
+            p.retry = Some((name, bytes));
+            return Err(e.to_string());
         }
+        tracing::debug!(tenants = tenants.len(), name, "anomaly partials published");
+        p.last_publish = now;
+        Ok(())
     }
 
     /// Takes, keeps or gives up the lead. Errors reaching the bucket keep a
@@ -269,13 +278,16 @@ impl Shared {
         }
         let had = lease.held.is_some();
         match self.try_lead(&mut lease, now) {
-            Ok(true) if had => Lead::Leading,
-            Ok(true) => {
+            // renewed the epoch it held: nobody led in between
+            Ok(Some(true)) => Lead::Leading,
+            // a new lead, or one retaken after another node's epoch: what
+            // this node holds in memory may be stale
+            Ok(Some(false)) => {
                 tracing::info!(node = %self.node, "this node now leads anomaly detection");
                 lease.cursors.clear();
                 Lead::Took
             }
-            Ok(false) => {
+            Ok(None) => {
                 if had {
                     tracing::info!(node = %self.node, "another node leads anomaly detection now");
                 }
@@ -297,7 +309,10 @@ impl Shared {
         }
     }
 
-    fn try_lead(&self, lease: &mut LeaseState, now: i64) -> Result<bool, String> {
+    /// Takes the next epoch when the newest is this node's own, has run out,
+    /// or is unreadable. Some(true): it renewed the epoch it held; Some(false):
+    /// it took the lead after another epoch; None: another node leads.
+    fn try_lead(&self, lease: &mut LeaseState, now: i64) -> Result<Option<bool>, String> {
         let storage = self.store.storage();
         let leader = dir(&["leader"]);
         let epochs: Vec<u64> = storage
@@ -307,6 +322,7 @@ impl Shared {
             .filter_map(|m| epoch_of(&m.location))
             .collect();
         let newest = epochs.iter().copied().max();
+        let renewing = newest.is_some() && lease.held.map(|(mine, _)| mine) == newest;
         let free = match newest {
             None => true,
             Some(e) if lease.held.is_some_and(|(mine, _)| mine == e) => true,
@@ -317,17 +333,20 @@ impl Shared {
                 match doc {
                     // removed meanwhile: a newer epoch exists, look again later
                     None => false,
-                    Some(bytes) => {
-                        let doc: LeaseDoc = serde_json::from_slice(&bytes)
-                            .map_err(|err| format!("lease {e}: {err}"))?;
+                    Some(bytes) => match serde_json::from_slice::<LeaseDoc>(&bytes) {
                         // ran out, or this node's own (before a restart)
-                        doc.expires_at <= now || doc.node == self.node
-                    }
+                        Ok(doc) => doc.expires_at <= now || doc.node == self.node,
+                        // damaged: it holds nobody, or detection would stop
+                        Err(err) => {
+                            tracing::warn!(epoch = e, error = %err, "anomaly lease not readable; taken over");
+                            true
+                        }
+                    },
                 }
             }
         };
         if !free {
-            return Ok(false);
+            return Ok(None);
         }
         let next = newest.map_or(0, |e| e + 1);
         let expires_at = now.saturating_add(LEASE_NANOS);
@@ -340,13 +359,13 @@ impl Shared {
             .put_if_absent(&leader.clone().join(format!("{next:020}.json")), doc.into())
             .map_err(|e| e.to_string())?
         {
-            return Ok(false);
+            return Ok(None);
         }
         lease.held = Some((next, expires_at));
         for e in epochs.into_iter().filter(|e| *e + 1 < next) {
             let _ = storage.delete(&leader.clone().join(format!("{e:020}.json")));
         }
-        Ok(true)
+        Ok(Some(renewing))
     }
 
     /// Whether this node holds the lead now and may still act on it.

@@ -223,7 +223,7 @@ fn a_leader_that_shuts_down_hands_over_at_once() {
 fn damaged_objects_in_the_bucket_do_not_stop_detection() {
     let expected = reference();
     let root = tempfile::tempdir().unwrap();
-    // a partials object and another tenant's state that are not JSON
+    // a partials object and the tenant's state that are not JSON
     let anomaly = root.path().join("_anomaly");
     std::fs::create_dir_all(anomaly.join("partials/broken")).unwrap();
     std::fs::write(
@@ -233,6 +233,9 @@ fn damaged_objects_in_the_bucket_do_not_stop_detection() {
     .unwrap();
     std::fs::create_dir_all(anomaly.join("state")).unwrap();
     std::fs::write(anomaly.join("state/tenant=acme.json"), [0xff, 0x00]).unwrap();
+    // and a lease nobody can read
+    std::fs::create_dir_all(anomaly.join("leader")).unwrap();
+    std::fs::write(anomaly.join("leader/00000000000000000000.json"), "garbage").unwrap();
     let clock = Arc::new(ManualClock::new(T0 * 1_000_000_000));
     let a = Node::shared(root.path(), "a", clock.clone());
     run(&[&a], &clock, 0..312, |_, n| vec![n]);
