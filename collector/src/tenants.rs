@@ -390,6 +390,55 @@ pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKe
     Ok(key)
 }
 
+/// One tenant as `bulkhead tenant list` shows it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TenantSummary {
+    pub tenant: TenantId,
+    pub version: String,
+    pub live_keys: usize,
+    pub revoked_keys: usize,
+}
+
+/// Every tenant of the policy directory, by name, with its policy version
+/// and keys. Fails, naming every problem, when a policy does not validate.
+pub fn list_tenants(policy_dir: &Path) -> Result<Vec<TenantSummary>, String> {
+    let set = PolicySet::load_dir(policy_dir).map_err(|e| join_errors(&e))?;
+    Ok(set
+        .policies
+        .values()
+        .map(|p| {
+            let live = p.keys.iter().filter(|k| !k.revoked).count();
+            TenantSummary {
+                tenant: p.tenant.clone(),
+                version: p.version.clone(),
+                live_keys: live,
+                revoked_keys: p.keys.len() - live,
+            }
+        })
+        .collect())
+}
+
+/// Removes a tenant's policy file: its keys stop authenticating at the
+/// server's next reload (within seconds), which audits the removal. Data
+/// already stored for the tenant is not deleted by this.
+pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
+    let tenant = TenantId::new(name)?;
+    if !PolicySet::path_for(policy_dir, &tenant).exists() {
+        return Err(format!(
+            "no tenant {tenant} in {}: nothing to remove",
+            policy_dir.display()
+        ));
+    }
+    let policy = read_policy(policy_dir, name)?;
+    let path = PolicySet::path_for(policy_dir, &policy.tenant);
+    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // the removal itself durable, as the file's creation was
+    std::fs::File::open(policy_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", policy_dir.display()))?;
+    Ok(policy)
+}
+
 /// Revokes a key of a tenant: it stops authenticating at the next reload
 /// (within seconds on a running server). The record stays, marked revoked.
 pub fn revoke_key(policy_dir: &Path, name: &str, key_id: &str) -> Result<(), String> {
@@ -537,6 +586,39 @@ mod tests {
             tenants.policy(&acme).unwrap().limits.records_per_second,
             6000
         );
+    }
+
+    #[test]
+    fn tenants_are_listed_and_a_removed_tenant_stops_authenticating() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["beta", "alpha", "gamma"] {
+            create_tenant(dir.path(), name).unwrap();
+        }
+        let key = create_key(dir.path(), "beta", Scopes::parse_list("ingest").unwrap()).unwrap();
+        let old = create_key(dir.path(), "beta", Scopes::parse_list("query").unwrap()).unwrap();
+        revoke_key(dir.path(), "beta", old.id()).unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        assert!(tenants.authenticate(&key.expose()).is_ok());
+
+        let listed = list_tenants(dir.path()).unwrap();
+        let names: Vec<&str> = listed.iter().map(|t| t.tenant.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta", "gamma"]);
+        assert_eq!((listed[1].live_keys, listed[1].revoked_keys), (1, 1));
+        assert_eq!(
+            listed[1].version,
+            tenants.policy_version(&TenantId::new("beta").unwrap())
+        );
+
+        remove_tenant(dir.path(), "beta").unwrap();
+        let ReloadOutcome::Reloaded(changes) = tenants.reload_if_changed() else {
+            panic!("not reloaded")
+        };
+        assert_eq!(changes[0].new_version, None);
+        assert_eq!(changes[0].keys_revoked, vec![key.id().to_string()]);
+        assert!(tenants.authenticate(&key.expose()).is_err());
+        assert_eq!(list_tenants(dir.path()).unwrap().len(), 2);
+        let e = remove_tenant(dir.path(), "beta").unwrap_err();
+        assert!(e.contains("no tenant beta"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The `bulkhead` command.
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -119,6 +120,18 @@ enum AnomalyCommand {
 enum TenantCommand {
     /// Create a tenant (a policy file with no keys yet).
     Create {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List every tenant: name, policy version, live and revoked keys.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Remove a tenant's policy: its keys stop working at the server's next
+    /// reload. Data already stored for it is not deleted.
+    Remove {
         name: String,
         #[arg(long)]
         config: Option<PathBuf>,
@@ -304,6 +317,36 @@ fn main() -> ExitCode {
                 "created tenant {} ({})",
                 p.tenant,
                 PolicySet::path_for(&c.policy_dir(), &p.tenant).display()
+            );
+            Ok(())
+        }),
+        Command::Tenant {
+            command: TenantCommand::List { config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let all = tenants::list_tenants(&c.policy_dir())?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut write = || -> std::io::Result<()> {
+                writeln!(out, "tenant\tversion\tlive_keys\trevoked_keys")?;
+                for t in &all {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}",
+                        t.tenant, t.version, t.live_keys, t.revoked_keys
+                    )?;
+                }
+                out.flush()
+            };
+            write().map_err(|e| format!("writing the list: {e}"))
+        }),
+        Command::Tenant {
+            command: TenantCommand::Remove { name, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let p = tenants::remove_tenant(&c.policy_dir(), &name)?;
+            audit_offline(&c, NewEvent::new(EventKind::TenantRevoked).tenant(&p.tenant));
+            println!(
+                "removed tenant {}: its {} key(s) stop working at the server's next policy reload; data already stored for it is kept",
+                p.tenant,
+                p.keys.iter().filter(|k| !k.revoked).count()
             );
             Ok(())
         }),

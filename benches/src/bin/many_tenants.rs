@@ -218,6 +218,13 @@ async fn run(args: &Args) -> Result<(), String> {
         args.tenants,
         creation.as_secs_f64()
     );
+    let listed = Instant::now();
+    let all = tenants::list_tenants(&policies)?;
+    println!(
+        "listed {} tenants (policy files parsed and validated) in {:.2} s",
+        all.len(),
+        listed.elapsed().as_secs_f64()
+    );
 
     let started = Instant::now();
     let mut server = spawn_server(dir.path())?;
