@@ -37,6 +37,66 @@ pub fn kv(k: &str, v: String) -> opentelemetry_proto::tonic::common::v1::KeyValu
     }
 }
 
+/// The 24 hours (nanoseconds since the epoch, start and end) that end at
+/// the start of the hour before the current one: whole hours, all past.
+pub fn day_ending_an_hour_ago() -> Result<(u64, u64), String> {
+    const HOUR: u64 = 3_600_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos() as u64;
+    let end = (now / HOUR - 1) * HOUR;
+    Ok((end - 24 * HOUR, end))
+}
+
+/// A field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`) in MiB.
+pub fn status_mib(pid: u32, field: &str) -> Result<f64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .ok_or(format!("no {field} in /proc/{pid}/status"))?;
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("bad {line}"))?;
+    Ok(kib / 1024.0)
+}
+
+/// Parquet files below `dir` and their bytes.
+pub fn parquet_files(dir: &Path) -> (u64, u64) {
+    let mut out = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            let (f, b) = parquet_files(&path);
+            out = (out.0 + f, out.1 + b);
+        } else if path.extension().is_some_and(|x| x == "parquet") {
+            out = (
+                out.0 + 1,
+                out.1 + e.metadata().map(|m| m.len()).unwrap_or(0),
+            );
+        }
+    }
+    out
+}
+
+/// How much load the OTLP load generator sends, and how.
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// Log records to send (per round, where there are rounds).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Records per export request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Concurrent gRPC clients.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+}
+
 /// A SQL timestamp literal for nanoseconds since the epoch.
 pub fn sql_timestamp(nanos: u64) -> String {
     let t = chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));

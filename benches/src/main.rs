@@ -9,7 +9,6 @@
 //! ```text
 //! cargo run --release -p bulkhead-benches -- --records 1000000
 //! ```
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,48 +20,14 @@ use tonic::codec::CompressionEncoding;
 
 #[derive(Parser)]
 struct Args {
-    /// Log records to send in all.
-    #[arg(long, default_value_t = 1_000_000)]
-    records: usize,
-    /// Records per export request.
-    #[arg(long, default_value_t = 1_000)]
-    batch: usize,
-    /// Concurrent gRPC clients.
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
+    #[command(flatten)]
+    load: bulkhead_benches::LoadArgs,
     /// Run without the write-ahead log (for a before/after comparison).
     #[arg(long)]
     no_wal: bool,
 }
 
-/// Peak resident memory of this process (server and clients), from
-/// `/proc/self/status`; None where there is no such file.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 use bulkhead_benches::request;
-
-fn dir_size(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                dir_size(&path)
-            } else if path.extension().is_some_and(|x| x == "parquet") {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            } else {
-                0
-            }
-        })
-        .sum()
-}
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
@@ -75,16 +40,16 @@ async fn main() -> Result<(), String> {
     let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
     let endpoint = format!("http://{}", server.grpc_addr);
 
-    let requests = args.records.div_ceil(args.batch);
-    let per_client = requests.div_ceil(args.clients);
+    let requests = args.load.records.div_ceil(args.load.batch);
+    let per_client = requests.div_ceil(args.load.clients);
     // Requests are built before the clock starts: the client's cost is not measured.
     let base = 1_764_000_000_000_000_000u64;
     let mut work = Vec::new();
-    for c in 0..args.clients {
+    for c in 0..args.load.clients {
         let reqs: Vec<_> = (0..per_client)
             .map(|s| c * per_client + s)
             .filter(|s| *s < requests)
-            .map(|s| request(c, s, args.batch, base))
+            .map(|s| request(c, s, args.load.batch, base))
             .collect();
         work.push(reqs);
     }
@@ -120,7 +85,7 @@ async fn main() -> Result<(), String> {
         latencies.extend(t.await.map_err(|e| e.to_string())??);
     }
     let elapsed = started.elapsed();
-    let sent = requests * args.batch;
+    let sent = requests * args.load.batch;
     let store = config.store_dir();
     let flush_started = Instant::now();
     let store_handle = server.store().clone();
@@ -134,13 +99,13 @@ async fn main() -> Result<(), String> {
         ));
     }
     let flush_elapsed = flush_started.elapsed();
-    let bytes = dir_size(&store);
+    let (_, bytes) = bulkhead_benches::parquet_files(&store);
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
         "logs over OTLP/gRPC (gzip), {} clients, {} records per request, write-ahead log {}",
-        args.clients,
-        args.batch,
+        args.load.clients,
+        args.load.batch,
         if args.no_wal { "off" } else { "on" }
     );
     println!(
@@ -167,7 +132,7 @@ async fn main() -> Result<(), String> {
         "parquet on disk: {bytes} bytes, {:.1} bytes/record",
         bytes as f64 / sent as f64
     );
-    if let Some(rss) = peak_rss_mib() {
+    if let Ok(rss) = bulkhead_benches::status_mib(std::process::id(), "VmHWM:") {
         println!("peak RSS (server and clients): {rss:.0} MiB");
     }
     Ok(())

@@ -123,6 +123,15 @@ fn load(dir: &Path, previous: Option<&Loaded>) -> Result<(Loaded, LoadWork), Str
     let mut redactors = std::collections::HashMap::new();
     let mut problems = Vec::new();
     for (t, p) in &policies.policies {
+        // a policy reused as it was keeps its redactor
+        let kept = previous.and_then(|l| {
+            let old = l.policies.policies.get(t)?;
+            Arc::ptr_eq(old, p).then(|| l.redactors.get(t).cloned())?
+        });
+        if let Some(r) = kept {
+            redactors.insert(t.clone(), r);
+            continue;
+        }
         let key = serde_json::to_vec(&p.redaction).map_err(|e| e.to_string())?;
         if let Some(r) = compiled.get(&key) {
             redactors.insert(t.clone(), r.clone());

@@ -18,7 +18,7 @@
 //! cargo run --release -p bulkhead-benches --bin compaction_queries
 //! ```
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bulkhead_collector::tenants;
 use bulkhead_rules::{ManualClock, Scopes, TenantId};
@@ -90,16 +90,6 @@ fn slot(rows: std::ops::Range<u64>, start: u64, total: u64) -> ExportLogsService
 
 use bulkhead_benches::sql_timestamp as timestamp;
 
-fn python() -> String {
-    std::env::var("BULKHEAD_TEST_PYTHON").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-venv/bin/python"
-        )
-        .into()
-    })
-}
-
 /// Times `queries` in DuckDB over the tenant's tree: (cold, warm median) ms.
 fn duckdb(tree: &str, queries: &[(&str, String)], runs: usize) -> Result<Vec<(f64, f64)>, String> {
     const SCRIPT: &str = r#"
@@ -119,11 +109,12 @@ for q in queries:
 print(json.dumps(out))
 "#;
     let sql: Vec<&String> = queries.iter().map(|(_, q)| q).collect();
-    let out = std::process::Command::new(python())
+    let python = bulkhead_testkit::python();
+    let out = std::process::Command::new(&python)
         .args(["-c", SCRIPT, tree, &runs.to_string()])
         .arg(serde_json::to_string(&sql).map_err(|e| e.to_string())?)
         .output()
-        .map_err(|e| format!("{}: {e}", python()))?;
+        .map_err(|e| format!("{python}: {e}"))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -182,13 +173,7 @@ async fn main() -> Result<(), String> {
         Scopes::parse_list("ingest,query")?,
     )?
     .expose();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_nanos() as u64;
-    // yesterday, whole hours
-    let end = (now / 3_600_000_000_000 - 1) * 3_600_000_000_000;
-    let start = end - DAY;
+    let (start, end) = bulkhead_benches::day_ending_an_hour_ago()?;
     let clock = Arc::new(ManualClock::new(start as i64));
     let server = bulkhead::start(&config, clock.clone()).await?;
     let mut client = LogsServiceClient::connect(format!("http://{}", server.grpc_addr))

@@ -12,7 +12,7 @@
 //! cargo run --release -p bulkhead-benches --bin dashboard_queries
 //! ```
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
@@ -189,13 +189,8 @@ async fn main() -> Result<(), String> {
         Scopes::parse_list("ingest,query")?,
     )?;
     let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_nanos() as u64;
-    // the day ends an hour ago, whole hours, so every query covers all of it
-    let end = (now / 3_600_000_000_000 - 1) * 3_600_000_000_000;
-    let start = end - DAY;
+    // every query covers all of it
+    let (start, end) = bulkhead_benches::day_ending_an_hour_ago()?;
 
     let loaded = Instant::now();
     load(

@@ -36,15 +36,8 @@ struct Args {
     /// Tenants the spread load goes to.
     #[arg(long, default_value_t = 1_000)]
     active: usize,
-    /// Records per round.
-    #[arg(long, default_value_t = 1_000_000)]
-    records: usize,
-    /// Records per export request.
-    #[arg(long, default_value_t = 1_000)]
-    batch: usize,
-    /// Concurrent gRPC clients.
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
+    #[command(flatten)]
+    load: bulkhead_benches::LoadArgs,
     /// Rounds of each shape (one tenant, spread), alternated.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -74,40 +67,6 @@ async fn serve(dir: &Path) -> Result<(), String> {
     let stats = server.shutdown().await?;
     println!("final flush {} files {} rows", stats.files, stats.rows);
     Ok(())
-}
-
-/// A field of `/proc/<pid>/status` in MiB.
-fn status_mib(pid: u32, field: &str) -> Result<f64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or(format!("no {field} in /proc/{pid}/status"))?;
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or(format!("bad {line}"))?;
-    Ok(kib / 1024.0)
-}
-
-/// Parquet files and bytes below `p`.
-fn parquet(p: &Path) -> (u64, u64) {
-    let mut out = (0, 0);
-    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            let (f, b) = parquet(&path);
-            out = (out.0 + f, out.1 + b);
-        } else if path.extension().is_some_and(|x| x == "parquet") {
-            out = (
-                out.0 + 1,
-                out.1 + e.metadata().map(|m| m.len()).unwrap_or(0),
-            );
-        }
-    }
-    out
 }
 
 struct Server {
@@ -232,11 +191,11 @@ async fn run(args: &Args) -> Result<(), String> {
     println!(
         "server ready in {:.2} s; resident {:.1} MiB",
         started.elapsed().as_secs_f64(),
-        status_mib(pid, "VmRSS:")?
+        bulkhead_benches::status_mib(pid, "VmRSS:")?
     );
     // a few housekeeping rounds of an idle server
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle = status_mib(pid, "VmRSS:")?;
+    let idle = bulkhead_benches::status_mib(pid, "VmRSS:")?;
     println!(
         "idle with {} tenants: {idle:.1} MiB resident ({:.1} KiB per tenant)",
         args.tenants,
@@ -244,22 +203,22 @@ async fn run(args: &Args) -> Result<(), String> {
     );
 
     let endpoint = format!("http://{}", server.grpc);
-    let requests = args.records.div_ceil(args.batch);
-    let per_client = requests.div_ceil(args.clients);
+    let requests = args.load.records.div_ceil(args.load.batch);
+    let per_client = requests.div_ceil(args.load.clients);
     let base = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_nanos() as u64
         - 600_000_000_000;
     let build = |spread: bool| -> Vec<Vec<(ExportLogsServiceRequest, String)>> {
-        (0..args.clients)
+        (0..args.load.clients)
             .map(|c| {
                 (0..per_client)
                     .map(|s| c * per_client + s)
                     .filter(|s| *s < requests)
                     .map(|s| {
                         let tenant = if spread { s % args.active } else { 0 };
-                        (request(c, s, args.batch, base), keys[tenant].clone())
+                        (request(c, s, args.load.batch, base), keys[tenant].clone())
                     })
                     .collect()
             })
@@ -295,7 +254,7 @@ async fn run(args: &Args) -> Result<(), String> {
     );
     println!(
         "server peak resident: {:.1} MiB",
-        status_mib(pid, "VmHWM:")?
+        bulkhead_benches::status_mib(pid, "VmHWM:")?
     );
 
     // stop: every buffer is committed
@@ -305,8 +264,8 @@ async fn run(args: &Args) -> Result<(), String> {
     server.out.read_line(&mut line).map_err(|e| e.to_string())?;
     server.child.wait().map_err(|e| e.to_string())?;
     print!("{line}");
-    let (files, bytes) = parquet(&config.store_dir());
-    let total = (args.records * args.rounds * 2) as f64;
+    let (files, bytes) = bulkhead_benches::parquet_files(&config.store_dir());
+    let total = (args.load.records * args.rounds * 2) as f64;
     println!(
         "stopped in {:.1} s; {files} Parquet files, {bytes} bytes ({:.1} bytes/record): {:.0} files per GB",
         stopped.elapsed().as_secs_f64(),

@@ -310,24 +310,20 @@ async fn run(args: &Args) -> Result<(), String> {
     };
     let (quiet_auth, noisy_auth) = (auth(&keys[0])?, auth(&keys[1])?);
 
-    if args.warmup > 0 {
+    // quiet's paced load for `secs` seconds: its latencies
+    let quiet_for = |secs: u64| {
         quiet(
             ch.clone(),
             quiet_auth.clone(),
             args.quiet_rate,
-            args.warmup,
+            secs,
             args.batch,
         )
-        .await?;
+    };
+    if args.warmup > 0 {
+        quiet_for(args.warmup).await?;
     }
-    let mut base = quiet(
-        ch.clone(),
-        quiet_auth.clone(),
-        args.quiet_rate,
-        args.seconds,
-        args.batch,
-    )
-    .await?;
+    let mut base = quiet_for(args.seconds).await?;
 
     let noise = if args.split {
         spawn_noisy_child(&grpc, &keys[1].expose(), args).await?
@@ -337,17 +333,10 @@ async fn run(args: &Args) -> Result<(), String> {
         let honour = args.honour_retry_info;
         tokio::spawn(async move { Ok(noisy(ch, noisy_auth, rate, batch, until, honour).await) })
     };
-    let mut loaded = quiet(
-        ch.clone(),
-        quiet_auth.clone(),
-        args.quiet_rate,
-        args.seconds,
-        args.batch,
-    )
-    .await?;
+    let mut loaded = quiet_for(args.seconds).await?;
     let (ok, throttled, hinted) = noise.await.map_err(|e| e.to_string())??;
     // alone again: the baseline is both quiet phases, before and after
-    let mut after = quiet(ch, quiet_auth, args.quiet_rate, args.seconds, args.batch).await?;
+    let mut after = quiet_for(args.seconds).await?;
     let after99 = pct(&mut after, 0.99);
     base.append(&mut after);
     server.shutdown().await?;

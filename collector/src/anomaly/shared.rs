@@ -121,11 +121,9 @@ fn dir(parts: &[&str]) -> ObjPath {
     p
 }
 
-fn epoch_of(p: &ObjPath) -> Option<u64> {
-    p.filename()?.strip_suffix(".json")?.parse().ok()
-}
-
-fn nanos_of(p: &ObjPath) -> Option<i64> {
+/// The number an object is named by (`<number>.json`): a lease epoch, or
+/// the nanoseconds naming a partials object.
+fn number_of<T: std::str::FromStr>(p: &ObjPath) -> Option<T> {
     p.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
@@ -219,7 +217,7 @@ impl Shared {
             p.last_name = Some(
                 listed
                     .iter()
-                    .filter_map(|m| nanos_of(&m.location))
+                    .filter_map(|m| number_of::<i64>(&m.location))
                     .max()
                     .unwrap_or(-1),
             );
@@ -229,7 +227,7 @@ impl Shared {
             let cutoff = now.saturating_sub(PARTIALS_KEEP_NANOS);
             let old = storage.list(&mine).map_err(|e| e.to_string())?;
             for m in old {
-                if nanos_of(&m.location).is_some_and(|n| n < cutoff) {
+                if number_of::<i64>(&m.location).is_some_and(|n| n < cutoff) {
                     storage.delete(&m.location).map_err(|e| e.to_string())?;
                 }
             }
@@ -319,7 +317,7 @@ impl Shared {
             .list(&leader)
             .map_err(|e| e.to_string())?
             .iter()
-            .filter_map(|m| epoch_of(&m.location))
+            .filter_map(|m| number_of::<u64>(&m.location))
             .collect();
         let newest = epochs.iter().copied().max();
         let renewing = newest.is_some() && lease.held.map(|(mine, _)| mine) == newest;
