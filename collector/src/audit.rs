@@ -61,7 +61,10 @@ pub fn policy_events(change: &PolicyChange) -> Vec<NewEvent> {
                 .key_id(k.clone()),
         );
     }
-    out
+    match &change.by {
+        Some(by) => out.into_iter().map(|e| e.detail("by", by)).collect(),
+        None => out,
+    }
 }
 
 /// A refused policy change (the reason shortened for the log line).
@@ -84,6 +87,7 @@ mod tests {
             keys_added: vec!["k1".into()],
             keys_revoked: vec![],
             disabled_defaults: vec!["payment_card".into()],
+            by: None,
         };
         let events = policy_events(&change);
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();

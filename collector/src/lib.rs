@@ -13,6 +13,7 @@ pub mod audit;
 pub mod cardinality;
 pub mod convert;
 pub mod error;
+pub mod fair;
 pub mod limits;
 pub mod pipeline;
 pub mod receiver;

@@ -18,8 +18,12 @@ use crate::telemetry::Telemetry;
 use crate::tenants::TenantDirectory;
 use bulkhead_rules::redact::Report;
 
-/// Requests worked on at once by default.
-pub const DEFAULT_INGEST_WORKERS: usize = 64;
+/// Requests in the CPU stage at once by default: one per core, so that
+/// requests queue where turns are fair (see [`crate::fair`]), not in the
+/// operating system's run queue.
+pub fn default_ingest_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
 
 /// Bytes counted as in flight until dropped.
 #[derive(Debug)]
@@ -79,8 +83,9 @@ pub struct Pipeline {
     /// Bytes of requests being worked on, and the most allowed.
     in_flight: Arc<std::sync::atomic::AtomicU64>,
     max_in_flight: u64,
-    /// Bounds the requests worked on at once (decode, convert, redact, WAL).
-    workers: Arc<tokio::sync::Semaphore>,
+    /// Turns at the CPU stage (decompress, decode, convert, redact), fair
+    /// across tenants; the WAL's fsync is waited for outside it.
+    workers: Arc<crate::fair::FairGate>,
     /// Fault injection for tests: runs at the start of every ingest.
     fault_hook: Option<FaultHook>,
     /// Oldest event accepted; `None`: the tenant's longest retention.
@@ -125,7 +130,7 @@ impl Pipeline {
             series: Default::default(),
             in_flight: Default::default(),
             max_in_flight: u64::MAX,
-            workers: Arc::new(tokio::sync::Semaphore::new(DEFAULT_INGEST_WORKERS)),
+            workers: crate::fair::FairGate::new(default_ingest_workers()),
             fault_hook: None,
             max_event_age: None,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
@@ -183,11 +188,17 @@ impl Pipeline {
         Ok(guard)
     }
 
-    /// How many requests may be decoded, converted and written at once;
-    /// more wait their turn (without holding a thread).
+    /// How many requests may be decompressed, decoded, converted and
+    /// redacted at once; more wait in their tenant's queue (without holding
+    /// a thread) and are let in round-robin across tenants.
     pub fn with_workers(mut self, n: usize) -> Self {
-        self.workers = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self.workers = crate::fair::FairGate::new(n);
         self
+    }
+
+    /// The gate in front of the CPU stage (its load is a self-metric).
+    pub fn gate(&self) -> &Arc<crate::fair::FairGate> {
+        &self.workers
     }
 
     /// Fault injection for tests: `hook` runs at the start of every ingest
@@ -206,24 +217,20 @@ impl Pipeline {
     }
 
     /// Runs a request's CPU-heavy and blocking work (decompression, decode,
-    /// conversion, redaction, the WAL's fsync) on the blocking pool, at most
-    /// [`Pipeline::with_workers`] at once. A panic becomes an internal error
-    /// of this request alone, counted in `bulkhead_request_panics_total`.
+    /// conversion, redaction, the WAL's fsync) on the blocking pool once
+    /// `tenant` has a turn at the CPU stage ([`crate::fair`]): at most
+    /// [`Pipeline::with_workers`] at once, round-robin across tenants. The
+    /// work gets the turn and gives it back before it waits for the WAL
+    /// ([`Pipeline::ingest`] does). A panic becomes an internal error of
+    /// this request alone, counted in `bulkhead_request_panics_total`.
     pub async fn offload<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, ReceiveError> + Send + 'static,
+        tenant: &bulkhead_rules::TenantId,
+        work: impl FnOnce(crate::fair::Turn) -> Result<T, ReceiveError> + Send + 'static,
     ) -> Result<T, ReceiveError> {
-        let _permit =
-            self.workers
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| ReceiveError::Unavailable {
-                    message: "the server is shutting down".into(),
-                    retry_after: RETRY_AFTER,
-                })?;
+        let turn = self.workers.turn(tenant).await;
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(work)).await {
+        match tokio::task::spawn_blocking(move || span.in_scope(|| work(turn))).await {
             Ok(result) => result,
             Err(e) => {
                 self.telemetry.add("bulkhead_request_panics_total", &[], 1);
@@ -527,10 +534,13 @@ impl Pipeline {
 
     /// Converts and buffers one request for the caller's tenant. The tenant
     /// comes from the principal only; nothing in the request can choose it.
+    /// `turn` (the request's slot at the CPU stage) is given back before the
+    /// write-ahead log is waited for.
     pub fn ingest(
         &self,
         principal: &Principal,
         export: &mut Export,
+        mut turn: crate::fair::Turn,
     ) -> Result<Outcome, ReceiveError> {
         principal.require(Scope::Ingest)?;
         if let Some(hook) = &self.fault_hook {
@@ -626,6 +636,8 @@ impl Pipeline {
             Some(b) => self.govern(&principal.tenant, signal, b)?,
             None => None,
         };
+        // what is left is the WAL's encoding and fsync: no CPU turn needed
+        turn.release();
         if let Some(batch) = governed {
             match self
                 .store

@@ -183,6 +183,14 @@ const GAUGES: &[(&str, &str)] = &[
         "bulkhead_ingest_in_flight_bytes",
         "Bytes of OTLP requests being worked on now.",
     ),
+    (
+        "bulkhead_ingest_requests_waiting",
+        "OTLP requests waiting for a turn at the CPU stage (decode, convert, redact) now.",
+    ),
+    (
+        "bulkhead_ingest_tenants_waiting",
+        "Tenants with a request waiting for a turn at the CPU stage now (turns go round-robin across them).",
+    ),
 ];
 
 impl Default for Telemetry {
@@ -246,8 +254,8 @@ impl Telemetry {
     }
 
     /// Everything in the OpenMetrics text format; `in_flight` is the bytes of
-    /// requests being worked on.
-    pub fn render(&self, store: &Store, in_flight: u64) -> String {
+    /// requests being worked on, `gate` who waits for the CPU stage.
+    pub fn render(&self, store: &Store, in_flight: u64, gate: crate::fair::GateLoad) -> String {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
         let s = store.stats();
         self.set(
@@ -280,6 +288,11 @@ impl Telemetry {
             self.set("bulkhead_wal_write_errors", load(&w.write_errors));
         }
         self.set("bulkhead_ingest_in_flight_bytes", in_flight as f64);
+        self.set("bulkhead_ingest_requests_waiting", gate.waiting as f64);
+        self.set(
+            "bulkhead_ingest_tenants_waiting",
+            gate.tenants_waiting as f64,
+        );
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry.read()) {
             tracing::error!(error = %e, "metrics encoding failed");
@@ -324,7 +337,7 @@ mod tests {
             std::sync::Arc::new(bulkhead_rules::ManualClock::new(0)),
         )
         .unwrap();
-        let text = t.render(&store, 7);
+        let text = t.render(&store, 7, Default::default());
         assert!(
             text.contains("bulkhead_records_accepted_total{tenant=\"acme\",signal=\"logs\"} 5\n"),
             "{text}"

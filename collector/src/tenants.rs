@@ -17,7 +17,7 @@ const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
 /// One tenant's policy that changed at a reload.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PolicyChange {
     pub tenant: TenantId,
     /// None: the tenant is new.
@@ -28,6 +28,8 @@ pub struct PolicyChange {
     pub keys_revoked: Vec<String>,
     /// Secure-default detectors the new policy turns off.
     pub disabled_defaults: Vec<String>,
+    /// The operator whose admin request made the change, when one did.
+    pub by: Option<String>,
 }
 
 /// What a look at the policy directory did.
@@ -68,6 +70,12 @@ pub struct TenantDirectory {
     last_check: Mutex<Option<i64>>,
     /// What the last reload had to do.
     last_work: Mutex<LoadWork>,
+    /// Changes taken in by any reload (an unknown key's among them) and
+    /// not yet handed to the audit trail.
+    unaudited: Mutex<Vec<PolicyChange>>,
+    /// Held while a new state is built from the current one, so that a
+    /// reload and a refresh never build on the same state.
+    loading: Mutex<()>,
     clock: Arc<dyn Clock>,
 }
 
@@ -103,11 +111,11 @@ fn load(dir: &Path, previous: Option<&Loaded>) -> Result<(Loaded, LoadWork), Str
     // not. Content, not size and time: a ConfigMap swaps files behind
     // symlinks, and a copy can keep a file's time.
     let reused = std::cell::Cell::new(0);
-    let policies = PolicySet::load_dir_reusing(dir, |path| {
+    let policies = PolicySet::load_dir_reusing(dir, |path, defaults| {
         let tenant = TenantId::new(path.file_stem()?.to_str()?).ok()?;
         let p = previous?.policies.policies.get(&tenant)?;
         let text = std::fs::read_to_string(path).ok()?;
-        if TenantPolicy::version_of(&text) != p.version {
+        if TenantPolicy::version_with(&text, defaults) != p.version {
             return None;
         }
         reused.set(reused.get() + 1);
@@ -132,19 +140,8 @@ fn load(dir: &Path, previous: Option<&Loaded>) -> Result<(Loaded, LoadWork), Str
             redactors.insert(t.clone(), r);
             continue;
         }
-        let key = serde_json::to_vec(&p.redaction).map_err(|e| e.to_string())?;
-        if let Some(r) = compiled.get(&key) {
-            redactors.insert(t.clone(), r.clone());
-            continue;
-        }
-        match Redactor::compile(&p.redaction) {
+        match redactor_for(&mut compiled, t, p, &mut work) {
             Ok(r) => {
-                work.compiled += 1;
-                if !r.disabled_defaults().is_empty() {
-                    tracing::warn!(tenant = %t, disabled = ?r.disabled_defaults(), "tenant policy turns default credential masking off");
-                }
-                let r = Arc::new(r);
-                compiled.insert(key, r.clone());
                 redactors.insert(t.clone(), r);
             }
             Err(errors) => {
@@ -176,6 +173,73 @@ fn load(dir: &Path, previous: Option<&Loaded>) -> Result<(Loaded, LoadWork), Str
     ))
 }
 
+/// The compiled redactor of a policy's `[redaction]` section: one compiled
+/// before for the same section, or compiled now (counted in `work`).
+fn redactor_for(
+    compiled: &mut std::collections::HashMap<Vec<u8>, Arc<Redactor>>,
+    tenant: &TenantId,
+    policy: &TenantPolicy,
+    work: &mut LoadWork,
+) -> Result<Arc<Redactor>, Vec<String>> {
+    let key = serde_json::to_vec(&policy.redaction).map_err(|e| vec![e.to_string()])?;
+    if let Some(r) = compiled.get(&key) {
+        return Ok(r.clone());
+    }
+    let r = Redactor::compile(&policy.redaction).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    })?;
+    work.compiled += 1;
+    if !r.disabled_defaults().is_empty() {
+        tracing::warn!(%tenant, disabled = ?r.disabled_defaults(), "tenant policy turns default credential masking off");
+    }
+    let r = Arc::new(r);
+    compiled.insert(key, r.clone());
+    Ok(r)
+}
+
+/// How a tenant's policy changed from `before` to `after` (None: absent).
+fn change_of(
+    tenant: &TenantId,
+    before: Option<&Arc<TenantPolicy>>,
+    after: Option<&Arc<TenantPolicy>>,
+    redactor: Option<&Arc<Redactor>>,
+) -> PolicyChange {
+    let live = |p: Option<&Arc<TenantPolicy>>| -> Vec<String> {
+        p.map(|p| {
+            p.keys
+                .iter()
+                .filter(|k| !k.revoked)
+                .map(|k| k.id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let (old_keys, new_keys) = (live(before), live(after));
+    PolicyChange {
+        tenant: tenant.clone(),
+        old_version: before.map(|o| o.version.clone()),
+        new_version: after.map(|p| p.version.clone()),
+        keys_added: new_keys
+            .iter()
+            .filter(|k| !old_keys.contains(k))
+            .cloned()
+            .collect(),
+        keys_revoked: old_keys
+            .iter()
+            .filter(|k| !new_keys.contains(k))
+            .cloned()
+            .collect(),
+        disabled_defaults: match (after, redactor) {
+            (Some(_), Some(r)) => r.disabled_defaults().to_vec(),
+            _ => Vec::new(),
+        },
+        by: None,
+    }
+}
+
 impl TenantDirectory {
     /// Loads every policy in `dir`; refuses to start on any problem.
     pub fn open(dir: &Path) -> Result<Self, String> {
@@ -186,6 +250,8 @@ impl TenantDirectory {
             refused: Mutex::new(None),
             last_check: Mutex::new(None),
             last_work: Mutex::default(),
+            unaudited: Mutex::default(),
+            loading: Mutex::default(),
             clock: Arc::new(bulkhead_rules::SystemClock),
         })
     }
@@ -216,58 +282,22 @@ impl TenantDirectory {
             }
             *refused = None;
         }
+        let _loading = self.loading.lock();
         let old = self.current();
         match load(&self.dir, Some(&old)) {
             Ok((loaded, work)) => {
                 *self.last_work.lock() = work;
                 let mut changes = Vec::new();
-                let live = |p: Option<&Arc<TenantPolicy>>| -> Vec<String> {
-                    p.map(|p| {
-                        p.keys
-                            .iter()
-                            .filter(|k| !k.revoked)
-                            .map(|k| k.id.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-                };
                 for (t, p) in &loaded.policies.policies {
                     let prev = old.policies.policies.get(t);
                     if prev.map(|o| o.version.as_str()) == Some(p.version.as_str()) {
                         continue;
                     }
-                    let (before, after) = (live(prev), live(Some(p)));
-                    changes.push(PolicyChange {
-                        tenant: t.clone(),
-                        old_version: prev.map(|o| o.version.clone()),
-                        new_version: Some(p.version.clone()),
-                        keys_added: after
-                            .iter()
-                            .filter(|k| !before.contains(k))
-                            .cloned()
-                            .collect(),
-                        keys_revoked: before
-                            .iter()
-                            .filter(|k| !after.contains(k))
-                            .cloned()
-                            .collect(),
-                        disabled_defaults: loaded
-                            .redactors
-                            .get(t)
-                            .map(|r| r.disabled_defaults().to_vec())
-                            .unwrap_or_default(),
-                    });
+                    changes.push(change_of(t, prev, Some(p), loaded.redactors.get(t)));
                 }
                 for (t, o) in &old.policies.policies {
                     if !loaded.policies.policies.contains_key(t) {
-                        changes.push(PolicyChange {
-                            tenant: t.clone(),
-                            old_version: Some(o.version.clone()),
-                            new_version: None,
-                            keys_added: Vec::new(),
-                            keys_revoked: live(Some(o)),
-                            disabled_defaults: Vec::new(),
-                        });
+                        changes.push(change_of(t, Some(o), None, None));
                     }
                 }
                 tracing::info!(
@@ -280,6 +310,7 @@ impl TenantDirectory {
                     tracing::info!(tenant = %c.tenant, old = c.old_version.as_deref().unwrap_or("-"), new = c.new_version.as_deref().unwrap_or("-"), "policy version changed");
                 }
                 *self.current.write() = Arc::new(loaded);
+                self.unaudited.lock().extend(changes.iter().cloned());
                 ReloadOutcome::Reloaded(changes)
             }
             Err(e) => {
@@ -301,6 +332,100 @@ impl TenantDirectory {
             *last = Some(now);
         }
         matches!(self.reload_if_changed(), ReloadOutcome::Reloaded(_))
+    }
+
+    /// Takes in one tenant's policy file now (an admin request has just
+    /// written or removed it), at the cost of that one file whatever the
+    /// number of tenants; the change, marked as made `by` that operator, is
+    /// handed out by [`TenantDirectory::take_unaudited`]. A file that does
+    /// not validate is refused and the policy in force stays.
+    pub fn refresh(&self, tenant: &TenantId, by: &str) -> Result<PolicyChange, String> {
+        let _loading = self.loading.lock();
+        let old = self.current();
+        let path = PolicySet::path_for(&self.dir, tenant);
+        let defaults = old.policies.defaults.clone();
+        let (next, stamp) = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let p = TenantPolicy::parse_with(&path, &text, defaults.as_deref())
+                    .map_err(|e| join_errors(&e))?;
+                let meta =
+                    std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                (Some(Arc::new(p)), Some((meta.modified().ok(), meta.len())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        if let Some(p) = &next {
+            for k in &p.keys {
+                if let Some(other) = old
+                    .policies
+                    .policies
+                    .values()
+                    .find(|o| o.tenant != *tenant && o.keys.iter().any(|ok| ok.id == k.id))
+                {
+                    return Err(format!(
+                        "{}: key id {} is also used by tenant {}",
+                        path.display(),
+                        k.id,
+                        other.tenant
+                    ));
+                }
+            }
+        }
+        let mut policies = old.policies.clone();
+        let mut redactors = old.redactors.clone();
+        let mut compiled = old.compiled.clone();
+        let mut work = LoadWork::default();
+        match &next {
+            Some(p) => {
+                let r = redactor_for(&mut compiled, tenant, p, &mut work).map_err(|e| {
+                    e.iter()
+                        .map(|e| format!("{}: {e}", path.display()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?;
+                policies.policies.insert(tenant.clone(), p.clone());
+                redactors.insert(tenant.clone(), r);
+            }
+            None => {
+                policies.policies.remove(tenant);
+                redactors.remove(tenant);
+            }
+        }
+        work.parsed = usize::from(next.is_some());
+        let mut fingerprint = old.fingerprint.clone();
+        fingerprint.retain(|(p, _, _)| *p != path);
+        if let Some((modified, len)) = stamp {
+            fingerprint.push((path.clone(), modified, len));
+            fingerprint.sort();
+        }
+        let mut change = change_of(
+            tenant,
+            old.policies.policies.get(tenant),
+            next.as_ref(),
+            redactors.get(tenant),
+        );
+        change.by = Some(by.to_string());
+        let keyring = Keyring::from_policies(&policies);
+        *self.current.write() = Arc::new(Loaded {
+            policies,
+            redactors,
+            compiled,
+            keyring,
+            fingerprint,
+        });
+        *self.last_work.lock() = work;
+        if change.old_version != change.new_version {
+            self.unaudited.lock().push(change.clone());
+        }
+        Ok(change)
+    }
+
+    /// The changes every reload since the last call took in, whatever
+    /// made it look (the policy watch, a key used seconds after it was
+    /// created, an admin request): each is handed out once, to be audited.
+    pub fn take_unaudited(&self) -> Vec<PolicyChange> {
+        std::mem::take(&mut *self.unaudited.lock())
     }
 
     /// Files parsed and redactors compiled by the last reload.
@@ -336,6 +461,29 @@ impl TenantDirectory {
 
     pub fn tenants(&self) -> Vec<TenantId> {
         self.current().policies.policies.keys().cloned().collect()
+    }
+
+    /// Up to `limit` tenants in force, by name, after `after`.
+    pub fn summaries(&self, after: Option<&TenantId>, limit: usize) -> Vec<TenantSummary> {
+        use std::ops::Bound;
+        let current = self.current();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        current
+            .policies
+            .policies
+            .range::<TenantId, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, p)| TenantSummary::of(p))
+            .collect()
+    }
+
+    /// The version of the default policy in force, if there is one.
+    pub fn defaults_version(&self) -> Option<String> {
+        self.current()
+            .policies
+            .defaults
+            .as_ref()
+            .map(|d| d.version.clone())
     }
 }
 
@@ -374,8 +522,9 @@ fn join_errors(errors: &[bulkhead_rules::PolicyError]) -> String {
         .join("\n")
 }
 
-/// An existing tenant's policy file, validated.
-fn read_policy(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
+/// An existing tenant's own policy file (without the defaults it
+/// inherits), validated, with its text.
+fn read_own(policy_dir: &Path, name: &str) -> Result<(TenantPolicy, String), String> {
     let tenant = TenantId::new(name)?;
     let path = PolicySet::path_for(policy_dir, &tenant);
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -385,17 +534,42 @@ fn read_policy(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
             format!("{}: {e}", path.display())
         }
     })?;
-    TenantPolicy::parse(&path, &text).map_err(|e| join_errors(&e))
+    let policy = TenantPolicy::parse(&path, &text).map_err(|e| join_errors(&e))?;
+    Ok((policy, text))
+}
+
+#[cfg(test)]
+fn read_policy(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
+    read_own(policy_dir, name).map(|(p, _)| p)
+}
+
+/// Changes a tenant's keys in its own policy file, every other value of the
+/// file kept as written.
+fn edit_keys<T>(
+    policy_dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&TenantId, &mut Vec<KeyRecord>) -> Result<T, String>,
+) -> Result<T, String> {
+    let (policy, text) = read_own(policy_dir, name)?;
+    let mut keys = policy.keys.clone();
+    let out = edit(&policy.tenant, &mut keys)?;
+    let path = PolicySet::path_for(policy_dir, &policy.tenant);
+    let text =
+        TenantPolicy::with_keys(&text, &keys).map_err(|e| format!("{}: {e}", path.display()))?;
+    bulkhead_store::atomic::write_atomic(&path, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(out)
 }
 
 /// Creates a key for an existing tenant and stores its hash. The returned key
 /// is the only copy of the secret.
 pub fn create_key(policy_dir: &Path, name: &str, scopes: Scopes) -> Result<ApiKey, String> {
-    let mut policy = read_policy(policy_dir, name)?;
     let key = ApiKey::from_random(rand::random(), rand::random());
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    policy.add_key(KeyRecord::new(&key, scopes, created));
-    write_policy(policy_dir, &policy)?;
+    edit_keys(policy_dir, name, |_, keys| {
+        keys.push(KeyRecord::new(&key, scopes, created));
+        Ok(())
+    })?;
     Ok(key)
 }
 
@@ -415,16 +589,20 @@ pub fn list_tenants(policy_dir: &Path) -> Result<Vec<TenantSummary>, String> {
     Ok(set
         .policies
         .values()
-        .map(|p| {
-            let live = p.keys.iter().filter(|k| !k.revoked).count();
-            TenantSummary {
-                tenant: p.tenant.clone(),
-                version: p.version.clone(),
-                live_keys: live,
-                revoked_keys: p.keys.len() - live,
-            }
-        })
+        .map(|p| TenantSummary::of(p))
         .collect())
+}
+
+impl TenantSummary {
+    fn of(p: &TenantPolicy) -> Self {
+        let live = p.keys.iter().filter(|k| !k.revoked).count();
+        Self {
+            tenant: p.tenant.clone(),
+            version: p.version.clone(),
+            live_keys: live,
+            revoked_keys: p.keys.len() - live,
+        }
+    }
 }
 
 /// Removes a tenant's policy file: its keys stop authenticating at the
@@ -438,7 +616,7 @@ pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, Stri
             policy_dir.display()
         ));
     }
-    let policy = read_policy(policy_dir, name)?;
+    let (policy, _) = read_own(policy_dir, name)?;
     let path = PolicySet::path_for(policy_dir, &policy.tenant);
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     // the removal itself durable, as the file's creation was
@@ -451,21 +629,19 @@ pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, Stri
 /// Revokes a key of a tenant: it stops authenticating at the next reload
 /// (within seconds on a running server). The record stays, marked revoked.
 pub fn revoke_key(policy_dir: &Path, name: &str, key_id: &str) -> Result<(), String> {
-    let mut policy = read_policy(policy_dir, name)?;
-    let tenant = policy.tenant.clone();
-    let key = policy
-        .keys
-        .iter_mut()
-        .find(|k| k.id == key_id)
-        .ok_or_else(|| format!("tenant {tenant} has no key {key_id:?}"))?;
-    if key.revoked {
-        return Err(format!(
-            "key {key_id} of tenant {tenant} is already revoked"
-        ));
-    }
-    key.revoked = true;
-    // the version is derived from the file text, so it is fresh at the next load
-    write_policy(policy_dir, &policy)
+    edit_keys(policy_dir, name, |tenant, keys| {
+        let key = keys
+            .iter_mut()
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| format!("tenant {tenant} has no key {key_id:?}"))?;
+        if key.revoked {
+            return Err(format!(
+                "key {key_id} of tenant {tenant} is already revoked"
+            ));
+        }
+        key.revoked = true;
+        Ok(())
+    })
 }
 
 /// Writes a policy file atomically (temporary name, fsync, rename).
@@ -549,6 +725,153 @@ mod tests {
         assert!(Arc::ptr_eq(&tenants.redactor(&c), &masked));
         assert_eq!(tenants.policy(&c).unwrap().redaction.detectors, ["email"]);
         assert_eq!(tenants.tenants().len(), 2_000);
+    }
+
+    #[test]
+    fn a_key_used_seconds_after_its_creation_is_audited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        create_tenant(dir.path(), "acme").unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        let key = create_key(dir.path(), "acme", Scopes::parse_list("ingest").unwrap()).unwrap();
+        // the key's first use reloads on the spot...
+        tenants.authenticate(&key.expose()).unwrap();
+        // ... and the policy watch's next look finds nothing new, but the
+        // change is still handed over, once
+        assert_eq!(tenants.reload_if_changed(), ReloadOutcome::Unchanged);
+        let changes = tenants.take_unaudited();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].keys_added, [key.id().to_string()]);
+        assert!(tenants.take_unaudited().is_empty());
+    }
+
+    #[test]
+    fn a_default_policy_change_reaches_every_tenant_that_inherits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..500 {
+            create_tenant(dir.path(), &format!("t{i:03}")).unwrap();
+        }
+        // one tenant keeps its own rate whatever the defaults say (0 is
+        // also the built-in default: it must survive a key being added)
+        std::fs::write(
+            dir.path().join("t000.toml"),
+            "tenant = \"t000\"\n[limits]\nrecords_per_second = 0\n",
+        )
+        .unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join(bulkhead_rules::DEFAULTS_FILE),
+            "[limits]\nrecords_per_second = 250\n[redaction]\ndetectors = [\"email\"]\n",
+        )
+        .unwrap();
+        let ReloadOutcome::Reloaded(changes) = tenants.reload_if_changed() else {
+            panic!("not reloaded")
+        };
+        assert_eq!(changes.len(), 500, "every tenant has a new version");
+        // one [redaction] section for all: compiled once
+        assert_eq!(tenants.last_reload_work().compiled, 1);
+        let rate = |t: &str| {
+            tenants
+                .policy(&TenantId::new(t).unwrap())
+                .unwrap()
+                .limits
+                .records_per_second
+        };
+        assert_eq!(rate("t001"), 250);
+        assert_eq!(rate("t499"), 250);
+        assert_eq!(rate("t000"), 0);
+        assert_eq!(
+            tenants
+                .policy(&TenantId::new("t001").unwrap())
+                .unwrap()
+                .redaction
+                .detectors,
+            ["email"]
+        );
+        // a key added to the overriding tenant keeps its override
+        let key = create_key(dir.path(), "t000", Scopes::parse_list("ingest").unwrap()).unwrap();
+        assert!(matches!(
+            tenants.reload_if_changed(),
+            ReloadOutcome::Reloaded(_)
+        ));
+        assert_eq!(
+            tenants.last_reload_work(),
+            LoadWork {
+                parsed: 1,
+                compiled: 0
+            }
+        );
+        assert_eq!(rate("t000"), 0);
+        assert_eq!(
+            tenants.authenticate(&key.expose()).unwrap().tenant.as_str(),
+            "t000"
+        );
+        // the defaults file is not a tenant
+        assert_eq!(tenants.tenants().len(), 500);
+        assert_eq!(list_tenants(dir.path()).unwrap().len(), 500);
+        // a broken default policy is refused; the one in force stays
+        std::fs::write(
+            dir.path().join(bulkhead_rules::DEFAULTS_FILE),
+            "[limits]\nrecords_per_second = \"many\"\n",
+        )
+        .unwrap();
+        let ReloadOutcome::Refused(why) = tenants.reload_if_changed() else {
+            panic!("a broken default policy was taken")
+        };
+        assert!(why.contains(bulkhead_rules::DEFAULTS_FILE), "{why}");
+        assert_eq!(rate("t001"), 250);
+    }
+
+    #[test]
+    fn a_refresh_takes_in_one_file_among_thousands() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..2_000 {
+            create_tenant(dir.path(), &format!("t{i:04}")).unwrap();
+        }
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        let t = TenantId::new("t0042").unwrap();
+        let key = create_key(
+            dir.path(),
+            "t0042",
+            Scopes::parse_list("ingest,query").unwrap(),
+        )
+        .unwrap();
+        let change = tenants.refresh(&t, "ops").unwrap();
+        assert_eq!(change.keys_added, [key.id().to_string()]);
+        assert_eq!(
+            tenants.last_reload_work(),
+            LoadWork {
+                parsed: 1,
+                compiled: 0
+            }
+        );
+        assert_eq!(tenants.authenticate(&key.expose()).unwrap().tenant, t);
+        // the watch finds nothing more to take in; the change is audited once, with who made it
+        assert_eq!(tenants.reload_if_changed(), ReloadOutcome::Unchanged);
+        let unaudited = tenants.take_unaudited();
+        assert_eq!(unaudited.len(), 1);
+        assert_eq!(unaudited[0].by.as_deref(), Some("ops"));
+        // a new tenant, and a removed one
+        create_tenant(dir.path(), "fresh").unwrap();
+        let fresh = TenantId::new("fresh").unwrap();
+        assert_eq!(tenants.refresh(&fresh, "ops").unwrap().old_version, None);
+        assert!(tenants.policy(&fresh).is_some());
+        remove_tenant(dir.path(), "t0042").unwrap();
+        let gone = tenants.refresh(&t, "ops").unwrap();
+        assert_eq!(gone.new_version, None);
+        assert_eq!(gone.keys_revoked, [key.id().to_string()]);
+        assert!(tenants.authenticate(&key.expose()).is_err());
+        assert_eq!(tenants.reload_if_changed(), ReloadOutcome::Unchanged);
+        assert_eq!(tenants.tenants().len(), 2_000);
+        // a file that does not validate is refused; the policy in force stays
+        std::fs::write(
+            dir.path().join("t0001.toml"),
+            "tenant = \"t0001\"\n[limits]\nfoo = 1\n",
+        )
+        .unwrap();
+        let one = TenantId::new("t0001").unwrap();
+        let before = tenants.policy_version(&one);
+        assert!(tenants.refresh(&one, "ops").unwrap_err().contains("foo"));
+        assert_eq!(tenants.policy_version(&one), before);
     }
 
     /// Policies mounted from a Kubernetes ConfigMap: each file is a symlink

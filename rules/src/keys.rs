@@ -224,7 +224,7 @@ pub fn bearer_token(value: Option<&str>) -> Result<&str, AuthError> {
 }
 
 /// Compares two digests in time independent of where they differ.
-pub(crate) fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

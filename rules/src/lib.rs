@@ -22,6 +22,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, PolicyError};
 pub use keys::{ApiKey, KeyRecord, Principal, Scope, Scopes};
 pub use limits::{Limits, Period, Retention};
-pub use policy::{Authenticator, Keyring, PolicySet, TenantPolicy};
+pub use policy::{Authenticator, Keyring, PolicyDefaults, PolicySet, TenantPolicy, DEFAULTS_FILE};
 pub use query_limits::QueryLimits;
 pub use tenant::TenantId;

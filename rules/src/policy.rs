@@ -13,6 +13,13 @@
 //! ```
 //!
 //! Later sections (redaction, limits, retention) extend the same file.
+//!
+//! A default policy, `<policy_dir>/_defaults.toml` (no tenant can be named
+//! so: tenant names start with a letter or digit), holds the sections every
+//! tenant inherits: a tenant's own file overrides it key by key (tables
+//! merge, any other value replaces), and neither `tenant` nor `keys` may be
+//! set there. A tenant's version is then the hash of both texts, so a
+//! change of the defaults is a new version of every tenant that inherits.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +51,122 @@ struct PolicyFile {
     retention: Retention,
     #[serde(default, skip_serializing_if = "is_default")]
     query: crate::QueryLimits,
+}
+
+/// The first line of every policy file Bulkhead writes.
+const HEADER: &str =
+    "# Bulkhead tenant policy. Key secrets are never stored, only their SHA-256.\n";
+
+/// The default policy's file name inside the policy directory.
+pub const DEFAULTS_FILE: &str = "_defaults.toml";
+
+/// The sections a default policy may hold: those of a tenant's file
+/// without `tenant` and `keys`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsFile {
+    #[serde(default)]
+    anomaly: AnomalyPolicy,
+    #[serde(default)]
+    redaction: RedactionPolicy,
+    #[serde(default)]
+    limits: Limits,
+    /// Parsing it is all its validation.
+    #[serde(default)]
+    #[allow(dead_code)]
+    retention: Retention,
+    #[serde(default)]
+    query: crate::QueryLimits,
+}
+
+/// The default policy every tenant inherits (see the module doc).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDefaults {
+    table: toml::Table,
+    /// Content hash of the defaults' text.
+    pub version: String,
+}
+
+impl PolicyDefaults {
+    /// Parses and validates the default policy's text, reporting every
+    /// problem with its line.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<PolicyError>> {
+        let syntax = |e: toml::de::Error| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            vec![PolicyError::new(path, line, e.message().to_string())]
+        };
+        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let mut errors = Vec::new();
+        for own in ["tenant", "keys"] {
+            if table.contains_key(own) {
+                errors.push(PolicyError::new(
+                    path,
+                    find_line(text, own),
+                    format!("`{own}` cannot be set in the default policy: it belongs in each tenant's own file"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let file: DefaultsFile = toml::from_str(text).map_err(syntax)?;
+        let errors = section_problems(
+            path,
+            text,
+            &file.anomaly,
+            &file.limits,
+            &file.query,
+            &file.redaction,
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            table,
+            version: version_of(text),
+        })
+    }
+
+    /// `own` merged over the defaults: tables merge key by key, any other
+    /// value of `own` replaces the default's.
+    fn under(&self, own: toml::Table) -> toml::Table {
+        fn merge(base: &mut toml::Table, over: toml::Table) {
+            for (k, v) in over {
+                match (base.get_mut(&k), v) {
+                    (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+                    (_, v) => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        let mut out = self.table.clone();
+        merge(&mut out, own);
+        out
+    }
+}
+
+/// Problems of the validated sections, each with its line in `text`.
+fn section_problems(
+    path: &Path,
+    text: &str,
+    anomaly: &AnomalyPolicy,
+    limits: &Limits,
+    query: &crate::QueryLimits,
+    redaction: &RedactionPolicy,
+) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
+    for (section, problems) in [
+        ("[anomaly", anomaly.problems()),
+        ("[limits", limits.problems()),
+        ("[query", query.problems()),
+        ("[redaction", redaction.problems()),
+    ] {
+        for problem in problems {
+            errors.push(PolicyError::new(path, find_line(text, section), problem));
+        }
+    }
+    errors
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -92,10 +215,37 @@ impl TenantPolicy {
 
     /// Parses and validates one policy file's text, reporting every problem.
     pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<PolicyError>> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+        Self::parse_with(path, text, None)
+    }
+
+    /// As [`TenantPolicy::parse`], the file's sections merged over
+    /// `defaults` (the policy in force is the merge; lines point into the
+    /// tenant's file where it has the section).
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        defaults: Option<&PolicyDefaults>,
+    ) -> Result<Self, Vec<PolicyError>> {
+        let syntax = |e: toml::de::Error| {
             let line = e.span().map(|s| line_of(text, s.start));
             vec![PolicyError::new(path, line, e.message().to_string())]
-        })?;
+        };
+        let mut file: PolicyFile = toml::from_str(text).map_err(syntax)?;
+        if let Some(d) = defaults {
+            let own: toml::Table = toml::from_str(text).map_err(syntax)?;
+            file = toml::Value::Table(d.under(own))
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    vec![PolicyError::new(
+                        path,
+                        None,
+                        format!(
+                            "merged over the default policy ({DEFAULTS_FILE}): {}",
+                            e.message()
+                        ),
+                    )]
+                })?;
+        }
         let mut errors = Vec::new();
         let tenant = match TenantId::new(&file.tenant) {
             Ok(t) => Some(t),
@@ -145,22 +295,14 @@ impl TenantPolicy {
                 ));
             }
         }
-        for problem in file.anomaly.problems() {
-            errors.push(PolicyError::new(path, find_line(text, "[anomaly"), problem));
-        }
-        for problem in file.limits.problems() {
-            errors.push(PolicyError::new(path, find_line(text, "[limits"), problem));
-        }
-        for problem in file.query.problems() {
-            errors.push(PolicyError::new(path, find_line(text, "[query"), problem));
-        }
-        for problem in file.redaction.problems() {
-            errors.push(PolicyError::new(
-                path,
-                find_line(text, "[redaction"),
-                problem,
-            ));
-        }
+        errors.extend(section_problems(
+            path,
+            text,
+            &file.anomaly,
+            &file.limits,
+            &file.query,
+            &file.redaction,
+        ));
         match (tenant, errors.is_empty()) {
             (Some(tenant), true) => Ok(Self {
                 tenant,
@@ -170,7 +312,7 @@ impl TenantPolicy {
                 limits: file.limits,
                 retention: file.retention,
                 query: file.query,
-                version: version_of(text),
+                version: Self::version_with(text, defaults),
             }),
             _ => Err(errors),
         }
@@ -188,9 +330,21 @@ impl TenantPolicy {
             query: self.query.clone(),
         };
         let body = toml::to_string_pretty(&file).unwrap_or_default();
-        format!(
-            "# Bulkhead tenant policy. Key secrets are never stored, only their SHA-256.\n{body}"
-        )
+        format!("{HEADER}{body}")
+    }
+
+    /// `text` (a tenant's own policy file) with its keys replaced by `keys`,
+    /// every other value kept as written: rewriting the file from the
+    /// parsed policy would drop explicit values equal to the built-in
+    /// defaults, which still override the default policy.
+    pub fn with_keys(text: &str, keys: &[KeyRecord]) -> Result<String, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        table.insert(
+            "keys".into(),
+            toml::Value::try_from(keys).map_err(|e| e.to_string())?,
+        );
+        let body = toml::to_string_pretty(&table).map_err(|e| e.to_string())?;
+        Ok(format!("{HEADER}{body}"))
     }
 
     /// Adds a key record and refreshes the version.
@@ -202,6 +356,15 @@ impl TenantPolicy {
     /// The version a policy file with this text has (its content hash).
     pub fn version_of(text: &str) -> String {
         version_of(text)
+    }
+
+    /// The version of a policy file with this text, inheriting `defaults`:
+    /// the hash of both, so a change to either is a new version.
+    pub fn version_with(text: &str, defaults: Option<&PolicyDefaults>) -> String {
+        match defaults {
+            None => version_of(text),
+            Some(d) => version_of(&format!("{}\n{text}", d.version)),
+        }
     }
 }
 
@@ -221,6 +384,8 @@ fn find_line(text: &str, needle: &str) -> Option<usize> {
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     pub policies: BTreeMap<TenantId, Arc<TenantPolicy>>,
+    /// The default policy the tenants inherit, when the directory has one.
+    pub defaults: Option<Arc<PolicyDefaults>>,
 }
 
 impl PolicySet {
@@ -232,16 +397,30 @@ impl PolicySet {
     /// Loads every `*.toml` file of `dir` (a missing directory is an empty set),
     /// reporting every problem of every file at once.
     pub fn load_dir(dir: &Path) -> Result<Self, Vec<PolicyError>> {
-        Self::load_dir_reusing(dir, |_| None)
+        Self::load_dir_reusing(dir, |_, _| None)
+    }
+
+    /// The default policy of `dir` ([`DEFAULTS_FILE`]), if it has one.
+    pub fn load_defaults(dir: &Path) -> Result<Option<PolicyDefaults>, Vec<PolicyError>> {
+        let path = dir.join(DEFAULTS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => PolicyDefaults::parse(&path, &text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(vec![PolicyError::new(
+                &path,
+                None,
+                format!("cannot read: {e}"),
+            )]),
+        }
     }
 
     /// As [`PolicySet::load_dir`], but a file for which `reuse` gives a
-    /// policy (one already parsed, from a file that has not changed since)
-    /// is neither read nor parsed again. Checks across files (key ids) still
-    /// cover every policy.
+    /// policy (one already parsed, from a file that has not changed since,
+    /// under the same defaults, which it is given) is neither read nor
+    /// parsed again. Checks across files (key ids) still cover every policy.
     pub fn load_dir_reusing(
         dir: &Path,
-        reuse: impl Fn(&Path) -> Option<Arc<TenantPolicy>>,
+        reuse: impl Fn(&Path, Option<&PolicyDefaults>) -> Option<Arc<TenantPolicy>>,
     ) -> Result<Self, Vec<PolicyError>> {
         let mut errors = Vec::new();
         let mut set = PolicySet::default();
@@ -259,11 +438,21 @@ impl PolicySet {
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| p.file_name().is_none_or(|n| n != DEFAULTS_FILE))
             .collect();
         paths.sort();
+        set.defaults = match Self::load_defaults(dir) {
+            Ok(d) => d.map(Arc::new),
+            Err(mut e) => {
+                // every tenant inherits it: nothing is loaded over a broken one
+                errors.append(&mut e);
+                return Err(errors);
+            }
+        };
+        let defaults = set.defaults.clone();
         let mut key_owner: HashMap<String, TenantId> = HashMap::new();
         for path in paths {
-            let (p, text) = match reuse(&path) {
+            let (p, text) = match reuse(&path, defaults.as_deref()) {
                 Some(p) => (p, None),
                 None => {
                     let text = match std::fs::read_to_string(&path) {
@@ -273,7 +462,7 @@ impl PolicySet {
                             continue;
                         }
                     };
-                    match TenantPolicy::parse(&path, &text) {
+                    match TenantPolicy::parse_with(&path, &text, defaults.as_deref()) {
                         Ok(p) => (Arc::new(p), Some(text)),
                         Err(mut e) => {
                             errors.append(&mut e);
@@ -501,6 +690,96 @@ mod tests {
         assert!(errs[0].message.contains("foo"));
         let errs = TenantPolicy::parse(Path::new("a.toml"), "tenant = \"../b\"\n").unwrap_err();
         assert!(errs[0].message.contains("tenant name"), "{errs:?}");
+    }
+
+    #[test]
+    fn the_default_policy_is_inherited_key_by_key_and_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DEFAULTS_FILE),
+            "[limits]\nrecords_per_second = 500\nmax_metric_series = 10\n[retention]\nlogs = \"7d\"\n",
+        )
+        .unwrap();
+        // inherits everything
+        std::fs::write(dir.path().join("plain.toml"), "tenant = \"plain\"\n").unwrap();
+        // overrides one key of [limits] (with the built-in default's value)
+        // and keeps the other
+        std::fs::write(
+            dir.path().join("big.toml"),
+            "tenant = \"big\"\n[limits]\nrecords_per_second = 0\n",
+        )
+        .unwrap();
+        let set = PolicySet::load_dir(dir.path()).unwrap();
+        assert_eq!(set.policies.len(), 2, "the defaults are no tenant");
+        let get = |n: &str| set.get(&TenantId::new(n).unwrap()).unwrap().clone();
+        let (plain, big) = (get("plain"), get("big"));
+        assert_eq!(plain.limits.records_per_second, 500);
+        assert_eq!(plain.limits.max_metric_series, 10);
+        assert!(plain.retention.logs.is_some());
+        assert_eq!(big.limits.records_per_second, 0);
+        assert_eq!(big.limits.max_metric_series, 10);
+        assert!(big.retention.logs.is_some());
+
+        // a change of the defaults is a new version of every inheriting tenant
+        std::fs::write(
+            dir.path().join(DEFAULTS_FILE),
+            "[limits]\nrecords_per_second = 600\n",
+        )
+        .unwrap();
+        let again = PolicySet::load_dir(dir.path()).unwrap();
+        let plain2 = again.get(&TenantId::new("plain").unwrap()).unwrap();
+        assert_eq!(plain2.limits.records_per_second, 600);
+        assert_ne!(plain2.version, plain.version);
+        assert_eq!(
+            plain2.limits.max_metric_series,
+            Limits::default().max_metric_series
+        );
+        // without defaults the version is the file's own hash, as before
+        std::fs::remove_file(dir.path().join(DEFAULTS_FILE)).unwrap();
+        let none = PolicySet::load_dir(dir.path()).unwrap();
+        assert_eq!(
+            none.get(&TenantId::new("plain").unwrap()).unwrap().version,
+            TenantPolicy::version_of("tenant = \"plain\"\n")
+        );
+    }
+
+    #[test]
+    fn a_bad_default_policy_is_refused_with_its_file_and_line() {
+        let path = Path::new(DEFAULTS_FILE);
+        let errs =
+            PolicyDefaults::parse(path, "tenant = \"x\"\n[[keys]]\nid = \"a\"\n").unwrap_err();
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|e| e.contains("`tenant` cannot be set")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|e| e.contains("`keys` cannot be set")),
+            "{all:?}"
+        );
+        let errs = PolicyDefaults::parse(path, "\n[anomaly]\nseries_limit = 0\n").unwrap_err();
+        assert_eq!(errs[0].line, Some(2), "{errs:?}");
+        assert!(errs[0].message.contains("series_limit"), "{errs:?}");
+        let errs = PolicyDefaults::parse(path, "[limits]\nrecords_per_sec = 1\n").unwrap_err();
+        assert!(errs[0].message.contains("records_per_sec"), "{errs:?}");
+        // a broken default policy loads no tenant at all
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DEFAULTS_FILE), "[limits\n").unwrap();
+        std::fs::write(dir.path().join("a.toml"), "tenant = \"a\"\n").unwrap();
+        let errs = PolicySet::load_dir(dir.path()).unwrap_err();
+        assert!(errs[0].to_string().contains(DEFAULTS_FILE), "{errs:?}");
+    }
+
+    #[test]
+    fn rewriting_keys_keeps_every_other_value_as_written() {
+        let (p, key) = policy_with_key("a", 3, "ingest");
+        let text = "tenant = \"a\"\n[limits]\nrecords_per_second = 0\nmax_metric_series = 100000\n";
+        let out = TenantPolicy::with_keys(text, &p.keys).unwrap();
+        assert!(out.contains("records_per_second = 0"), "{out}");
+        assert!(out.contains("max_metric_series = 100000"), "{out}");
+        let back = TenantPolicy::parse(Path::new("a.toml"), &out).unwrap();
+        assert_eq!(back.keys, p.keys);
+        assert!(!out.contains(&key.expose()));
     }
 
     #[test]

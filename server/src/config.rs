@@ -26,6 +26,9 @@ pub struct Config {
     /// Operator keys, each granted a list of tenants to query together
     /// (`[[federation]]` entries; `bulkhead operator key` makes one).
     pub federation: Vec<bulkhead_query::federation::Grant>,
+    /// Operator keys for the admin API (`[[admin]]` entries; `bulkhead
+    /// operator key --admin` makes one): tenants, keys, the default policy.
+    pub admin: Vec<crate::admin::AdminGrant>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -203,7 +206,10 @@ pub struct Ingest {
     /// Records whose event time is further ahead of the clock than this are
     /// rejected one by one.
     pub max_event_future: HumanDuration,
-    /// Requests decoded, converted and written at once; more wait.
+    /// Requests decompressed, decoded, converted and redacted at once
+    /// (default: one per core); more wait in their tenant's queue and are
+    /// let in round-robin across tenants. The WAL's fsync is waited for
+    /// outside these slots.
     pub workers: usize,
     /// Bytes of requests worked on at once (decompressed); above it, new
     /// requests get 503 / UNAVAILABLE with a retry hint.
@@ -255,6 +261,7 @@ impl Default for Config {
             anomaly: Anomaly::default(),
             query: Query::default(),
             federation: Vec::new(),
+            admin: Vec::new(),
         }
     }
 }
@@ -281,7 +288,7 @@ impl Default for Ingest {
                 .collect(),
             max_event_age: None,
             max_event_future: HumanDuration(bulkhead_collector::pipeline::DEFAULT_MAX_EVENT_FUTURE),
-            workers: bulkhead_collector::pipeline::DEFAULT_INGEST_WORKERS,
+            workers: bulkhead_collector::pipeline::default_ingest_workers(),
             max_in_flight: ByteSize(512 << 20),
         }
     }
@@ -394,6 +401,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = Vec::new();
         if let Err(e) = bulkhead_query::federation::Federation::new(&self.federation) {
+            errors.push(e);
+        }
+        if let Err(e) = crate::admin::AdminKeys::new(&self.admin) {
             errors.push(e);
         }
         if self.node_name.is_empty()

@@ -7,6 +7,7 @@
 //! crates: `bulkhead_collector` (OTLP in, tenant, governance, WAL) ->
 //! `bulkhead_store` (WAL, buffers, Parquet) -> `bulkhead_query` (SQL).
 
+pub mod admin;
 pub mod backtest;
 pub mod config;
 pub mod policy_cli;

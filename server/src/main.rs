@@ -144,12 +144,17 @@ enum OperatorCommand {
     /// entry to add to the server configuration (id and hash only) and, as
     /// the last line, the key itself, shown once.
     Key {
-        /// Who holds it (recorded on the audit trail of every tenant queried).
+        /// Who holds it (recorded on the audit trail of every tenant queried
+        /// or changed).
         #[arg(long)]
         name: String,
-        /// Comma-separated tenant names.
+        /// Comma-separated tenant names (a `[[federation]]` key).
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        tenants: Option<String>,
+        /// A key for the admin API instead (an `[[admin]]` entry): create,
+        /// list and remove tenants and keys, set the default policy.
         #[arg(long)]
-        tenants: String,
+        admin: bool,
     },
 }
 
@@ -369,8 +374,31 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Operator {
-            command: OperatorCommand::Key { name, tenants },
+            command:
+                OperatorCommand::Key {
+                    name, admin: true, ..
+                },
         } => {
+            let key = bulkhead_rules::ApiKey::from_random(rand::random(), rand::random());
+            let grant = bulkhead::admin::AdminGrant {
+                name,
+                key_id: key.id().to_string(),
+                key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
+            };
+            bulkhead::admin::AdminKeys::new(std::slice::from_ref(&grant)).map(|_| {
+                println!("# add to the server configuration, then restart:");
+                println!("[[admin]]");
+                println!("name = {:?}", grant.name);
+                println!("key_id = {:?}", grant.key_id);
+                println!("key_sha256 = {:?}", grant.key_sha256);
+                println!("# the key, shown once:");
+                println!("{}", key.expose());
+            })
+        }
+        Command::Operator {
+            command: OperatorCommand::Key { name, tenants, .. },
+        } => {
+            let tenants = tenants.unwrap_or_default();
             let grant = bulkhead_query::federation::Grant {
                 name: name.clone(),
                 key_id: String::new(),

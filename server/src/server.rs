@@ -262,6 +262,13 @@ pub async fn start_with(
             &config.federation,
         )?),
     })
+    .merge(crate::admin::router(crate::admin::AdminState {
+        keys: Arc::new(crate::admin::AdminKeys::new(&config.admin)?),
+        tenants: tenants.clone(),
+        policy_dir: config.policy_dir(),
+        refusals: pipeline.refusals().clone(),
+        writes: Arc::default(),
+    }))
     .route("/healthz", get(|| async { "ok\n" }))
     .route(
         "/readyz",
@@ -292,7 +299,7 @@ pub async fn start_with(
                             axum::http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        telemetry.render(&store, pipeline.in_flight()),
+                        telemetry.render(&store, pipeline.in_flight(), pipeline.gate().load()),
                     )
                 }
             }),
@@ -410,14 +417,8 @@ impl PolicyWatch {
         let t = self.tenants.clone();
         self.telemetry.add("bulkhead_policy_checks_total", &[], 1);
         match tokio::task::spawn_blocking(move || t.reload_if_changed()).await {
-            Ok(ReloadOutcome::Reloaded(changes)) => {
+            Ok(ReloadOutcome::Reloaded(_)) => {
                 self.telemetry.add("bulkhead_policy_reloads_total", &[], 1);
-                for event in changes
-                    .iter()
-                    .flat_map(bulkhead_collector::audit::policy_events)
-                {
-                    bulkhead_collector::audit::record_later(&self.audit, event);
-                }
             }
             Ok(ReloadOutcome::Refused(reason)) => {
                 self.telemetry
@@ -429,6 +430,16 @@ impl PolicyWatch {
             }
             Ok(ReloadOutcome::Unchanged) => {}
             Err(e) => tracing::error!(error = %e, "policy check panicked"),
+        }
+        // changes taken in by this reload or by any other since (a key used
+        // seconds after its creation reloads on the spot): audited once
+        for event in self
+            .tenants
+            .take_unaudited()
+            .iter()
+            .flat_map(bulkhead_collector::audit::policy_events)
+        {
+            bulkhead_collector::audit::record_later(&self.audit, event);
         }
     }
 }

@@ -77,6 +77,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Requests in the ingest CPU stage at once (`ingest.workers`).
+    pub fn ingest_workers(mut self, n: usize) -> Self {
+        self.config.ingest.workers = n;
+        self
+    }
+
     pub fn max_in_flight(mut self, bytes: u64) -> Self {
         self.config.ingest.max_in_flight = ByteSize(bytes);
         self
@@ -104,7 +110,6 @@ impl TestServerBuilder {
         self
     }
 
-    /// Runs at the start of every ingest (to inject a panic, say).
     /// Grants an operator key (the one returned) the tenants `tenants`.
     pub fn operator(mut self, name: &str, tenants: &[&str], key: &bulkhead_rules::ApiKey) -> Self {
         self.config
@@ -115,6 +120,16 @@ impl TestServerBuilder {
                 key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
                 tenants: tenants.iter().map(|t| t.to_string()).collect(),
             });
+        self
+    }
+
+    /// An admin-API key (the one given) for operator `name`.
+    pub fn admin(mut self, name: &str, key: &bulkhead_rules::ApiKey) -> Self {
+        self.config.admin.push(bulkhead::admin::AdminGrant {
+            name: name.into(),
+            key_id: key.id().into(),
+            key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
+        });
         self
     }
 
@@ -130,6 +145,7 @@ impl TestServerBuilder {
         self
     }
 
+    /// Runs at the start of every ingest (to inject a panic, say).
     pub fn fault_hook(mut self, hook: bulkhead_collector::pipeline::FaultHook) -> Self {
         self.options.fault_hook = Some(hook);
         self

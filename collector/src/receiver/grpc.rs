@@ -200,8 +200,9 @@ impl<S: Signal> GrpcService<S> {
         let held = self.pipeline.charge(sent)?;
         let pipeline = self.pipeline.clone();
         let max_message = self.max_message;
+        let tenant = principal.tenant.clone();
         self.pipeline
-            .offload(move || {
+            .offload(&tenant, move |turn| {
                 let message = if compressed_flag {
                     let Some(name) = encoding else {
                         return Err(ReceiveError::BadRequest(
@@ -223,7 +224,7 @@ impl<S: Signal> GrpcService<S> {
                         "message is not a valid OTLP protobuf message: {e}"
                     ))
                 })?;
-                pipeline.ingest(&principal, &mut export)
+                pipeline.ingest(&principal, &mut export, turn)
             })
             .instrument(span)
             .await

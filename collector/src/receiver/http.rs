@@ -197,9 +197,10 @@ async fn export(
         // charged before any decompression or decoding
         state.pipeline.charge_bytes(&principal, compressed)?;
         let held = state.pipeline.charge(compressed)?;
+        let tenant = principal.tenant.clone();
         state
             .pipeline
-            .offload(move || {
+            .offload(&tenant, move |turn| {
                 let body = decompress_body(&headers, body, max_body)?;
                 // the decompressed body is what takes memory from here on
                 let _held = (
@@ -211,7 +212,7 @@ async fn export(
                     Kind::Traces => Export::Traces(decode(encoding, &body)?),
                     Kind::Metrics => Export::Metrics(decode(encoding, &body)?),
                 };
-                pipeline.ingest(&principal, &mut export)
+                pipeline.ingest(&principal, &mut export, turn)
             })
             .instrument(span)
             .await

@@ -1,0 +1,117 @@
+//! Fair turns at the ingest CPU stage, end to end over OTLP/HTTP: one
+//! tenant with many requests queued cannot make a hundred small tenants wait
+//! behind all of them. The order is observed, not timed: the fault hook
+//! records which tenant's request enters the CPU stage, and holds the
+//! flood's first one so that every other request is queued (as the
+//! `bulkhead_ingest_requests_waiting` self-metric shows) before any is let
+//! in. The latency this buys is measured by the `fairness` benchmark
+//! (docs/performance.md).
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_e2e::TestServer;
+use std::sync::Mutex;
+
+mod common;
+use common::{log, logs_request, post_pb};
+
+const FLOOD_QUEUED: usize = 40;
+const SMALL: usize = 100;
+
+/// Waits (bounded) until `/metrics` shows `n` requests waiting for a turn.
+async fn wait_for_waiting(srv: &TestServer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let line = format!("bulkhead_ingest_requests_waiting {n}");
+    loop {
+        let text = srv.metrics_text().await;
+        if text
+            .lines()
+            .any(|l| l.trim() == line || l.trim() == format!("{line}.0"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {n} requests waiting: {}",
+            text.lines()
+                .find(|l| l.starts_with("bulkhead_ingest_requests_waiting "))
+                .unwrap_or("(no gauge)")
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_queued_requests_does_not_make_small_tenants_wait_behind_it() {
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    // the flood's first request holds the one slot until released
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(Some(release_rx)));
+    let mut builder = TestServer::builder()
+        .ingest_workers(1)
+        .tenant("flood", "ingest")
+        .fault_hook({
+            let (order, release_rx) = (order.clone(), release_rx.clone());
+            Arc::new(move |p: &bulkhead_rules::Principal| {
+                order.lock().unwrap().push(p.tenant.to_string());
+                if p.tenant.as_str() == "flood" {
+                    if let Some(rx) = release_rx.lock().unwrap().take() {
+                        let _ = rx.recv_timeout(Duration::from_secs(120));
+                    }
+                }
+            })
+        });
+    for i in 0..SMALL {
+        builder = builder.tenant(&format!("small-{i:03}"), "ingest");
+    }
+    let srv = Arc::new(builder.start().await);
+    let send = |tenant: String, i: u64| {
+        let srv = srv.clone();
+        tokio::spawn(async move {
+            let key = srv.key(&tenant, "ingest");
+            let a = post_pb(
+                &srv,
+                "/v1/logs",
+                &key,
+                &logs_request(vec![log(&format!("{tenant} {i}"), i)], vec![]),
+            )
+            .await;
+            assert_eq!(a.status, 200, "{tenant}: {}", a.text());
+        })
+    };
+    let mut all = vec![send("flood".into(), 0)];
+    // the first flood request is in the CPU stage, held
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while order.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the first request never came in");
+        tokio::task::yield_now().await;
+    }
+    for i in 1..=FLOOD_QUEUED {
+        all.push(send("flood".into(), i as u64));
+    }
+    wait_for_waiting(&srv, FLOOD_QUEUED).await;
+    for i in 0..SMALL {
+        all.push(send(format!("small-{i:03}"), 0));
+    }
+    wait_for_waiting(&srv, FLOOD_QUEUED + SMALL).await;
+    release_tx.send(()).unwrap();
+    for h in all {
+        h.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.len(), 1 + FLOOD_QUEUED + SMALL);
+    // Round-robin: after the held request, the flood gets one turn, then
+    // every small tenant has its turn before the flood's next one. A queue
+    // in arrival order would have served all 40 flood requests first.
+    let last_small = order.iter().rposition(|t| t.starts_with("small-")).unwrap();
+    let flood_before = order[..last_small].iter().filter(|t| *t == "flood").count();
+    assert!(
+        flood_before <= 2,
+        "{flood_before} flood requests were let in before the last small tenant's (at {last_small}): {order:?}"
+    );
+    // and the flood lost nothing
+    assert_eq!(
+        order.iter().filter(|t| *t == "flood").count(),
+        1 + FLOOD_QUEUED
+    );
+}
