@@ -164,3 +164,77 @@ pub fn request(
         }],
     }
 }
+
+/// A gRPC channel to `addr` (host:port, plain HTTP/2).
+pub async fn connect(addr: &str) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The `authorization` metadata value for `key`.
+pub fn bearer(key: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    format!("Bearer {key}")
+        .parse()
+        .map_err(|e: tonic::metadata::errors::InvalidMetadataValue| e.to_string())
+}
+
+/// `msg` as a request carrying `auth`.
+pub fn authed<T>(
+    msg: T,
+    auth: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", auth.clone());
+    r
+}
+
+/// The `p` quantile (0..=1) of `l` in milliseconds (sorts `l`).
+pub fn pct(l: &mut [std::time::Duration], p: f64) -> f64 {
+    l.sort();
+    l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1e3
+}
+
+/// Runs this benchmark's own binary again as a load generator at the lowest
+/// CPU priority (`nice -n 19`), standing in for clients on other machines:
+/// `args` are its arguments, `env` one variable (a key). The child prints
+/// `ready` once connected, then one line of whitespace-separated counts when
+/// done; the handle resolves to those counts.
+pub async fn spawn_load_child(
+    args: &[String],
+    env: (&str, &str),
+) -> Result<tokio::task::JoinHandle<Result<Vec<u64>, String>>, String> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new("nice")
+        .args(["-n", "19"])
+        .arg(exe)
+        .args(args)
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting the load process: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    match lines.next_line().await.map_err(|e| e.to_string())? {
+        Some(l) if l == "ready" => {}
+        other => return Err(format!("load process did not start: {other:?}")),
+    }
+    Ok(tokio::spawn(async move {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("load process printed no counts")?;
+        let _ = child.wait().await;
+        line.split_whitespace()
+            .map(|w| {
+                w.parse()
+                    .map_err(|_| format!("unexpected counts from the load process: {line}"))
+            })
+            .collect()
+    }))
+}

@@ -32,11 +32,24 @@ pub fn check(config: &Config) -> Result<String, String> {
     Ok(out)
 }
 
-fn read_policy(path: &Path, as_tenant: &TenantId) -> Result<(String, TenantPolicy), String> {
+/// A policy file read as `as_tenant`'s, merged over the default policy of
+/// `config`'s policy directory (so its version is the one the server gives).
+fn read_policy(
+    config: &Config,
+    path: &Path,
+    as_tenant: &TenantId,
+) -> Result<(String, TenantPolicy), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let defaults = PolicySet::load_defaults(&config.policy_dir()).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     // validated as if it were the tenant's file, so the name check applies
     let named = path.with_file_name(format!("{as_tenant}.toml"));
-    let policy = TenantPolicy::parse(&named, &text).map_err(|errors| {
+    let policy = TenantPolicy::parse_with(&named, &text, defaults.as_ref()).map_err(|errors| {
         errors
             .iter()
             .map(|e| {
@@ -59,9 +72,24 @@ pub fn show(config: &Config, tenant: &str) -> Result<String, String> {
             path.display()
         ));
     }
-    let (text, policy) = read_policy(&path, &tenant)?;
+    let (text, policy) = read_policy(config, &path, &tenant)?;
+    let inherits = if config
+        .policy_dir()
+        .join(bulkhead_rules::DEFAULTS_FILE)
+        .exists()
+    {
+        format!(
+            " (merged over {})",
+            config
+                .policy_dir()
+                .join(bulkhead_rules::DEFAULTS_FILE)
+                .display()
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "# {} version {}\n{text}",
+        "# {} version {}{inherits}\n{text}",
         path.display(),
         policy.version
     ))
@@ -73,12 +101,12 @@ pub fn diff(config: &Config, tenant: &str, proposed: &Path) -> Result<String, St
     let tenant = TenantId::new(tenant)?;
     let current_path = PolicySet::path_for(&config.policy_dir(), &tenant);
     let (old_text, old) = if current_path.exists() {
-        let (t, p) = read_policy(&current_path, &tenant)?;
+        let (t, p) = read_policy(config, &current_path, &tenant)?;
         (t, Some(p))
     } else {
         (String::new(), None)
     };
-    let (new_text, new) = read_policy(proposed, &tenant)?;
+    let (new_text, new) = read_policy(config, proposed, &tenant)?;
     let mut out = format!(
         "--- {} (version {})\n+++ {} (version {})\n",
         current_path.display(),

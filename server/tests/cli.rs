@@ -342,3 +342,62 @@ fn an_operator_key_entry_goes_into_the_config_as_printed() {
         "{err}"
     );
 }
+
+/// `operator key --admin` prints an `[[admin]]` entry the configuration
+/// takes as printed; `--tenants` or `--admin` is required, not both; a
+/// broken entry is named by `check`.
+#[test]
+fn an_admin_key_entry_goes_into_the_config_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["operator", "key", "--name", "ops", "--admin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let key = text.lines().last().unwrap().to_string();
+    assert!(key.starts_with("bhk_"), "{text}");
+    let entry: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && *l != key)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(entry.starts_with("[[admin]]\n"), "{entry}");
+    assert!(!entry.contains(&key[21..]), "{entry}");
+    let config = config_in(dir.path());
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&entry);
+    std::fs::write(&config, toml).unwrap();
+    let out = bulkhead(&config, &["check"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    assert!(!run(&["operator", "key", "--name", "ops"]).status.success());
+    assert!(!run(&[
+        "operator",
+        "key",
+        "--name",
+        "ops",
+        "--admin",
+        "--tenants",
+        "a"
+    ])
+    .status
+    .success());
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "data_dir = {:?}\n[[admin]]\nname = \"x\"\nkey_id = \"zz\"\nkey_sha256 = \"00\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let out = bulkhead(&bad, &["check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("admin[0]") && err.contains("key_id"), "{err}");
+}

@@ -7,7 +7,10 @@
 //! once it is ready and idle. Then the generator of `bulkhead-load` sends
 //! the same records in rounds, alternately all to one tenant and spread over
 //! `--active` tenants (request `i` to tenant `i mod active`), and the
-//! throughput of the two is compared in the same run. At the end the server
+//! throughput of the two is compared in the same run. Before the load, the
+//! admin API is timed with every tenant in place: tenants created (with a
+//! key), keys created and revoked, tenants removed, the whole list read a
+//! page at a time. At the end the server
 //! is stopped (committing every buffer) and its Parquet files counted:
 //! files per GB of Parquet.
 //!
@@ -55,11 +58,23 @@ fn main() -> Result<(), String> {
     }
 }
 
-/// The child: a server on loopback until its standard input closes.
+/// The child: a server on loopback until its standard input closes. Its
+/// admin key's id and hash come in `BENCH_ADMIN` (`id:sha256`).
 async fn serve(dir: &Path) -> Result<(), String> {
-    let config = bulkhead_benches::loopback_config(dir);
+    let mut config = bulkhead_benches::loopback_config(dir);
+    if let Some((id, sha)) = std::env::var("BENCH_ADMIN")
+        .ok()
+        .as_deref()
+        .and_then(|v| v.split_once(':'))
+    {
+        config.admin.push(bulkhead::admin::AdminGrant {
+            name: "bench".into(),
+            key_id: id.into(),
+            key_sha256: sha.into(),
+        });
+    }
     let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
-    println!("grpc {}", server.grpc_addr);
+    println!("grpc {} api {}", server.grpc_addr, server.api_addr);
     tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin()))
         .await
         .map_err(|e| e.to_string())?
@@ -72,10 +87,11 @@ async fn serve(dir: &Path) -> Result<(), String> {
 struct Server {
     child: Child,
     grpc: String,
+    api: String,
     out: BufReader<std::process::ChildStdout>,
 }
 
-fn spawn_server(dir: &Path) -> Result<Server, String> {
+fn spawn_server(dir: &Path, admin: &bulkhead_rules::ApiKey) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .arg("--serve")
@@ -83,17 +99,125 @@ fn spawn_server(dir: &Path) -> Result<Server, String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .env("RUST_LOG", "warn")
+        .env(
+            "BENCH_ADMIN",
+            format!("{}:{}", admin.id(), hex_of(&admin.digest())),
+        )
         .spawn()
         .map_err(|e| e.to_string())?;
     let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
     let mut line = String::new();
     out.read_line(&mut line).map_err(|e| e.to_string())?;
-    let grpc = line
-        .strip_prefix("grpc ")
-        .ok_or(format!("server did not start: {line:?}"))?
+    let (grpc, api) = line
         .trim()
-        .to_string();
-    Ok(Server { child, grpc, out })
+        .strip_prefix("grpc ")
+        .and_then(|l| l.split_once(" api "))
+        .ok_or(format!("server did not start: {line:?}"))?;
+    Ok(Server {
+        grpc: grpc.to_string(),
+        api: api.to_string(),
+        child,
+        out,
+    })
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Times the admin API with every tenant in place: `n` tenants created
+/// with a key, `n` more keys created then revoked, the `n` tenants removed,
+/// and the whole list read a page of 1,000 at a time.
+async fn time_admin(api: &str, key: &str, n: usize) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{api}/api/v1/admin");
+    let call = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let t = Instant::now();
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("{status}: {body}"));
+            }
+            Ok::<_, String>((t.elapsed(), body))
+        }
+    };
+    use reqwest::Method;
+    let report = |what: &str, mut times: Vec<Duration>| {
+        let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e3 / times.len() as f64;
+        println!(
+            "admin API, {what}: mean {mean:.2} ms, p99 {:.2} ms ({} calls)",
+            bulkhead_benches::pct(&mut times, 0.99),
+            times.len()
+        );
+    };
+    let mut times = Vec::new();
+    for i in 0..n {
+        let body = serde_json::json!({"tenant": format!("admin-{i:04}"), "key_scopes": "ingest"});
+        times.push(call(Method::POST, "/tenants".into(), Some(body)).await?.0);
+    }
+    report("create a tenant with a key", times);
+    let (mut times, mut ids) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let path = format!("/tenants/admin-{i:04}/keys");
+        let (t, body) = call(
+            Method::POST,
+            path,
+            Some(serde_json::json!({"scopes": "query"})),
+        )
+        .await?;
+        times.push(t);
+        ids.push(body["key_id"].as_str().unwrap_or_default().to_string());
+    }
+    report("create a key", times);
+    let mut times = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        times.push(
+            call(
+                Method::DELETE,
+                format!("/tenants/admin-{i:04}/keys/{id}"),
+                None,
+            )
+            .await?
+            .0,
+        );
+    }
+    report("revoke a key", times);
+    let mut times = Vec::new();
+    for i in 0..n {
+        times.push(
+            call(Method::DELETE, format!("/tenants/admin-{i:04}"), None)
+                .await?
+                .0,
+        );
+    }
+    report("remove a tenant", times);
+    let listed = Instant::now();
+    let (mut count, mut after) = (0usize, None::<String>);
+    loop {
+        let path = match &after {
+            Some(a) => format!("/tenants?limit=1000&after={a}"),
+            None => "/tenants?limit=1000".into(),
+        };
+        let (_, body) = call(Method::GET, path, None).await?;
+        count += body["tenants"].as_array().map_or(0, Vec::len);
+        match body["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    println!(
+        "admin API, list all {count} tenants a page of 1,000 at a time: {:.1} ms",
+        listed.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 /// Sends `work` (per client, its requests with their tenant's key) and
@@ -185,8 +309,9 @@ async fn run(args: &Args) -> Result<(), String> {
         listed.elapsed().as_secs_f64()
     );
 
+    let admin = bulkhead_rules::ApiKey::from_random(rand::random(), rand::random());
     let started = Instant::now();
-    let mut server = spawn_server(dir.path())?;
+    let mut server = spawn_server(dir.path(), &admin)?;
     let pid = server.child.id();
     println!(
         "server ready in {:.2} s; resident {:.1} MiB",
@@ -201,6 +326,8 @@ async fn run(args: &Args) -> Result<(), String> {
         args.tenants,
         idle * 1024.0 / args.tenants as f64
     );
+
+    time_admin(&server.api, &admin.expose(), 200).await?;
 
     let endpoint = format!("http://{}", server.grpc);
     let requests = args.load.records.div_ceil(args.load.batch);

@@ -25,6 +25,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bulkhead_benches::{authed, bearer, connect, pct, spawn_load_child};
 use bulkhead_collector::tenants;
 use bulkhead_rules::{Scopes, SystemClock};
 use clap::Parser;
@@ -93,15 +94,6 @@ fn request(batch: usize, tag: &str) -> ExportLogsServiceRequest {
             ..Default::default()
         }],
     }
-}
-
-fn authed<T>(
-    msg: T,
-    auth: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", auth.clone());
-    r
 }
 
 /// Sends `rate` requests per second for `secs`; returns the latencies of
@@ -186,9 +178,7 @@ async fn noisy(
 /// `seconds`, prints its counts as one line and exits.
 async fn noisy_child(addr: &str, args: &Args) -> Result<(), String> {
     let key = std::env::var("NOISY_KEY").map_err(|_| "NOISY_KEY is not set".to_string())?;
-    let auth = format!("Bearer {key}")
-        .parse::<tonic::metadata::MetadataValue<_>>()
-        .map_err(|e| e.to_string())?;
+    let auth = bearer(&key)?;
     let ch = connect(addr).await?;
     println!("ready");
     let until = Instant::now() + Duration::from_secs(args.seconds);
@@ -203,66 +193,6 @@ async fn noisy_child(addr: &str, args: &Args) -> Result<(), String> {
     .await;
     println!("{ok} {throttled} {hinted}");
     Ok(())
-}
-
-async fn connect(addr: &str) -> Result<Channel, String> {
-    Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// `noisy`'s load from a child process at the lowest CPU priority; resolves
-/// to its counts once it has sent for `args.seconds`. Returns after the
-/// child said it is connected.
-async fn spawn_noisy_child(
-    addr: &str,
-    key: &str,
-    args: &Args,
-) -> Result<tokio::task::JoinHandle<Result<(u64, u64, u64), String>>, String> {
-    use tokio::io::AsyncBufReadExt;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new("nice")
-        .args(["-n", "19"])
-        .arg(exe)
-        .args(["--noisy-child", addr])
-        .args(["--seconds", &args.seconds.to_string()])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--noisy-limit", &args.noisy_limit.to_string()])
-        .args(args.honour_retry_info.then_some("--honour-retry-info"))
-        .env("NOISY_KEY", key)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting the noisy load process: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    match lines.next_line().await.map_err(|e| e.to_string())? {
-        Some(l) if l == "ready" => {}
-        other => return Err(format!("noisy load process did not start: {other:?}")),
-    }
-    Ok(tokio::spawn(async move {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("noisy load process printed no counts")?;
-        let _ = child.wait().await;
-        let n: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        match n[..] {
-            [a, b, c] => Ok((a, b, c)),
-            _ => Err(format!("unexpected counts from the noisy process: {line}")),
-        }
-    }))
-}
-
-fn pct(l: &mut [Duration], p: f64) -> f64 {
-    l.sort();
-    l[((l.len() as f64 * p) as usize).min(l.len() - 1)].as_secs_f64() * 1e3
 }
 
 fn main() -> Result<(), String> {
@@ -303,12 +233,7 @@ async fn run(args: &Args) -> Result<(), String> {
     let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
     let grpc = server.grpc_addr.to_string();
     let ch = connect(&grpc).await?;
-    let auth = |k: &bulkhead_rules::ApiKey| {
-        format!("Bearer {}", k.expose())
-            .parse::<tonic::metadata::MetadataValue<_>>()
-            .map_err(|e| e.to_string())
-    };
-    let (quiet_auth, noisy_auth) = (auth(&keys[0])?, auth(&keys[1])?);
+    let (quiet_auth, noisy_auth) = (bearer(&keys[0].expose())?, bearer(&keys[1].expose())?);
 
     // quiet's paced load for `secs` seconds: its latencies
     let quiet_for = |secs: u64| {
@@ -326,7 +251,28 @@ async fn run(args: &Args) -> Result<(), String> {
     let mut base = quiet_for(args.seconds).await?;
 
     let noise = if args.split {
-        spawn_noisy_child(&grpc, &keys[1].expose(), args).await?
+        let mut child_args = vec![
+            "--noisy-child".to_string(),
+            grpc.clone(),
+            "--seconds".into(),
+            args.seconds.to_string(),
+            "--batch".into(),
+            args.batch.to_string(),
+            "--noisy-limit".into(),
+            args.noisy_limit.to_string(),
+        ];
+        if args.honour_retry_info {
+            child_args.push("--honour-retry-info".into());
+        }
+        let child = spawn_load_child(&child_args, ("NOISY_KEY", &keys[1].expose())).await?;
+        tokio::spawn(async move {
+            match child.await.map_err(|e| e.to_string())??[..] {
+                [a, b, c] => Ok((a, b, c)),
+                ref other => Err(format!(
+                    "unexpected counts from the noisy process: {other:?}"
+                )),
+            }
+        })
     } else {
         let until = Instant::now() + Duration::from_secs(args.seconds);
         let (ch, rate, batch) = (ch.clone(), args.noisy_limit * 10, args.batch);

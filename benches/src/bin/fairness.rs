@@ -1,0 +1,262 @@
+//! `fairness`: can one tenant sending as fast as it can starve a hundred
+//! small ones?
+//!
+//! Starts a real server in this process on loopback (temporary data
+//! directory, write-ahead log on) with `--small` small tenants and one
+//! `flood` tenant, none of them rate-limited (the per-tenant limits are not
+//! what is measured here). Each small tenant sends `--small-rate` paced
+//! OTLP/gRPC requests a second of `--small-batch` records, and each
+//! request's acknowledgement latency is recorded per tenant. Phases: small
+//! tenants alone (after `--warmup` seconds not measured), then beside
+//! `flood`, whose `--flood-clients` clients send requests of
+//! `--flood-batch` records back to back from a child process at the lowest
+//! CPU priority (clients on other machines), then alone again. The normal
+//! band is the small tenants' p99 alone (both alone phases, pooled); the
+//! report gives each small tenant's p99 beside the flood against it, and
+//! the flood's throughput.
+//!
+//! `--workers N` sets `ingest.workers` (default: one per core, the fair
+//! gate's design); a large N lets the operating system's scheduler, not the
+//! gate, share the CPU, for comparison.
+//!
+//! ```text
+//! cargo run --release -p bulkhead-benches --bin fairness
+//! ```
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_benches::{authed, bearer, connect, pct, spawn_load_child};
+use bulkhead_collector::tenants;
+use bulkhead_rules::{Scopes, SystemClock};
+use clap::Parser;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds each phase lasts.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Seconds of the small tenants' load before anything is measured.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Small tenants.
+    #[arg(long, default_value_t = 100)]
+    small: usize,
+    /// Requests per second of each small tenant (paced).
+    #[arg(long, default_value_t = 2)]
+    small_rate: u64,
+    /// Records per small tenant's request.
+    #[arg(long, default_value_t = 50)]
+    small_batch: usize,
+    /// Records per flood request.
+    #[arg(long, default_value_t = 1_000)]
+    flood_batch: usize,
+    /// Concurrent flood clients, each sending back to back.
+    #[arg(long, default_value_t = 32)]
+    flood_clients: usize,
+    /// `ingest.workers` (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Internal: run as the flood load generator against this gRPC address
+    /// (the key is read from `FLOOD_KEY`).
+    #[arg(long, hide = true)]
+    flood_child: Option<String>,
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The child process: `flood_clients` clients sending back to back for
+/// `seconds`; prints `accepted refused` requests.
+async fn flood_child(addr: &str, args: &Args) -> Result<(), String> {
+    let key = std::env::var("FLOOD_KEY").map_err(|_| "FLOOD_KEY is not set".to_string())?;
+    let auth = bearer(&key)?;
+    let ch = connect(addr).await?;
+    println!("ready");
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..args.flood_clients {
+        let (ch, auth, batch) = (ch.clone(), auth.clone(), args.flood_batch);
+        tasks.push(tokio::spawn(async move {
+            let mut client = LogsServiceClient::new(ch);
+            // built once: the generator shares the cores with the server
+            let template = bulkhead_benches::request(c, 0, batch, now_nanos());
+            let (mut ok, mut refused) = (0u64, 0u64);
+            while Instant::now() < until {
+                match client.export(authed(template.clone(), &auth)).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        if let Ok((a, b)) = t.await {
+            ok += a;
+            refused += b;
+        }
+    }
+    println!("{ok} {refused}");
+    Ok(())
+}
+
+/// Every small tenant's paced load for `secs`: per tenant, the latencies
+/// of its acknowledged requests, and how many were refused.
+async fn small_load(
+    addr: &str,
+    auths: &[tonic::metadata::MetadataValue<tonic::metadata::Ascii>],
+    args: &Args,
+    secs: u64,
+) -> Result<(Vec<Vec<Duration>>, u64), String> {
+    // a few connections, as a hundred services' exporters would not share one
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(connect(addr).await?);
+    }
+    let mut tasks = Vec::new();
+    for (i, auth) in auths.iter().enumerate() {
+        let (ch, auth) = (channels[i % channels.len()].clone(), auth.clone());
+        let (rate, batch) = (args.small_rate, args.small_batch);
+        tasks.push(tokio::spawn(async move {
+            let mut client = LogsServiceClient::new(ch);
+            let period = Duration::from_secs(1) / rate as u32;
+            // spread the tenants over the period instead of all at once
+            let offset = period.mul_f64(i as f64 / 100.0 % 1.0);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut lat, mut refused) = (Vec::new(), 0u64);
+            for seq in 0..rate * secs {
+                tick.tick().await;
+                let req = bulkhead_benches::request(i, seq as usize, batch, now_nanos());
+                let t = Instant::now();
+                match client.export(authed(req, &auth)).await {
+                    Ok(_) => lat.push(t.elapsed()),
+                    Err(_) => refused += 1,
+                }
+            }
+            (lat, refused)
+        }));
+    }
+    let mut out = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (l, r) = t.await.map_err(|e| e.to_string())?;
+        out.push(l);
+        refused += r;
+    }
+    Ok((out, refused))
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match &args.flood_child {
+        Some(addr) => rt.block_on(flood_child(addr, &args)),
+        None => rt.block_on(run(&args)),
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut config = bulkhead_benches::loopback_config(dir.path());
+    if let Some(w) = args.workers {
+        config.ingest.workers = w;
+    }
+    let workers = config.ingest.workers;
+    let policies = config.policy_dir();
+    let scopes = Scopes::parse_list("ingest")?;
+    let mut auths = Vec::new();
+    for i in 0..args.small {
+        let name = format!("small-{i:03}");
+        tenants::create_tenant(&policies, &name)?;
+        auths.push(bearer(
+            &tenants::create_key(&policies, &name, scopes)?.expose(),
+        )?);
+    }
+    tenants::create_tenant(&policies, "flood")?;
+    let flood_key = tenants::create_key(&policies, "flood", scopes)?;
+
+    let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
+    let grpc = server.grpc_addr.to_string();
+    if args.warmup > 0 {
+        small_load(&grpc, &auths, args, args.warmup).await?;
+    }
+    let (mut alone, r1) = small_load(&grpc, &auths, args, args.seconds).await?;
+    let child_args = [
+        "--flood-child".to_string(),
+        grpc.clone(),
+        "--seconds".into(),
+        args.seconds.to_string(),
+        "--flood-batch".into(),
+        args.flood_batch.to_string(),
+        "--flood-clients".into(),
+        args.flood_clients.to_string(),
+    ];
+    let flood = spawn_load_child(&child_args, ("FLOOD_KEY", &flood_key.expose())).await?;
+    let (mut loaded, r2) = small_load(&grpc, &auths, args, args.seconds).await?;
+    let counts = flood.await.map_err(|e| e.to_string())??;
+    let (after, r3) = small_load(&grpc, &auths, args, args.seconds).await?;
+    server.shutdown().await?;
+
+    for (a, b) in alone.iter_mut().zip(after) {
+        a.extend(b);
+    }
+    let mut pooled_alone: Vec<Duration> = alone.iter().flatten().copied().collect();
+    let mut pooled_loaded: Vec<Duration> = loaded.iter().flatten().copied().collect();
+    let band = pct(&mut pooled_alone, 0.99);
+    let mut ratios: Vec<f64> = loaded
+        .iter_mut()
+        .filter(|l| !l.is_empty())
+        .map(|l| pct(l, 0.99) / band)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let within = |x: f64| ratios.iter().filter(|r| **r <= x).count();
+    let (flood_ok, flood_refused) = match counts[..] {
+        [a, b] => (a, b),
+        _ => {
+            return Err(format!(
+                "unexpected counts from the flood process: {counts:?}"
+            ))
+        }
+    };
+    println!(
+        "ingest.workers = {workers}; {} small tenants at {} requests/s of {} records; flood: {} clients back to back, {} records per request, from a process at nice 19",
+        args.small, args.small_rate, args.small_batch, args.flood_clients, args.flood_batch
+    );
+    println!(
+        "small alone:      p50 {:.2} ms, p99 {band:.2} ms ({} requests, before and after; {} refused)",
+        pct(&mut pooled_alone, 0.5),
+        pooled_alone.len(),
+        r1 + r3
+    );
+    println!(
+        "small with flood: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests; {r2} refused)",
+        pct(&mut pooled_loaded, 0.5),
+        pct(&mut pooled_loaded, 0.99),
+        pct(&mut pooled_loaded, 1.0),
+        pooled_loaded.len()
+    );
+    println!(
+        "per small tenant, p99 with flood / band: median {:.2}, worst {:.2}; within 1x: {}, 2x: {}, 3x: {} of {}",
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() - 1],
+        within(1.0),
+        within(2.0),
+        within(3.0),
+        ratios.len()
+    );
+    println!(
+        "flood: {flood_ok} requests accepted ({} records/s), {flood_refused} refused",
+        flood_ok * args.flood_batch as u64 / args.seconds
+    );
+    Ok(())
+}
