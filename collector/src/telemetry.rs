@@ -184,6 +184,10 @@ const GAUGES: &[(&str, &str)] = &[
         "Bytes of OTLP requests being worked on now.",
     ),
     (
+        "bulkhead_store_tenants_in_memory",
+        "Tenants whose store shard (buffers, manifests) is in memory; idle ones are evicted.",
+    ),
+    (
         "bulkhead_ingest_requests_waiting",
         "OTLP requests waiting for a turn at the CPU stage (decode, convert, redact) now.",
     ),
@@ -288,6 +292,10 @@ impl Telemetry {
             self.set("bulkhead_wal_write_errors", load(&w.write_errors));
         }
         self.set("bulkhead_ingest_in_flight_bytes", in_flight as f64);
+        self.set(
+            "bulkhead_store_tenants_in_memory",
+            store.shards_in_memory().0 as f64,
+        );
         self.set("bulkhead_ingest_requests_waiting", gate.waiting as f64);
         self.set(
             "bulkhead_ingest_tenants_waiting",

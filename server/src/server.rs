@@ -337,6 +337,7 @@ pub async fn start_with(
         telemetry: telemetry.clone(),
         clock: clock.clone(),
         paused: options.pause_housekeeping.clone(),
+        compaction: config.compaction.store_config(),
     }));
     // Registered before start returns, so a SIGHUP from now on is ours.
     #[cfg(unix)]
@@ -565,7 +566,14 @@ struct Housekeeping {
     telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
     paused: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// What compaction merges: a tenant's store shard is evicted only when
+    /// nothing is left to merge.
+    compaction: bulkhead_store::CompactionConfig,
 }
+
+/// A tenant's store shard (manifests, locks) leaves memory once the tenant
+/// has sent nothing for this long and has nothing left to flush or merge.
+const SHARD_IDLE: Duration = Duration::from_secs(3_600);
 
 /// Every background duty of the server, in one loop: flushes, anomaly
 /// minutes, retention, anomaly checkpoints, policy checks and the audit of
@@ -585,6 +593,7 @@ async fn run_housekeeping(h: Housekeeping) {
         telemetry,
         clock,
         paused,
+        compaction,
     } = h;
     const CHECKPOINT_EVERY: i64 = 60_000_000_000;
     const RETENTION_EVERY: i64 = 60_000_000_000;
@@ -639,15 +648,21 @@ async fn run_housekeeping(h: Housekeeping) {
             last_checkpoint = clock.now_nanos();
             let a = anomalies.clone();
             // idle tenants' state leaves memory once written
-            let p = pipeline.clone();
-            match tokio::task::spawn_blocking(move || (a.checkpoint_and_evict(), p.evict_idle()))
-                .await
+            let (p, s, c) = (pipeline.clone(), store.clone(), compaction.clone());
+            match tokio::task::spawn_blocking(move || {
+                (
+                    a.checkpoint_and_evict(),
+                    p.evict_idle(),
+                    s.evict_idle(SHARD_IDLE, &c),
+                )
+            })
+            .await
             {
-                Ok((Err(e), _)) => tracing::error!(error = %e, "anomaly checkpoint failed"),
+                Ok((Err(e), _, _)) => tracing::error!(error = %e, "anomaly checkpoint failed"),
                 Err(e) => tracing::error!(error = %e, "anomaly checkpoint task panicked"),
-                Ok((Ok(detectors), buckets)) => {
-                    if detectors + buckets > 0 {
-                        tracing::debug!(detectors, buckets, "idle tenants' state evicted");
+                Ok((Ok(detectors), buckets, shards)) => {
+                    if detectors + buckets + shards > 0 {
+                        tracing::debug!(detectors, buckets, shards, "idle tenants' state evicted");
                     }
                 }
             }

@@ -131,7 +131,15 @@ struct Shard {
     /// Bytes of the tenant's committed files, known once every table's
     /// manifest was loaded; kept up to date by commits and refreshes.
     committed_bytes: std::sync::OnceLock<AtomicU64>,
+    /// When data for the tenant last arrived (or the shard was made), on
+    /// the store's clock: idle shards are evicted ([`Store::evict_idle`]).
+    last_write: std::sync::atomic::AtomicI64,
 }
+
+/// What is kept of an evicted shard: per table, the start of its oldest
+/// event hour (None: no files), so retention passes need not bring the
+/// shard back to learn that nothing is due.
+type Evicted = [Option<i64>; Signal::ALL.len()];
 
 /// What one flush pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,6 +207,9 @@ pub struct Store {
     config: FlushConfig,
     clock: Arc<dyn Clock>,
     shards: RwLock<HashMap<TenantId, Arc<Shard>>>,
+    /// Tenants whose idle shard was evicted, with their tables' oldest
+    /// hours. Locked after `shards` where both are.
+    evicted: RwLock<HashMap<TenantId, Evicted>>,
     buffered: AtomicUsize,
     durability: Option<Durability>,
     stats: StoreStats,
@@ -248,6 +259,7 @@ impl Store {
             config,
             clock,
             shards: RwLock::default(),
+            evicted: RwLock::default(),
             buffered: AtomicUsize::new(0),
             durability: None,
             stats: StoreStats::default(),
@@ -562,11 +574,75 @@ impl Store {
         if let Some(s) = self.shards.read().get(tenant) {
             return s.clone();
         }
-        self.shards
-            .write()
+        let mut shards = self.shards.write();
+        shards
             .entry(tenant.clone())
-            .or_default()
+            .or_insert_with(|| {
+                // back in memory: its manifests are the truth again
+                self.evicted.write().remove(tenant);
+                Arc::new(Shard {
+                    last_write: self.clock.now_nanos().into(),
+                    ..Shard::default()
+                })
+            })
             .clone()
+    }
+
+    /// Drops from memory the shards of tenants that sent nothing for
+    /// `idle`, hold no buffered rows, and have nothing left for compaction
+    /// (under `compaction`) or for the deletion of removed files: their
+    /// manifests and locks go, and come back from storage on the tenant's
+    /// next request, query or due retention. A shard anyone holds (an
+    /// append, a flush, a snapshot, a compaction) is never evicted: it is
+    /// looked up only under the shard map's lock, which eviction holds for
+    /// writing, so a count of one reference means nobody else has it or
+    /// can get it. Returns how many were evicted.
+    pub fn evict_idle(
+        &self,
+        idle: Duration,
+        compaction: &crate::compaction::CompactionConfig,
+    ) -> usize {
+        let now = self.clock.now_nanos();
+        let idle = i64::try_from(idle.as_nanos()).unwrap_or(i64::MAX);
+        let mut shards = self.shards.write();
+        let mut gone = Vec::new();
+        shards.retain(|tenant, shard| {
+            let quiet = Arc::strong_count(shard) == 1
+                && Arc::strong_count(&shard.compacting) == 1
+                && now.saturating_sub(shard.last_write.load(Ordering::Relaxed)) >= idle
+                && shard.pending.try_lock().is_some_and(|p| p.is_empty());
+            if !quiet {
+                return true;
+            }
+            let Some(tables) = shard.tables.try_lock() else {
+                return true;
+            };
+            let mut oldest: Evicted = [None; Signal::ALL.len()];
+            for (i, signal) in Signal::ALL.iter().enumerate() {
+                // a table not loaded since start has not been looked at by
+                // compaction yet: kept until it has
+                let Some(m) = tables.get(signal) else {
+                    return true;
+                };
+                let state = m.state();
+                let files: Vec<FileEntry> = state.files.values().cloned().collect();
+                if !state.removed.is_empty() || !crate::compaction::nothing_left(&files, compaction)
+                {
+                    return true;
+                }
+                oldest[i] = files.iter().map(|f| f.hour).min();
+            }
+            gone.push((tenant.clone(), oldest));
+            false
+        });
+        let n = gone.len();
+        self.evicted.write().extend(gone);
+        n
+    }
+
+    /// Tenants with a shard in memory, and tenants evicted.
+    pub fn shards_in_memory(&self) -> (usize, usize) {
+        (self.shards.read().len(), self.evicted.read().len())
     }
 
     fn existing_shard(&self, tenant: &TenantId) -> Option<Arc<Shard>> {
@@ -627,6 +703,7 @@ impl Store {
     ) -> bool {
         let now = self.clock.now_nanos();
         let shard = self.shard(tenant);
+        shard.last_write.store(now, Ordering::Relaxed);
         let mut pending = shard.pending.lock();
         let mut due = false;
         for (hour, batch) in parts {
@@ -929,6 +1006,16 @@ impl Store {
         signal: Signal,
         cutoff_nanos: i64,
     ) -> Result<usize> {
+        if self.existing_shard(tenant).is_none() {
+            // an evicted tenant whose oldest hour is not due stays evicted
+            let not_due = self.evicted.read().get(tenant).map(|oldest| {
+                let i = Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0);
+                oldest[i].is_none_or(|h| PartitionHour::containing(h).end_nanos() > cutoff_nanos)
+            });
+            if not_due == Some(true) {
+                return Ok(0);
+            }
+        }
         let shard = self.shard(tenant);
         let mut released = Vec::new();
         let mut removed = 0;
