@@ -25,10 +25,12 @@ pub fn default_ingest_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// Bytes counted as in flight until dropped.
+/// Bytes counted as in flight (in all, and for their tenant) until dropped.
 #[derive(Debug)]
 pub struct InFlight {
     counter: Arc<std::sync::atomic::AtomicU64>,
+    per_tenant: Arc<parking_lot::Mutex<std::collections::HashMap<bulkhead_rules::TenantId, u64>>>,
+    tenant: bulkhead_rules::TenantId,
     bytes: u64,
 }
 
@@ -36,8 +38,20 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.counter
             .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+        let mut per_tenant = self.per_tenant.lock();
+        if let Some(held) = per_tenant.get_mut(&self.tenant) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                per_tenant.remove(&self.tenant);
+            }
+        }
     }
 }
+
+/// The share of `ingest.max_in_flight` one tenant's requests may hold, so
+/// that a tenant whose requests queue for the CPU stage cannot take all of
+/// it and shut the others out before they reach their queue.
+const TENANT_SHARE_OF_IN_FLIGHT: u64 = 4;
 
 /// Called at the start of every ingest (fault injection in tests).
 pub type FaultHook = Arc<dyn Fn(&Principal) + Send + Sync>;
@@ -82,6 +96,9 @@ pub struct Pipeline {
     series: crate::cardinality::SeriesLimiter,
     /// Bytes of requests being worked on, and the most allowed.
     in_flight: Arc<std::sync::atomic::AtomicU64>,
+    /// The same per tenant (only tenants with requests in flight).
+    in_flight_by_tenant:
+        Arc<parking_lot::Mutex<std::collections::HashMap<bulkhead_rules::TenantId, u64>>>,
     max_in_flight: u64,
     /// Turns at the CPU stage (decompress, decode, convert, redact), fair
     /// across tenants; the WAL's fsync is waited for outside it.
@@ -129,6 +146,7 @@ impl Pipeline {
             refusals: Default::default(),
             series: Default::default(),
             in_flight: Default::default(),
+            in_flight_by_tenant: Default::default(),
             max_in_flight: u64::MAX,
             workers: crate::fair::FairGate::new(default_ingest_workers()),
             fault_hook: None,
@@ -164,23 +182,64 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Counts `bytes` as in flight until the guard is dropped; refused when
-    /// they would take the total past the limit.
-    pub fn charge(&self, bytes: u64) -> Result<InFlight, ReceiveError> {
+    /// Counts `bytes` of `tenant`'s request as in flight until the guard is
+    /// dropped; refused when they would take the total past the limit, or
+    /// the tenant's own past a quarter of it.
+    pub fn charge(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        bytes: u64,
+    ) -> Result<InFlight, ReceiveError> {
+        self.charge_for(tenant, bytes, 0)
+    }
+
+    /// Counts `extra` more bytes of the request `held` already counts
+    /// (what decompression added): the request is still one request, so a
+    /// tenant with nothing else in flight is let through whatever its size.
+    pub fn charge_more(&self, held: &InFlight, extra: u64) -> Result<InFlight, ReceiveError> {
+        self.charge_for(&held.tenant, extra, held.bytes)
+    }
+
+    /// `bytes` of `tenant`'s request, of which `already` are counted.
+    fn charge_for(
+        &self,
+        tenant: &bulkhead_rules::TenantId,
+        bytes: u64,
+        already: u64,
+    ) -> Result<InFlight, ReceiveError> {
         use std::sync::atomic::Ordering;
+        let tenant_before = {
+            let mut per_tenant = self.in_flight_by_tenant.lock();
+            let held = per_tenant.entry(tenant.clone()).or_default();
+            let before = *held;
+            *held = held.saturating_add(bytes);
+            before
+        };
         let before = self.in_flight.fetch_add(bytes, Ordering::Relaxed);
         let guard = InFlight {
             counter: self.in_flight.clone(),
+            per_tenant: self.in_flight_by_tenant.clone(),
+            tenant: tenant.clone(),
             bytes,
         };
         // one request alone is always let through (it is bounded by the body
         // limit), so a large request cannot be refused forever
-        if before > 0 && before.saturating_add(bytes) > self.max_in_flight {
+        if before > already && before.saturating_add(bytes) > self.max_in_flight {
             drop(guard);
             return Err(ReceiveError::Unavailable {
                 message: format!(
                     "the server is working on {before} bytes of requests; this one ({bytes} bytes) would pass its limit ({} bytes); retry later",
                     self.max_in_flight
+                ),
+                retry_after: RETRY_AFTER,
+            });
+        }
+        let share = self.max_in_flight / TENANT_SHARE_OF_IN_FLIGHT;
+        if tenant_before > already && tenant_before.saturating_add(bytes) > share {
+            drop(guard);
+            return Err(ReceiveError::Unavailable {
+                message: format!(
+                    "tenant {tenant} has {tenant_before} bytes of requests in flight; this one ({bytes} bytes) would pass its share ({share} bytes, a quarter of the server's limit); retry later"
                 ),
                 retry_after: RETRY_AFTER,
             });
@@ -553,13 +612,21 @@ impl Pipeline {
             .map(|p| p.limits.clone())
             .unwrap_or_default();
         if let Some(quota) = limits.storage_quota {
-            // measured from disk the first time (we are off the runtime here)
-            let used = self.store.committed_bytes(&principal.tenant).map_err(|e| {
-                ReceiveError::Unavailable {
-                    message: format!("tenant {}: storage: {e}", principal.tenant),
-                    retry_after: RETRY_AFTER,
+            let used = match self.store.committed_bytes_known(&principal.tenant) {
+                Some(used) => used,
+                None => {
+                    // measured from storage the first time (or after the
+                    // tenant's state was evicted): I/O, not CPU, so the
+                    // turn goes to someone else meanwhile
+                    turn.release();
+                    self.store.committed_bytes(&principal.tenant).map_err(|e| {
+                        ReceiveError::Unavailable {
+                            message: format!("tenant {}: storage: {e}", principal.tenant),
+                            retry_after: RETRY_AFTER,
+                        }
+                    })?
                 }
-            })?;
+            };
             self.check_quota(&principal.tenant, quota.0, used)?;
         }
         let applied = crate::attr_limits::apply(export, &limits);
@@ -636,13 +703,14 @@ impl Pipeline {
             Some(b) => self.govern(&principal.tenant, signal, b)?,
             None => None,
         };
-        // what is left is the WAL's encoding and fsync: no CPU turn needed
-        turn.release();
         if let Some(batch) = governed {
+            // the turn is given back once the batch is encoded for the
+            // log: the wait for its fsync needs no CPU
             match self
                 .store
-                .append(&principal.tenant, signal, &version, batch.clone())
-            {
+                .append_then(&principal.tenant, signal, &version, batch.clone(), || {
+                    turn.release()
+                }) {
                 Ok(true) => self.flush_wanted.notify_one(),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {

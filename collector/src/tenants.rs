@@ -271,6 +271,16 @@ impl TenantDirectory {
     /// problems is not taken: the previous policies stay in force, and the
     /// same broken state is reported once, not at every look.
     pub fn reload_if_changed(&self) -> ReloadOutcome {
+        self.reload(None)
+    }
+
+    /// [`TenantDirectory::reload_if_changed`] for an operator's admin
+    /// request: the changes it takes in carry the operator's name.
+    pub fn reload_by(&self, by: &str) -> ReloadOutcome {
+        self.reload(Some(by))
+    }
+
+    fn reload(&self, by: Option<&str>) -> ReloadOutcome {
         let now = fingerprint(&self.dir);
         if now == self.current().fingerprint {
             return ReloadOutcome::Unchanged;
@@ -299,6 +309,9 @@ impl TenantDirectory {
                     if !loaded.policies.policies.contains_key(t) {
                         changes.push(change_of(t, Some(o), None, None));
                     }
+                }
+                for c in &mut changes {
+                    c.by = by.map(str::to_string);
                 }
                 tracing::info!(
                     tenants = loaded.policies.policies.len(),
@@ -522,9 +535,10 @@ fn join_errors(errors: &[bulkhead_rules::PolicyError]) -> String {
         .join("\n")
 }
 
-/// An existing tenant's own policy file (without the defaults it
-/// inherits), validated, with its text.
-fn read_own(policy_dir: &Path, name: &str) -> Result<(TenantPolicy, String), String> {
+/// An existing tenant's own policy file: its name, text and keys (the rest
+/// of the file is not validated here: the server validates it, merged over
+/// the defaults, when it takes it in).
+fn read_own(policy_dir: &Path, name: &str) -> Result<(TenantId, String, Vec<KeyRecord>), String> {
     let tenant = TenantId::new(name)?;
     let path = PolicySet::path_for(policy_dir, &tenant);
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -534,26 +548,27 @@ fn read_own(policy_dir: &Path, name: &str) -> Result<(TenantPolicy, String), Str
             format!("{}: {e}", path.display())
         }
     })?;
-    let policy = TenantPolicy::parse(&path, &text).map_err(|e| join_errors(&e))?;
-    Ok((policy, text))
+    let keys = TenantPolicy::own_keys(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((tenant, text, keys))
 }
 
 #[cfg(test)]
 fn read_policy(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
-    read_own(policy_dir, name).map(|(p, _)| p)
+    let (tenant, text, _) = read_own(policy_dir, name)?;
+    TenantPolicy::parse(&PolicySet::path_for(policy_dir, &tenant), &text)
+        .map_err(|e| join_errors(&e))
 }
 
 /// Changes a tenant's keys in its own policy file, every other value of the
-/// file kept as written.
+/// file kept (comments are not).
 fn edit_keys<T>(
     policy_dir: &Path,
     name: &str,
     edit: impl FnOnce(&TenantId, &mut Vec<KeyRecord>) -> Result<T, String>,
 ) -> Result<T, String> {
-    let (policy, text) = read_own(policy_dir, name)?;
-    let mut keys = policy.keys.clone();
-    let out = edit(&policy.tenant, &mut keys)?;
-    let path = PolicySet::path_for(policy_dir, &policy.tenant);
+    let (tenant, text, mut keys) = read_own(policy_dir, name)?;
+    let out = edit(&tenant, &mut keys)?;
+    let path = PolicySet::path_for(policy_dir, &tenant);
     let text =
         TenantPolicy::with_keys(&text, &keys).map_err(|e| format!("{}: {e}", path.display()))?;
     bulkhead_store::atomic::write_atomic(&path, text.as_bytes())
@@ -608,7 +623,7 @@ impl TenantSummary {
 /// Removes a tenant's policy file: its keys stop authenticating at the
 /// server's next reload (within seconds), which audits the removal. Data
 /// already stored for the tenant is not deleted by this.
-pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, String> {
+pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<Removed, String> {
     let tenant = TenantId::new(name)?;
     if !PolicySet::path_for(policy_dir, &tenant).exists() {
         return Err(format!(
@@ -616,14 +631,25 @@ pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, Stri
             policy_dir.display()
         ));
     }
-    let (policy, _) = read_own(policy_dir, name)?;
-    let path = PolicySet::path_for(policy_dir, &policy.tenant);
+    // whatever the file holds, valid or not, it goes
+    let live_keys = read_own(policy_dir, name)
+        .map(|(_, _, keys)| keys.iter().filter(|k| !k.revoked).count())
+        .unwrap_or(0);
+    let path = PolicySet::path_for(policy_dir, &tenant);
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     // the removal itself durable, as the file's creation was
     std::fs::File::open(policy_dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("{}: {e}", policy_dir.display()))?;
-    Ok(policy)
+    Ok(Removed { tenant, live_keys })
+}
+
+/// A tenant [`remove_tenant`] removed.
+#[derive(Debug)]
+pub struct Removed {
+    pub tenant: TenantId,
+    /// Keys that worked until then.
+    pub live_keys: usize,
 }
 
 /// Revokes a key of a tenant: it stops authenticating at the next reload
@@ -872,6 +898,56 @@ mod tests {
         let before = tenants.policy_version(&one);
         assert!(tenants.refresh(&one, "ops").unwrap_err().contains("foo"));
         assert_eq!(tenants.policy_version(&one), before);
+    }
+
+    #[test]
+    fn keys_of_a_tenant_valid_only_with_the_defaults_can_be_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        // alone, a burst without a rate does not validate; merged it does
+        std::fs::write(
+            dir.path().join(bulkhead_rules::DEFAULTS_FILE),
+            "[limits]\nrecords_per_second = 5\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("acme.toml"),
+            "tenant = \"acme\"\n[limits]\nburst_records = 50\n",
+        )
+        .unwrap();
+        let tenants = TenantDirectory::open(dir.path()).unwrap();
+        let key = create_key(dir.path(), "acme", Scopes::parse_list("ingest").unwrap()).unwrap();
+        assert_eq!(
+            tenants.authenticate(&key.expose()).unwrap().tenant.as_str(),
+            "acme"
+        );
+        revoke_key(dir.path(), "acme", key.id()).unwrap();
+        assert!(matches!(
+            tenants.reload_if_changed(),
+            ReloadOutcome::Reloaded(_)
+        ));
+        assert!(tenants.authenticate(&key.expose()).is_err());
+        assert_eq!(
+            tenants
+                .policy(&TenantId::new("acme").unwrap())
+                .unwrap()
+                .limits
+                .burst_records,
+            50
+        );
+        // even a file broken beyond its keys gives its key up, and goes
+        std::fs::write(
+            dir.path().join("acme.toml"),
+            format!(
+                "{}\n[limits]\nnot_a_limit = 1\n",
+                std::fs::read_to_string(dir.path().join("acme.toml"))
+                    .unwrap()
+                    .replace("[limits]\nburst_records = 50\n", "")
+            ),
+        )
+        .unwrap();
+        let second = create_key(dir.path(), "acme", Scopes::parse_list("ingest").unwrap()).unwrap();
+        revoke_key(dir.path(), "acme", second.id()).unwrap();
+        assert_eq!(remove_tenant(dir.path(), "acme").unwrap().live_keys, 0);
     }
 
     /// Policies mounted from a Kubernetes ConfigMap: each file is a symlink

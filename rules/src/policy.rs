@@ -106,6 +106,17 @@ impl PolicyDefaults {
                 ));
             }
         }
+        let secret = table
+            .get("redaction")
+            .and_then(|r| r.as_table())
+            .is_some_and(|r| r.contains_key("hash_secret"));
+        if secret {
+            errors.push(PolicyError::new(
+                path,
+                find_line(text, "hash_secret"),
+                "`redaction.hash_secret` cannot be set in the default policy: shared by every tenant, hashed values could be matched across tenants; set it in each tenant's own file".to_string(),
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -331,6 +342,20 @@ impl TenantPolicy {
         };
         let body = toml::to_string_pretty(&file).unwrap_or_default();
         format!("{HEADER}{body}")
+    }
+
+    /// The `[[keys]]` of a tenant's own policy file, read without the rest
+    /// of the file being validated (nor the default policy it inherits): a
+    /// leaked key must be revocable whatever else is wrong.
+    pub fn own_keys(text: &str) -> Result<Vec<KeyRecord>, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        match table.get("keys") {
+            None => Ok(Vec::new()),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("keys: {}", e.message())),
+        }
     }
 
     /// `text` (a tenant's own policy file) with its keys replaced by `keys`,

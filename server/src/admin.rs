@@ -421,27 +421,37 @@ async fn swap_defaults(
             })
         };
         put(text.as_deref())?;
-        match state.tenants.reload_if_changed() {
-            ReloadOutcome::Refused(why) => {
-                put(previous.as_deref())?;
-                state.tenants.reload_if_changed();
-                Err(bad(format!(
-                    "the default policy does not fit every tenant; the one in force is kept:\n{why}"
-                )))
-            }
-            outcome => {
-                let changed = match outcome {
-                    ReloadOutcome::Reloaded(c) => c.len(),
-                    _ => 0,
-                };
-                tracing::info!(%operator, changed, "default policy replaced");
-                Ok(Json(serde_json::json!({
-                    "tenants_changed": changed,
-                    "version": state.tenants.defaults_version(),
-                }))
-                .into_response())
-            }
+        // validated here, whatever a concurrent look at the directory made
+        // of the same files
+        if let Err(errors) = bulkhead_rules::PolicySet::load_dir(&state.policy_dir) {
+            put(previous.as_deref())?;
+            return Err(bad(format!(
+                "the policy directory does not load with this default policy; nothing was changed:\n{}",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )));
         }
+        let changed = match state.tenants.reload_by(&operator) {
+            ReloadOutcome::Reloaded(c) => c.len(),
+            ReloadOutcome::Unchanged => 0,
+            ReloadOutcome::Refused(why) => {
+                // the directory changed under us since it was validated
+                put(previous.as_deref())?;
+                return Err(Refusal(
+                    StatusCode::CONFLICT,
+                    format!("the policy directory changed meanwhile; the default policy was not changed:\n{why}"),
+                ));
+            }
+        };
+        tracing::info!(%operator, changed, "default policy replaced");
+        Ok(Json(serde_json::json!({
+            "tenants_changed": changed,
+            "version": state.tenants.defaults_version(),
+        }))
+        .into_response())
     })
     .await
     .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -350,8 +350,7 @@ fn main() -> ExitCode {
             audit_offline(&c, NewEvent::new(EventKind::TenantRevoked).tenant(&p.tenant));
             println!(
                 "removed tenant {}: its {} key(s) stop working at the server's next policy reload; data already stored for it is kept",
-                p.tenant,
-                p.keys.iter().filter(|k| !k.revoked).count()
+                p.tenant, p.live_keys
             );
             Ok(())
         }),

@@ -79,7 +79,7 @@ pub fn show(config: &Config, tenant: &str) -> Result<String, String> {
         .exists()
     {
         format!(
-            " (merged over {})",
+            ", the version of this file merged over {}, which it inherits",
             config
                 .policy_dir()
                 .join(bulkhead_rules::DEFAULTS_FILE)

@@ -41,6 +41,7 @@ pub struct RunningServer {
     watcher: JoinHandle<()>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     replay: ReplayReport,
+    audit: Arc<AuditLog>,
 }
 
 /// Hooks for tests: fault injection into the WAL and the ingest path.
@@ -147,7 +148,17 @@ pub async fn start_with(
             config.ingest.max_event_age.map(|d| d.0),
             config.ingest.max_event_future.0,
         )
-        .with_workers(config.ingest.workers)
+        .with_workers({
+            let cores = bulkhead_collector::pipeline::default_ingest_workers();
+            if config.ingest.workers > 4 * cores {
+                tracing::warn!(
+                    workers = config.ingest.workers,
+                    cores,
+                    "ingest.workers is far above the number of cores: requests then wait in the operating system's run queue, where turns are not fair across tenants; leave it unset (one per core)"
+                );
+            }
+            config.ingest.workers
+        })
         .with_max_in_flight(config.ingest.max_in_flight.0)
         .with_fault_hook_opt(options.fault_hook.clone()),
     );
@@ -364,6 +375,7 @@ pub async fn start_with(
         watcher,
         ready,
         replay,
+        audit,
     })
 }
 
@@ -749,6 +761,22 @@ impl RunningServer {
         let _ = self.watcher.await;
         let p = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || p.flush_refusals()).await;
+        // policy changes taken in since the last look, and any on disk now,
+        // are audited before the trail closes
+        let (t, log) = (self.tenants.clone(), self.audit.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            t.reload_if_changed();
+            for event in t
+                .take_unaudited()
+                .iter()
+                .flat_map(bulkhead_collector::audit::policy_events)
+            {
+                if let Err(e) = log.append(event) {
+                    tracing::error!(error = %e, "audit append at shutdown failed");
+                }
+            }
+        })
+        .await;
         let a = self.anomalies.clone();
         match tokio::task::spawn_blocking(move || a.shutdown()).await {
             Ok(Ok(())) => {}

@@ -74,7 +74,11 @@ impl CompactionStats {
 }
 
 /// The inputs of each merge due in `files` at `now`.
-fn plan(files: &[FileEntry], now: i64, config: &CompactionConfig) -> Vec<Vec<FileEntry>> {
+fn plan<'a>(
+    files: impl IntoIterator<Item = &'a FileEntry>,
+    now: i64,
+    config: &CompactionConfig,
+) -> Vec<Vec<FileEntry>> {
     let settle = i64::try_from(config.settle.as_nanos()).unwrap_or(i64::MAX);
     let mut by_hour: BTreeMap<i64, Vec<&FileEntry>> = BTreeMap::new();
     for f in files {
@@ -117,7 +121,10 @@ fn plan(files: &[FileEntry], now: i64, config: &CompactionConfig) -> Vec<Vec<Fil
 /// True when no compaction pass, now or later, would merge any of `files`
 /// (unless new files come): every hour, taken as settled, has nothing to
 /// merge within the byte bound.
-pub(crate) fn nothing_left(files: &[FileEntry], config: &CompactionConfig) -> bool {
+pub(crate) fn nothing_left<'a>(
+    files: impl IntoIterator<Item = &'a FileEntry>,
+    config: &CompactionConfig,
+) -> bool {
     plan(files, i64::MAX, config).is_empty()
 }
 

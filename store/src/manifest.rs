@@ -303,6 +303,18 @@ impl Manifest {
         }
     }
 
+    /// Whether `tenant`'s `signal` table has a version after `version` in
+    /// storage (another node committed since): one read, no state loaded.
+    pub fn has_newer(
+        storage: &Storage,
+        tenant: &TenantId,
+        signal: Signal,
+        version: u64,
+    ) -> Result<bool> {
+        let path = version_path(&paths::manifest_dir(tenant, signal), version + 1);
+        Ok(storage.get(&path)?.is_some())
+    }
+
     pub fn state(&self) -> &TableState {
         &self.state
     }

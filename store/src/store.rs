@@ -134,12 +134,16 @@ struct Shard {
     /// When data for the tenant last arrived (or the shard was made), on
     /// the store's clock: idle shards are evicted ([`Store::evict_idle`]).
     last_write: std::sync::atomic::AtomicI64,
+    /// Counts every look at the tenant's manifests, so eviction can tell
+    /// that nothing changed between its two passes.
+    accesses: AtomicU64,
 }
 
 /// What is kept of an evicted shard: per table, the start of its oldest
-/// event hour (None: no files), so retention passes need not bring the
-/// shard back to learn that nothing is due.
-type Evicted = [Option<i64>; Signal::ALL.len()];
+/// event hour (None: no files) and the manifest version that was read, so
+/// retention passes need not bring the shard back to learn that nothing is
+/// due (unless another node committed since).
+type Evicted = [(Option<i64>, u64); Signal::ALL.len()];
 
 /// What one flush pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -547,6 +551,7 @@ impl Store {
     ) -> Result<T> {
         let shard = self.shard(tenant);
         let mut tables = shard.tables.lock();
+        shard.accesses.fetch_add(1, Ordering::Relaxed);
         let m = match tables.entry(signal) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -604,39 +609,59 @@ impl Store {
     ) -> usize {
         let now = self.clock.now_nanos();
         let idle = i64::try_from(idle.as_nanos()).unwrap_or(i64::MAX);
-        let mut shards = self.shards.write();
-        let mut gone = Vec::new();
-        shards.retain(|tenant, shard| {
-            let quiet = Arc::strong_count(shard) == 1
-                && Arc::strong_count(&shard.compacting) == 1
-                && now.saturating_sub(shard.last_write.load(Ordering::Relaxed)) >= idle
-                && shard.pending.try_lock().is_some_and(|p| p.is_empty());
-            if !quiet {
-                return true;
+        let quiet = |shard: &Shard| {
+            now.saturating_sub(shard.last_write.load(Ordering::Relaxed)) >= idle
+                && shard.pending.try_lock().is_some_and(|p| p.is_empty())
+        };
+        // First, under the read lock (lookups go on), the shards with
+        // nothing left, and what is kept of each...
+        let mut candidates = Vec::new();
+        for (tenant, shard) in self.shards.read().iter() {
+            if !quiet(shard) {
+                continue;
             }
+            let accesses = shard.accesses.load(Ordering::Relaxed);
             let Some(tables) = shard.tables.try_lock() else {
-                return true;
+                continue;
             };
-            let mut oldest: Evicted = [None; Signal::ALL.len()];
-            for (i, signal) in Signal::ALL.iter().enumerate() {
+            let mut kept: Evicted = [(None, 0); Signal::ALL.len()];
+            let settled = Signal::ALL.iter().enumerate().all(|(i, signal)| {
                 // a table not loaded since start has not been looked at by
                 // compaction yet: kept until it has
                 let Some(m) = tables.get(signal) else {
-                    return true;
+                    return false;
                 };
                 let state = m.state();
-                let files: Vec<FileEntry> = state.files.values().cloned().collect();
-                if !state.removed.is_empty() || !crate::compaction::nothing_left(&files, compaction)
-                {
-                    return true;
-                }
-                oldest[i] = files.iter().map(|f| f.hour).min();
+                kept[i] = (state.files.values().map(|f| f.hour).min(), state.version);
+                state.removed.is_empty()
+                    && crate::compaction::nothing_left(state.files.values(), compaction)
+            });
+            if settled {
+                candidates.push((tenant.clone(), kept, accesses));
             }
-            gone.push((tenant.clone(), oldest));
-            false
-        });
-        let n = gone.len();
-        self.evicted.write().extend(gone);
+        }
+        if candidates.is_empty() {
+            return 0;
+        }
+        // ... then, under the write lock, those still untouched and held by
+        // nobody but the map
+        let mut shards = self.shards.write();
+        let mut evicted = self.evicted.write();
+        let mut n = 0;
+        for (tenant, kept, accesses) in candidates {
+            let Some(shard) = shards.get(&tenant) else {
+                continue;
+            };
+            if Arc::strong_count(shard) == 1
+                && Arc::strong_count(&shard.compacting) == 1
+                && shard.accesses.load(Ordering::Relaxed) == accesses
+                && quiet(shard)
+            {
+                shards.remove(&tenant);
+                evicted.insert(tenant, kept);
+                n += 1;
+            }
+        }
         n
     }
 
@@ -668,27 +693,59 @@ impl Store {
         policy_version: &str,
         batch: RecordBatch,
     ) -> Result<bool> {
+        self.append_then(tenant, signal, policy_version, batch, || {})
+    }
+
+    /// [`Store::append`], calling `encoded` once the CPU work is done (the
+    /// batch split by hour and encoded for the log), before the wait for
+    /// the log's fsync; it is called whatever the outcome.
+    pub fn append_then(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        policy_version: &str,
+        batch: RecordBatch,
+        encoded: impl FnOnce(),
+    ) -> Result<bool> {
         if batch.num_rows() == 0 {
+            encoded();
             return Ok(false);
         }
-        let parts = split_by_hour(tenant, &batch)?;
+        let mut encoded = Some(encoded);
+        let mut done = || {
+            if let Some(f) = encoded.take() {
+                f()
+            }
+        };
+        let parts = split_by_hour(tenant, &batch);
         let total = self.buffered.load(Ordering::Relaxed);
-        if total >= self.config.max_total_bytes {
-            return Err(Error::BufferFull {
-                buffered: total,
-                limit: self.config.max_total_bytes,
-            });
-        }
+        let parts = match parts {
+            Ok(p) if total < self.config.max_total_bytes => p,
+            Ok(_) => {
+                done();
+                return Err(Error::BufferFull {
+                    buffered: total,
+                    limit: self.config.max_total_bytes,
+                });
+            }
+            Err(e) => {
+                done();
+                return Err(e);
+            }
+        };
         let seq = match &self.durability {
             Some(d) => {
                 let seq = d
                     .wal
-                    .append(tenant, signal, policy_version, &batch)
+                    .append_then(tenant, signal, policy_version, &batch, &mut done)
                     .map_err(Error::Wal)?;
                 d.outstanding.lock().insert(seq, parts.len());
                 Some(seq)
             }
-            None => None,
+            None => {
+                done();
+                None
+            }
         };
         Ok(self.buffer(tenant, signal, parts, seq, Arc::from(policy_version)))
     }
@@ -1007,13 +1064,18 @@ impl Store {
         cutoff_nanos: i64,
     ) -> Result<usize> {
         if self.existing_shard(tenant).is_none() {
-            // an evicted tenant whose oldest hour is not due stays evicted
-            let not_due = self.evicted.read().get(tenant).map(|oldest| {
+            // an evicted tenant whose oldest hour is not due stays evicted,
+            // unless another node committed to the table since
+            let kept = self.evicted.read().get(tenant).map(|kept| {
                 let i = Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0);
-                oldest[i].is_none_or(|h| PartitionHour::containing(h).end_nanos() > cutoff_nanos)
+                kept[i]
             });
-            if not_due == Some(true) {
-                return Ok(0);
+            if let Some((oldest, version)) = kept {
+                let not_due =
+                    oldest.is_none_or(|h| PartitionHour::containing(h).end_nanos() > cutoff_nanos);
+                if not_due && !Manifest::has_newer(&self.storage, tenant, signal, version)? {
+                    return Ok(0);
+                }
             }
         }
         let shard = self.shard(tenant);
@@ -1101,14 +1163,23 @@ impl Store {
         let listed = self
             .storage
             .list(&crate::paths::table_prefix(tenant, signal))?;
-        let known: HashSet<String> = {
-            let shard = self.shard(tenant);
-            let _read = shard.commit.read();
-            self.with_manifest(tenant, signal, |m| {
-                m.refresh(&self.storage)?;
-                let s = m.state();
-                Ok(s.files.keys().chain(s.removed.keys()).cloned().collect())
-            })?
+        let names = |m: &Manifest| -> HashSet<String> {
+            let s = m.state();
+            s.files.keys().chain(s.removed.keys()).cloned().collect()
+        };
+        let known: HashSet<String> = match self.existing_shard(tenant) {
+            Some(shard) => {
+                let _read = shard.commit.read();
+                self.with_manifest(tenant, signal, |m| {
+                    m.refresh(&self.storage)?;
+                    Ok(names(m))
+                })?
+            }
+            // a tenant not in memory (never touched, or evicted) is not
+            // brought back for this: its manifest is read and dropped. No
+            // commit of this node's can be under way for it, and the age
+            // bound covers every other node's.
+            None => names(&Manifest::load(&self.storage, tenant, signal)?),
         };
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);

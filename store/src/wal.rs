@@ -494,7 +494,22 @@ impl Wal {
         policy_version: &str,
         batch: &RecordBatch,
     ) -> Result<u64> {
-        let encoded = EncodedEntry::new(tenant, signal, policy_version, batch)?;
+        self.append_then(tenant, signal, policy_version, batch, || {})
+    }
+
+    /// [`Wal::append`], calling `encoded` once the entry is encoded (the
+    /// CPU work done), before waiting for the write and fsync.
+    pub fn append_then(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        policy_version: &str,
+        batch: &RecordBatch,
+        encoded: impl FnOnce(),
+    ) -> Result<u64> {
+        let entry = EncodedEntry::new(tenant, signal, policy_version, batch);
+        encoded();
+        let encoded = entry?;
         let mut queue = self.queue.lock();
         let seq = queue.next_seq;
         queue.next_seq = seq

@@ -17,7 +17,47 @@ const HOUR: i64 = 3_600_000_000_000;
 const T0: i64 = 1_709_596_800_000_000_000;
 const IDLE: Duration = Duration::from_secs(3_600);
 
-on_both_backends!(an_idle_tenant_leaves_memory_and_comes_back_unchanged);
+on_both_backends!(
+    an_idle_tenant_leaves_memory_and_comes_back_unchanged,
+    another_nodes_commit_reaches_the_retention_of_an_evicted_tenant,
+);
+
+fn flush_config() -> FlushConfig {
+    FlushConfig {
+        max_buffer_bytes: 1 << 30,
+        max_age: Duration::from_secs(10),
+        max_total_bytes: 1 << 30,
+        removal_grace: Duration::from_secs(60),
+        max_wal_bytes: 4 << 30,
+    }
+}
+
+/// Node A evicted the tenant knowing it had no spans; node B then commits
+/// old spans for it. A's retention must not trust what it kept.
+fn another_nodes_commit_reaches_the_retention_of_an_evicted_tenant(b: Backend) {
+    let clock = Arc::new(ManualClock::new(T0 + 3 * HOUR));
+    let open = |node: &str| {
+        Store::open_storage(&b.config(), node, None, flush_config(), clock.clone())
+            .unwrap()
+            .0
+    };
+    let (a, other) = (open("node-a"), open("node-b"));
+    let t = TenantId::new("quiet").unwrap();
+    a.append(&t, Signal::Logs, "v1", timed_batch("quiet", &[T0 + 1], 0))
+        .unwrap();
+    a.flush_all().unwrap();
+    for s in Signal::ALL {
+        a.files(&t, s).unwrap();
+    }
+    clock.advance(IDLE);
+    assert_eq!(a.evict_idle(IDLE, &CompactionConfig::default()), 1);
+    other
+        .append(&t, Signal::Spans, "v1", timed_batch("quiet", &[T0 + 5], 0))
+        .unwrap();
+    other.flush_all().unwrap();
+    assert_eq!(a.delete_before(&t, Signal::Spans, T0 + HOUR).unwrap(), 1);
+    assert_eq!(a.shards_in_memory(), (1, 0));
+}
 
 fn count(s: &Store, t: &TenantId) -> usize {
     let snap = s.snapshot(t, Signal::Logs, TimeRange::ALL).unwrap();
@@ -26,14 +66,7 @@ fn count(s: &Store, t: &TenantId) -> usize {
 
 fn an_idle_tenant_leaves_memory_and_comes_back_unchanged(b: Backend) {
     let clock = Arc::new(ManualClock::new(T0 + 3 * HOUR));
-    let config = FlushConfig {
-        max_buffer_bytes: 1 << 30,
-        max_age: Duration::from_secs(10),
-        max_total_bytes: 1 << 30,
-        removal_grace: Duration::from_secs(60),
-        max_wal_bytes: 4 << 30,
-    };
-    let store = Store::open_storage(&b.config(), "node-a", None, config, clock.clone())
+    let store = Store::open_storage(&b.config(), "node-a", None, flush_config(), clock.clone())
         .unwrap()
         .0;
     let compaction = CompactionConfig::default();
@@ -92,7 +125,9 @@ fn an_idle_tenant_leaves_memory_and_comes_back_unchanged(b: Backend) {
     assert_eq!(rows_in(&store, &held.files), 2);
     assert_eq!(store.shards_in_memory(), (2, 1));
 
-    // retention with nothing due does not bring it back; with something due it does
+    // retention with nothing due does not bring it back, nor does the
+    // orphan sweep
+    store.sweep_orphans_all(Duration::from_secs(3_600)).unwrap();
     assert_eq!(store.delete_before(&quiet, Signal::Logs, T0).unwrap(), 0);
     assert_eq!(
         store

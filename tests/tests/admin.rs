@@ -281,6 +281,15 @@ async fn a_default_policy_is_set_in_bulk_inherited_and_overridden() {
     assert!(body["error"].as_str().unwrap().contains(":2"), "{body}");
     let (status, body) = admin.put_defaults("tenant = \"plain\"\n").await;
     assert_eq!(status, 400, "{body}");
+    // a secret shared by every tenant would make hashes comparable across them
+    let (status, body) = admin
+        .put_defaults("[redaction]\nhash_secret = \"0123456789abcdef0123\"\n")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("hash_secret"),
+        "{body}"
+    );
 
     // checked against every tenant: a burst without a rate does not fit
     // the tenant that sets its rate to 0 (unlimited)
@@ -313,6 +322,26 @@ async fn a_default_policy_is_set_in_bulk_inherited_and_overridden() {
     let (status, body) = admin.send(Method::GET, "/defaults", None).await;
     assert_eq!(status, 200);
     assert!(body.as_str().unwrap().contains("records_per_second = 5"));
+
+    // the change of every inheriting tenant is on its trail with the operator's name
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = srv
+            .query(
+                &plain,
+                "SELECT count(*) AS n FROM audit WHERE kind = 'policy_changed' AND details['by'] = 'ops'",
+            )
+            .await;
+        if r.rows().first().is_some_and(|row| row["n"] == json!(1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not audited with its operator: {}",
+            r.body
+        );
+        tokio::task::yield_now().await;
+    }
 
     // removed: the built-in defaults again
     let (status, _) = admin.send(Method::DELETE, "/defaults", None).await;

@@ -115,3 +115,67 @@ async fn a_flood_of_queued_requests_does_not_make_small_tenants_wait_behind_it()
         1 + FLOOD_QUEUED
     );
 }
+
+/// Requests waiting for their turn still hold memory (`ingest.max_in_flight`):
+/// a tenant may hold a quarter of it, so a flood is told to retry (503) once
+/// its own share is queued, and other tenants still get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_cannot_take_all_the_in_flight_memory() {
+    let body = logs_request(vec![log("flood 0", 0)], vec![]);
+    let len = prost::Message::encoded_len(&body) as u64;
+    // a tenant's share holds three requests and a half
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(Some(release_rx)));
+    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let srv = Arc::new(
+        TestServer::builder()
+            .ingest_workers(1)
+            .max_in_flight(4 * (3 * len + len / 2))
+            .tenant("flood", "ingest")
+            .tenant("small", "ingest")
+            .fault_hook({
+                let (release_rx, entered) = (release_rx.clone(), entered.clone());
+                Arc::new(move |_: &bulkhead_rules::Principal| {
+                    entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if let Some(rx) = release_rx.lock().unwrap().take() {
+                        let _ = rx.recv_timeout(Duration::from_secs(120));
+                    }
+                })
+            })
+            .start()
+            .await,
+    );
+    let send = |tenant: &'static str, i: u64| {
+        let srv = srv.clone();
+        tokio::spawn(async move {
+            let key = srv.key(tenant, "ingest");
+            post_pb(
+                &srv,
+                "/v1/logs",
+                &key,
+                &logs_request(vec![log(&format!("{tenant} {i}"), i)], vec![]),
+            )
+            .await
+        })
+    };
+    let first = send("flood", 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the first request never came in");
+        tokio::task::yield_now().await;
+    }
+    let queued = vec![send("flood", 1), send("flood", 2)];
+    wait_for_waiting(&srv, 2).await;
+    // the fourth is past the flood's share: refused at once, retryable
+    let refused = send("flood", 3).await.unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("share"), "{}", refused.text());
+    // another tenant still gets in
+    let small = send("small", 0);
+    wait_for_waiting(&srv, 3).await;
+    release_tx.send(()).unwrap();
+    assert_eq!(small.await.unwrap().status, 200);
+    for h in queued.into_iter().chain([first]) {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+}

@@ -197,7 +197,7 @@ impl<S: Signal> GrpcService<S> {
         let sent = message.len() as u64;
         // charged before any decompression or decoding
         self.pipeline.charge_bytes(&principal, sent)?;
-        let held = self.pipeline.charge(sent)?;
+        let held = self.pipeline.charge(&principal.tenant, sent)?;
         let pipeline = self.pipeline.clone();
         let max_message = self.max_message;
         let tenant = principal.tenant.clone();
@@ -215,10 +215,9 @@ impl<S: Signal> GrpcService<S> {
                     message
                 };
                 // the decompressed message is what takes memory from here on
-                let _held = (
-                    held,
-                    pipeline.charge((message.len() as u64).saturating_sub(sent))?,
-                );
+                let more =
+                    pipeline.charge_more(&held, (message.len() as u64).saturating_sub(sent))?;
+                let _held = (held, more);
                 let mut export = S::decode(&message).map_err(|e| {
                     ReceiveError::BadRequest(format!(
                         "message is not a valid OTLP protobuf message: {e}"

@@ -196,17 +196,16 @@ async fn export(
         let compressed = body.len() as u64;
         // charged before any decompression or decoding
         state.pipeline.charge_bytes(&principal, compressed)?;
-        let held = state.pipeline.charge(compressed)?;
+        let held = state.pipeline.charge(&principal.tenant, compressed)?;
         let tenant = principal.tenant.clone();
         state
             .pipeline
             .offload(&tenant, move |turn| {
                 let body = decompress_body(&headers, body, max_body)?;
                 // the decompressed body is what takes memory from here on
-                let _held = (
-                    held,
-                    pipeline.charge((body.len() as u64).saturating_sub(compressed))?,
-                );
+                let more =
+                    pipeline.charge_more(&held, (body.len() as u64).saturating_sub(compressed))?;
+                let _held = (held, more);
                 let mut export = match kind {
                     Kind::Logs => Export::Logs(decode(encoding, &body)?),
                     Kind::Traces => Export::Traces(decode(encoding, &body)?),
