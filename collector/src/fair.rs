@@ -12,7 +12,8 @@
 //! request of each other waiting tenant.
 //!
 //! The wait for the write-ahead log's fsync holds no slot (the pipeline
-//! gives its turn back before appending), so few slots cost no throughput.
+//! gives its turn back once the entry is encoded), so few slots cost no
+//! throughput. A tenant's flushes and merges take their turns here too.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -142,6 +143,11 @@ impl FairGate {
         Turn {
             gate: Some(self.clone()),
         }
+    }
+
+    /// [`FairGate::turn`] for work on a blocking thread (a flush, a merge).
+    pub fn turn_blocking(self: &Arc<Self>, tenant: &TenantId) -> Turn {
+        futures::executor::block_on(self.turn(tenant))
     }
 
     /// Hands a freed slot to the next tenant in turn, or frees it.

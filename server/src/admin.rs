@@ -277,15 +277,16 @@ async fn create_tenant(
     let tenant = tenant_id(&req.tenant)?;
     let first = req.key_scopes.as_deref().map(scopes).transpose()?;
     let name = tenant.to_string();
-    let (version, key) = change(&state, operator, tenant, move |dir| {
-        let policy = tenants::create_tenant(dir, &name).map_err(classify)?;
-        let key = match first {
-            Some(s) => Some(tenants::create_key(dir, &name, s).map_err(classify)?),
-            None => None,
-        };
-        Ok((policy.version, key))
+    let key = change(&state, operator, tenant.clone(), move |dir| {
+        tenants::create_tenant(dir, &name).map_err(classify)?;
+        match first {
+            Some(s) => Ok(Some(tenants::create_key(dir, &name, s).map_err(classify)?)),
+            None => Ok(None),
+        }
     })
     .await?;
+    // the version in force, its first key and the defaults included
+    let version = state.tenants.policy_version(&tenant);
     let mut body = serde_json::json!({ "tenant": req.tenant, "version": version });
     if let Some(key) = key {
         body["key_id"] = key.id().into();

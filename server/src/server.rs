@@ -197,6 +197,12 @@ pub async fn start_with(
         }),
     );
 
+    // a tenant's flushes and merges wait their turn with its requests
+    let gate = pipeline.gate().clone();
+    store.share_cpu_with(Arc::new(move |t: &bulkhead_rules::TenantId| {
+        Box::new(gate.turn_blocking(t)) as Box<dyn std::any::Any>
+    }));
+
     let grpc_listener = bind(config.listen.grpc, "OTLP/gRPC").await?;
     let http_listener = bind(config.listen.http, "OTLP/HTTP").await?;
     let api_listener = bind(config.listen.api, "the query API").await?;
@@ -445,14 +451,23 @@ impl PolicyWatch {
             Err(e) => tracing::error!(error = %e, "policy check panicked"),
         }
         // changes taken in by this reload or by any other since (a key used
-        // seconds after its creation reloads on the spot): audited once
-        for event in self
+        // seconds after its creation reloads on the spot): audited once, in
+        // one append (a default policy changes thousands of tenants at
+        // once; a task and an fsync each would flood the blocking pool)
+        let events: Vec<_> = self
             .tenants
             .take_unaudited()
             .iter()
             .flat_map(bulkhead_collector::audit::policy_events)
-        {
-            bulkhead_collector::audit::record_later(&self.audit, event);
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let log = self.audit.clone();
+        match tokio::task::spawn_blocking(move || log.append_all(events)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit append failed"),
+            Err(e) => tracing::error!(error = %e, "audit append panicked"),
         }
     }
 }
@@ -766,14 +781,13 @@ impl RunningServer {
         let (t, log) = (self.tenants.clone(), self.audit.clone());
         let _ = tokio::task::spawn_blocking(move || {
             t.reload_if_changed();
-            for event in t
+            let events: Vec<_> = t
                 .take_unaudited()
                 .iter()
                 .flat_map(bulkhead_collector::audit::policy_events)
-            {
-                if let Err(e) = log.append(event) {
-                    tracing::error!(error = %e, "audit append at shutdown failed");
-                }
+                .collect();
+            if let Err(e) = log.append_all(events) {
+                tracing::error!(error = %e, "audit append at shutdown failed");
             }
         })
         .await;

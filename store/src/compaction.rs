@@ -234,15 +234,21 @@ impl Store {
             Some(b) => b.schema(),
             None => crate::schema::file_schema(&signal.schema()),
         };
-        let merged = sort_for_queries(&concat_batches(&schema, &batches)?)?;
-        drop(batches);
         let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
-        let bytes = writer::encode_parquet(
-            path.path().as_ref(),
-            &schema,
-            std::slice::from_ref(&merged),
-            writer::compacted_properties(&schema),
-        )?;
+        let (bytes, rows) = {
+            // sorting and encoding is CPU work: a turn of the tenant's (the
+            // reads above and the put below are not)
+            let _turn = self.cpu_turn(tenant);
+            let merged = sort_for_queries(&concat_batches(&schema, &batches)?)?;
+            drop(batches);
+            let bytes = writer::encode_parquet(
+                path.path().as_ref(),
+                &schema,
+                std::slice::from_ref(&merged),
+                writer::compacted_properties(&schema),
+            )?;
+            (bytes, merged.num_rows() as u64)
+        };
         let now = self.clock().now_nanos();
         let mut versions: Vec<String> = inputs
             .iter()
@@ -253,7 +259,7 @@ impl Store {
         let entry = FileEntry {
             path: path.path().to_string(),
             size: bytes.len() as u64,
-            rows: merged.num_rows() as u64,
+            rows,
             hour: hour.start_nanos(),
             min_time: inputs.iter().map(|f| f.min_time).min().unwrap_or(i64::MIN),
             max_time: inputs.iter().map(|f| f.max_time).max().unwrap_or(i64::MAX),

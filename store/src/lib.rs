@@ -28,5 +28,7 @@ pub use manifest::FileEntry;
 pub use objects::{S3Config, StorageConfig, OBJECT_STORE_URL};
 pub use paths::{ParquetFilePath, PartitionHour};
 pub use signal::Signal;
-pub use store::{FlushConfig, FlushStats, ReplayReport, Snapshot, Store, StoreStats, TimeRange};
+pub use store::{
+    CpuTurns, FlushConfig, FlushStats, ReplayReport, Snapshot, Store, StoreStats, TimeRange,
+};
 pub use wal::{Wal, WalConfig, WalEntry, WalError, WalStats, WriteFaults};

@@ -217,6 +217,21 @@ pub struct Store {
     buffered: AtomicUsize,
     durability: Option<Durability>,
     stats: StoreStats,
+    /// Waits for a turn at the CPU for a tenant's flush or merge, when the
+    /// server shares the CPU fairly ([`Store::share_cpu_with`]).
+    cpu_turns: std::sync::OnceLock<SharedTurns>,
+}
+
+/// Gives a turn at the CPU for work of a tenant's; the turn is held until
+/// the returned value is dropped.
+pub type CpuTurns = Arc<dyn Fn(&TenantId) -> Box<dyn std::any::Any> + Send + Sync>;
+
+struct SharedTurns(CpuTurns);
+
+impl std::fmt::Debug for SharedTurns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedTurns")
+    }
 }
 
 impl Store {
@@ -267,6 +282,7 @@ impl Store {
             buffered: AtomicUsize::new(0),
             durability: None,
             stats: StoreStats::default(),
+            cpu_turns: std::sync::OnceLock::new(),
         };
         let adopted = store.adopt_files_without_manifest()?;
         if adopted > 0 {
@@ -665,6 +681,18 @@ impl Store {
         n
     }
 
+    /// Flushes and merges take their turn at the CPU from `turns` (the
+    /// ingest pipeline's fair gate), with the tenant whose data they are,
+    /// instead of competing with every tenant's requests outside it.
+    pub fn share_cpu_with(&self, turns: CpuTurns) {
+        let _ = self.cpu_turns.set(SharedTurns(turns));
+    }
+
+    /// A turn at the CPU for `tenant`'s work (nothing when not shared).
+    pub(crate) fn cpu_turn(&self, tenant: &TenantId) -> Option<Box<dyn std::any::Any>> {
+        self.cpu_turns.get().map(|t| (t.0)(tenant))
+    }
+
     /// Tenants with a shard in memory, and tenants evicted.
     pub fn shards_in_memory(&self) -> (usize, usize) {
         (self.shards.read().len(), self.evicted.read().len())
@@ -961,12 +989,16 @@ impl Store {
             .collect::<std::result::Result<Vec<RecordBatch>, _>>()?;
         let schema = batches[0].schema();
         let seqs: Vec<u64> = parts.iter().filter_map(|p| p.seq).collect();
-        let bytes = writer::encode_parquet(
-            path.path().as_ref(),
-            &schema,
-            &batches,
-            writer::flush_properties(),
-        )?;
+        let bytes = {
+            // encoding is CPU work: a turn of the tenant's (the put is not)
+            let _turn = self.cpu_turn(tenant);
+            writer::encode_parquet(
+                path.path().as_ref(),
+                &schema,
+                &batches,
+                writer::flush_properties(),
+            )?
+        };
         let size = bytes.len() as u64;
         let (min_time, max_time) = time_bounds(&batches);
         let versions: BTreeSet<&str> = parts.iter().map(|p| &*p.policy_version).collect();

@@ -333,7 +333,15 @@ struct Queue {
     writing: bool,
     /// Seqs whose write failed, each removed by its appender.
     failed: HashMap<u64, FailedWrite>,
+    /// Bytes each tenant has in `pending` (tenants with none are absent).
+    pending_bytes: HashMap<TenantId, usize>,
 }
+
+/// The most bytes one tenant may have waiting for the next group write
+/// (beyond one entry): a tenant appending as fast as it can would otherwise
+/// make every group, and so every other tenant's wait for its fsync, as
+/// large as its backlog. Its further appends wait for the group under way.
+const TENANT_PENDING_BYTES: usize = 256 << 10;
 
 /// The segment being written, only touched by the leader.
 #[derive(Debug)]
@@ -457,6 +465,7 @@ impl Wal {
                 finished: 0,
                 writing: false,
                 failed: HashMap::new(),
+                pending_bytes: HashMap::new(),
             }),
             written: Condvar::new(),
             segments: Mutex::new(Segments {
@@ -511,6 +520,19 @@ impl Wal {
         encoded();
         let encoded = entry?;
         let mut queue = self.queue.lock();
+        // a tenant with a group's worth waiting lets that group go first
+        loop {
+            let mine = queue.pending_bytes.get(tenant).copied().unwrap_or(0);
+            if mine == 0 || mine.saturating_add(encoded.len()) <= TENANT_PENDING_BYTES {
+                break;
+            }
+            if queue.writing {
+                self.written.wait(&mut queue);
+            } else {
+                self.lead(&mut queue);
+            }
+        }
+        *queue.pending_bytes.entry(tenant.clone()).or_default() += encoded.len();
         let seq = queue.next_seq;
         queue.next_seq = seq
             .checked_add(1)
@@ -543,6 +565,7 @@ impl Wal {
             MutexGuard::unlocked(queue, || faults.wait_for_release());
         }
         let group = std::mem::take(&mut queue.pending);
+        queue.pending_bytes.clear();
         let generation = queue.generation;
         queue.generation += 1;
         let outcome = MutexGuard::unlocked(queue, || self.write_group(&group));

@@ -622,3 +622,67 @@ fn unrelated_files_are_left_alone() {
     );
     assert_eq!(stat(&wal.stats().segments), 1);
 }
+
+/// A tenant appending as fast as it can has at most a bounded share (one
+/// entry, or 256 KiB) waiting for each group write; its further appends
+/// wait for that group. Another tenant's entry so goes out with the first
+/// group, not behind the whole backlog (seqs are given in write order).
+#[test]
+fn a_tenants_backlog_does_not_make_every_group_as_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
+    let big = "x".repeat(100_000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut flood, small) = std::thread::scope(|s| {
+        let hold = faults.hold_writes();
+        let floods: Vec<_> = (0..8)
+            .map(|i| {
+                let (wal, big) = (&wal, big.as_str());
+                s.spawn(move || {
+                    wal.append(
+                        &tenant("flood"),
+                        Signal::Logs,
+                        "v1",
+                        &small_batch(&[(i, big)]),
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        // two 100 KB entries fit the flood's share; the rest wait
+        while wal.queued() < 2 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::yield_now();
+        }
+        let small = s.spawn(|| {
+            wal.append(
+                &tenant("small"),
+                Signal::Logs,
+                "v1",
+                &small_batch(&[(0, "s")]),
+            )
+            .unwrap()
+        });
+        while wal.queued() < 3 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::yield_now();
+        }
+        assert_eq!(wal.queued(), 3, "the flood's share is two entries");
+        drop(hold);
+        let flood: Vec<u64> = floods.into_iter().map(|f| f.join().unwrap()).collect();
+        (flood, small.join().unwrap())
+    });
+    flood.sort();
+    assert!(
+        small < flood[2],
+        "the small entry ({small}) went out with the first group, before the flood's third ({flood:?})"
+    );
+    assert!(
+        stat(&wal.stats().fsyncs) >= 4,
+        "the flood's eight entries took four groups or more"
+    );
+    drop(wal);
+    let (_, recovered, _) = open(config(dir.path(), u64::MAX, None));
+    assert_eq!(recovered.len(), 9);
+}

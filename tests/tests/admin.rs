@@ -99,6 +99,11 @@ async fn tenants_and_keys_are_administered_over_http_and_take_effect_at_once() {
         .await;
     assert_eq!(status, 201, "{body}");
     let acme = body["key"].as_str().unwrap().to_string();
+    let (_, page) = admin.send(Method::GET, "/tenants?limit=1", None).await;
+    assert_eq!(
+        page["tenants"][0]["version"], body["version"],
+        "the version in force is answered"
+    );
     assert_eq!(ingest(&srv, &acme, 3).await, 200);
     assert_eq!(
         srv.scalar(&acme, "SELECT count(*) FROM logs").await,

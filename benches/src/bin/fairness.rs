@@ -57,6 +57,14 @@ struct Args {
     /// `ingest.workers` (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// `flush.max_buffer_size` and half of `flush.max_total_buffer`, in
+    /// MiB (default: the server's): a large one keeps flushes out of the
+    /// measured phases.
+    #[arg(long)]
+    buffer_mib: Option<u64>,
+    /// Run without the write-ahead log (to tell its share from the rest).
+    #[arg(long)]
+    no_wal: bool,
     /// Internal: run as the flood load generator against this gRPC address
     /// (the key is read from `FLOOD_KEY`).
     #[arg(long, hide = true)]
@@ -171,6 +179,11 @@ async fn run(args: &Args) -> Result<(), String> {
     if let Some(w) = args.workers {
         config.ingest.workers = w;
     }
+    if let Some(mib) = args.buffer_mib {
+        config.flush.max_buffer_size = bulkhead::config::ByteSize(mib << 20);
+        config.flush.max_total_buffer = bulkhead::config::ByteSize(mib << 21);
+    }
+    config.wal.enabled = !args.no_wal;
     let workers = config.ingest.workers;
     let policies = config.policy_dir();
     let scopes = Scopes::parse_list("ingest")?;

@@ -165,7 +165,6 @@ impl EncodedEntry {
     }
 
     /// Bytes this entry takes in a segment.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.frame.len()
     }
