@@ -9,7 +9,10 @@
 //! the tenants that are waiting), then to that tenant's oldest request. A
 //! tenant with a thousand requests queued thus gets one turn per round,
 //! like a tenant with one: a small tenant's request waits for at most one
-//! request of each other waiting tenant.
+//! request of each other waiting tenant. And one tenant may hold at most
+//! one slot fewer than all (the pipeline has one slot more than cores):
+//! alone it keeps every core busy, and another tenant's request finds the
+//! last slot free instead of waiting for the flood's work in progress.
 //!
 //! The wait for the write-ahead log's fsync holds no slot (the pipeline
 //! gives its turn back once the entry is encoded), so few slots cost no
@@ -25,13 +28,18 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub struct FairGate {
     slots: usize,
+    /// The most slots one tenant holds at once.
+    per_tenant: usize,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Slots nobody holds. Never above zero while anyone waits.
+    /// Slots nobody holds. Above zero while someone waits only when every
+    /// waiting tenant holds its most.
     free: usize,
+    /// Slots held, per tenant holding any.
+    held: HashMap<TenantId, usize>,
     /// Tenants with a request waiting, in the order their turns come.
     ring: VecDeque<TenantId>,
     /// Each waiting tenant's requests, oldest first.
@@ -42,7 +50,7 @@ struct State {
 /// One slot of the CPU stage, held until released or dropped.
 #[derive(Debug)]
 pub struct Turn {
-    gate: Option<Arc<FairGate>>,
+    gate: Option<(Arc<FairGate>, TenantId)>,
 }
 
 impl Turn {
@@ -53,8 +61,8 @@ impl Turn {
 
     /// Gives the slot to whoever is next; the work goes on without it.
     pub fn release(&mut self) {
-        if let Some(gate) = self.gate.take() {
-            gate.hand_over();
+        if let Some((gate, tenant)) = self.gate.take() {
+            gate.hand_over(&tenant);
         }
     }
 }
@@ -70,6 +78,7 @@ impl Drop for Turn {
 struct Waiting {
     rx: oneshot::Receiver<()>,
     gate: Arc<FairGate>,
+    tenant: TenantId,
     granted: bool,
 }
 
@@ -80,7 +89,7 @@ impl Drop for Waiting {
         }
         self.rx.close();
         if self.rx.try_recv().is_ok() {
-            self.gate.hand_over();
+            self.gate.hand_over(&self.tenant);
         }
     }
 }
@@ -94,11 +103,20 @@ pub struct GateLoad {
 }
 
 impl FairGate {
-    /// A gate of `slots` (at least one) slots.
+    /// A gate of `slots` (at least one) slots, any tenant taking all.
     pub fn new(slots: usize) -> Arc<Self> {
+        Self::with_tenant_limit(slots, slots)
+    }
+
+    /// A gate of `slots` slots of which one tenant holds at most
+    /// `per_tenant` (at least one) at once: with one fewer than the slots,
+    /// one is always left for the other tenants, so a small tenant's request
+    /// need not wait for a flood's work in progress to finish.
+    pub fn with_tenant_limit(slots: usize, per_tenant: usize) -> Arc<Self> {
         let slots = slots.max(1);
         Arc::new(Self {
             slots,
+            per_tenant: per_tenant.clamp(1, slots),
             state: Mutex::new(State {
                 free: slots,
                 ..State::default()
@@ -114,11 +132,14 @@ impl FairGate {
     pub async fn turn(self: &Arc<Self>, tenant: &TenantId) -> Turn {
         let rx = {
             let mut s = self.state.lock();
-            if s.free > 0 {
-                // free > 0 means nobody is waiting: no one is passed over
+            let holds = s.held.get(tenant).copied().unwrap_or(0);
+            if s.free > 0 && holds < self.per_tenant {
+                // a free slot means every tenant waiting holds its most:
+                // no one who could take it is passed over
                 s.free -= 1;
+                s.held.insert(tenant.clone(), holds + 1);
                 return Turn {
-                    gate: Some(self.clone()),
+                    gate: Some((self.clone(), tenant.clone())),
                 };
             }
             let (tx, rx) = oneshot::channel();
@@ -134,6 +155,7 @@ impl FairGate {
         let mut waiting = Waiting {
             rx,
             gate: self.clone(),
+            tenant: tenant.clone(),
             granted: false,
         };
         // the sender is only ever dropped after sending, or with the gate
@@ -141,7 +163,7 @@ impl FairGate {
         let _ = (&mut waiting.rx).await;
         waiting.granted = true;
         Turn {
-            gate: Some(self.clone()),
+            gate: Some((self.clone(), tenant.clone())),
         }
     }
 
@@ -150,34 +172,55 @@ impl FairGate {
         futures::executor::block_on(self.turn(tenant))
     }
 
-    /// Hands a freed slot to the next tenant in turn, or frees it.
-    fn hand_over(&self) {
+    /// Takes back the slot `from` held and hands it to the next tenant in
+    /// turn that holds fewer than its most, or frees it.
+    fn hand_over(&self, from: &TenantId) {
+        let mut s = self.state.lock();
+        let left = s.held.get(from).copied().unwrap_or(1).saturating_sub(1);
+        if left == 0 {
+            s.held.remove(from);
+        } else {
+            s.held.insert(from.clone(), left);
+        }
         loop {
-            let next = {
-                let mut s = self.state.lock();
-                let Some(tenant) = s.ring.pop_front() else {
-                    s.free += 1;
-                    return;
-                };
-                let (tx, more) = match s.queues.get_mut(&tenant) {
-                    Some(q) => (q.pop_front(), !q.is_empty()),
-                    None => (None, false),
-                };
-                if more {
-                    s.ring.push_back(tenant);
-                } else {
-                    s.queues.remove(&tenant);
-                }
-                if tx.is_some() {
-                    s.waiting -= 1;
-                }
-                tx
+            // the first tenant in turn that may take one more
+            let eligible = s
+                .ring
+                .iter()
+                .position(|t| s.held.get(t).copied().unwrap_or(0) < self.per_tenant);
+            let Some(at) = eligible else {
+                s.free += 1;
+                return;
             };
-            // a request given up before its turn came is passed over
-            if let Some(tx) = next {
-                if tx.send(()).is_ok() {
-                    return;
-                }
+            let Some(tenant) = s.ring.remove(at) else {
+                s.free += 1;
+                return;
+            };
+            let (tx, more) = match s.queues.get_mut(&tenant) {
+                Some(q) => (q.pop_front(), !q.is_empty()),
+                None => (None, false),
+            };
+            if more {
+                s.ring.push_back(tenant.clone());
+            } else {
+                s.queues.remove(&tenant);
+            }
+            let Some(tx) = tx else { continue };
+            s.waiting -= 1;
+            // counted as the tenant's before it can run, so it cannot be
+            // handed past the tenant's most meanwhile
+            *s.held.entry(tenant.clone()).or_default() += 1;
+            // a request given up before its turn came is passed over (a
+            // send only schedules the waiting task: no lock of ours is
+            // taken by it)
+            if tx.send(()).is_ok() {
+                return;
+            }
+            let left = s.held.get(&tenant).copied().unwrap_or(1).saturating_sub(1);
+            if left == 0 {
+                s.held.remove(&tenant);
+            } else {
+                s.held.insert(tenant, left);
             }
         }
     }
@@ -320,6 +363,47 @@ mod tests {
             c.await.unwrap();
             assert_eq!(served.load(Ordering::SeqCst), 1);
             assert_eq!(gate.load().free, 1, "no slot lost");
+        });
+    }
+
+    #[test]
+    fn one_tenant_leaves_a_slot_for_the_others() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = FairGate::with_tenant_limit(3, 2);
+            let a1 = gate.turn(&t("flood")).await;
+            let a2 = gate.turn(&t("flood")).await;
+            // the flood's third waits although a slot is free...
+            let third = tokio::spawn({
+                let gate = gate.clone();
+                async move { gate.turn(&t("flood")).await }
+            });
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(gate.load().free, 1);
+            assert_eq!(gate.load().waiting, 1);
+            // ... and another tenant takes that slot at once
+            let small = gate.turn(&t("small")).await;
+            assert_eq!(gate.load().free, 0);
+            // a flood turn given back goes to the flood's waiting request
+            drop(a1);
+            let a3 = third.await.unwrap();
+            drop((a2, a3, small));
+            assert_eq!(
+                gate.load(),
+                GateLoad {
+                    free: 3,
+                    waiting: 0,
+                    tenants_waiting: 0
+                }
+            );
+            // alone, a tenant uses its most, not more
+            let b: Vec<Turn> = vec![gate.turn(&t("b")).await, gate.turn(&t("b")).await];
+            assert_eq!(gate.load().free, 1);
+            drop(b);
         });
     }
 

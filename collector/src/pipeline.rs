@@ -18,11 +18,18 @@ use crate::telemetry::Telemetry;
 use crate::tenants::TenantDirectory;
 use bulkhead_rules::redact::Report;
 
-/// Requests in the CPU stage at once by default: one per core, so that
-/// requests queue where turns are fair (see [`crate::fair`]), not in the
-/// operating system's run queue.
+/// Requests in the CPU stage at once by default: one per core and one
+/// more, so that requests queue where turns are fair (see [`crate::fair`]),
+/// not in the operating system's run queue. One tenant holds at most one
+/// fewer than all: alone it uses every core, and a request of another
+/// tenant's always finds a slot instead of waiting for its work to end.
 pub fn default_ingest_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
+
+/// The CPU stage's gate of `n` slots: one tenant holds at most `n - 1`.
+fn gate_of(n: usize) -> Arc<crate::fair::FairGate> {
+    crate::fair::FairGate::with_tenant_limit(n, n.saturating_sub(1))
 }
 
 /// Bytes counted as in flight (in all, and for their tenant) until dropped.
@@ -148,7 +155,7 @@ impl Pipeline {
             in_flight: Default::default(),
             in_flight_by_tenant: Default::default(),
             max_in_flight: u64::MAX,
-            workers: crate::fair::FairGate::new(default_ingest_workers()),
+            workers: gate_of(default_ingest_workers()),
             fault_hook: None,
             max_event_age: None,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
@@ -251,7 +258,7 @@ impl Pipeline {
     /// redacted at once; more wait in their tenant's queue (without holding
     /// a thread) and are let in round-robin across tenants.
     pub fn with_workers(mut self, n: usize) -> Self {
-        self.workers = crate::fair::FairGate::new(n);
+        self.workers = gate_of(n);
         self
     }
 

@@ -207,7 +207,8 @@ pub struct Ingest {
     /// rejected one by one.
     pub max_event_future: HumanDuration,
     /// Requests decompressed, decoded, converted and redacted at once
-    /// (default: one per core); more wait in their tenant's queue and are
+    /// (default: one per core, and one more; one tenant holds at most all
+    /// but one); more wait in their tenant's queue and are
     /// let in round-robin across tenants. The WAL's fsync is waited for
     /// outside these slots.
     pub workers: usize,

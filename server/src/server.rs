@@ -149,12 +149,12 @@ pub async fn start_with(
             config.ingest.max_event_future.0,
         )
         .with_workers({
-            let cores = bulkhead_collector::pipeline::default_ingest_workers();
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             if config.ingest.workers > 4 * cores {
                 tracing::warn!(
                     workers = config.ingest.workers,
                     cores,
-                    "ingest.workers is far above the number of cores: requests then wait in the operating system's run queue, where turns are not fair across tenants; leave it unset (one per core)"
+                    "ingest.workers is far above the number of cores: requests then wait in the operating system's run queue, where turns are not fair across tenants; leave it unset (one per core, and one more)"
                 );
             }
             config.ingest.workers
