@@ -104,19 +104,14 @@ impl Federation {
     pub fn operator(&self, presented: &str) -> Option<Result<Operator, AuthError>> {
         let key = ApiKey::parse(presented).ok()?;
         let entry = self.by_id.get(key.id())?;
-        let digest = key.digest();
         // the whole digest is compared, whatever differs first
-        let same = entry
-            .digest
-            .iter()
-            .zip(digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-        Some(if same {
-            Ok(entry.operator.clone())
-        } else {
-            Err(AuthError::Unknown)
-        })
+        Some(
+            if bulkhead_rules::keys::digest_eq(&entry.digest, &key.digest()) {
+                Ok(entry.operator.clone())
+            } else {
+                Err(AuthError::Unknown)
+            },
+        )
     }
 }
 

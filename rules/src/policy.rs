@@ -447,6 +447,24 @@ impl PolicySet {
         dir: &Path,
         reuse: impl Fn(&Path, Option<&PolicyDefaults>) -> Option<Arc<TenantPolicy>>,
     ) -> Result<Self, Vec<PolicyError>> {
+        Self::load_dir_with(dir, Self::load_defaults(dir), reuse)
+    }
+
+    /// The tenants of `dir` as they would load under `defaults` instead of
+    /// the directory's own default policy: a new default policy is checked
+    /// against every tenant before it is written.
+    pub fn load_dir_under(
+        dir: &Path,
+        defaults: Option<PolicyDefaults>,
+    ) -> Result<Self, Vec<PolicyError>> {
+        Self::load_dir_with(dir, Ok(defaults), |_, _| None)
+    }
+
+    fn load_dir_with(
+        dir: &Path,
+        defaults: Result<Option<PolicyDefaults>, Vec<PolicyError>>,
+        reuse: impl Fn(&Path, Option<&PolicyDefaults>) -> Option<Arc<TenantPolicy>>,
+    ) -> Result<Self, Vec<PolicyError>> {
         let mut errors = Vec::new();
         let mut set = PolicySet::default();
         let entries = match std::fs::read_dir(dir) {
@@ -466,7 +484,7 @@ impl PolicySet {
             .filter(|p| p.file_name().is_none_or(|n| n != DEFAULTS_FILE))
             .collect();
         paths.sort();
-        set.defaults = match Self::load_defaults(dir) {
+        set.defaults = match defaults {
             Ok(d) => d.map(Arc::new),
             Err(mut e) => {
                 // every tenant inherits it: nothing is loaded over a broken one

@@ -356,6 +356,15 @@ async fn revoke_key(
     Ok(Json(serde_json::json!({ "revoked": true })).into_response())
 }
 
+/// Every problem, one a line.
+fn joined(errors: &[bulkhead_rules::PolicyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn defaults_path(state: &AdminState) -> PathBuf {
     state.policy_dir.join(DEFAULTS_FILE)
 }
@@ -377,15 +386,6 @@ async fn get_defaults(State(state): State<AdminState>, headers: HeaderMap) -> An
 async fn put_defaults(State(state): State<AdminState>, headers: HeaderMap, text: String) -> Answer {
     let operator = authorize(&state, &headers)?;
     let path = defaults_path(&state);
-    bulkhead_rules::PolicyDefaults::parse(std::path::Path::new(DEFAULTS_FILE), &text).map_err(
-        |errors| {
-            bad(errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"))
-        },
-    )?;
     swap_defaults(state, operator, path, Some(text)).await
 }
 
@@ -421,20 +421,22 @@ async fn swap_defaults(
                 )
             })
         };
-        put(text.as_deref())?;
-        // validated here, whatever a concurrent look at the directory made
-        // of the same files
-        if let Err(errors) = bulkhead_rules::PolicySet::load_dir(&state.policy_dir) {
-            put(previous.as_deref())?;
+        // checked against every tenant before anything is written: a
+        // broken default policy on disk would stop the next start
+        let candidate = match text.as_deref() {
+            Some(t) => Some(
+                bulkhead_rules::PolicyDefaults::parse(std::path::Path::new(DEFAULTS_FILE), t)
+                    .map_err(|e| bad(joined(&e)))?,
+            ),
+            None => None,
+        };
+        if let Err(errors) = bulkhead_rules::PolicySet::load_dir_under(&state.policy_dir, candidate) {
             return Err(bad(format!(
                 "the policy directory does not load with this default policy; nothing was changed:\n{}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                joined(&errors)
             )));
         }
+        put(text.as_deref())?;
         let changed = match state.tenants.reload_by(&operator) {
             ReloadOutcome::Reloaded(c) => c.len(),
             ReloadOutcome::Unchanged => 0,
