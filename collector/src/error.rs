@@ -30,6 +30,10 @@ pub enum ReceiveError {
         message: String,
         retry_after: Duration,
     },
+    /// The tenant may not send data any more (its keys were shredded): a
+    /// permanent refusal, not to be retried.
+    #[error("{0}")]
+    Refused(String),
     /// Details are logged; the client gets a short message.
     #[error("internal error")]
     Internal(String),
@@ -45,6 +49,7 @@ impl ReceiveError {
             ReceiveError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ReceiveError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ReceiveError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::Refused(_) => StatusCode::FORBIDDEN,
             ReceiveError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,6 +64,7 @@ impl ReceiveError {
             ReceiveError::TooLarge { .. } => Code::ResourceExhausted,
             ReceiveError::Unavailable { .. } => Code::Unavailable,
             ReceiveError::Throttled { .. } => Code::ResourceExhausted,
+            ReceiveError::Refused(_) => Code::PermissionDenied,
             ReceiveError::Internal(_) => Code::Internal,
         }
     }
@@ -87,6 +93,7 @@ impl ReceiveError {
             ReceiveError::UnsupportedMediaType(_) => "unsupported_media_type",
             ReceiveError::Unavailable { .. } => "unavailable",
             ReceiveError::Throttled { .. } => "throttled",
+            ReceiveError::Refused(_) => "refused",
             ReceiveError::Internal(_) => "internal",
         }
     }

@@ -726,6 +726,11 @@ impl Pipeline {
                         retry_after: RETRY_AFTER,
                     })
                 }
+                Err(
+                    e @ bulkhead_store::Error::Key(bulkhead_store::crypto::KeyError::Shredded {
+                        ..
+                    }),
+                ) => return Err(ReceiveError::Refused(e.to_string())),
                 Err(e) => {
                     return Err(ReceiveError::Internal(format!(
                         "tenant {}: {e}",

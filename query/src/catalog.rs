@@ -13,6 +13,7 @@ use bulkhead_store::schema::TENANT_COLUMN;
 use bulkhead_store::{Signal, Store, TimeRange, OBJECT_STORE_URL};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::EncryptionFactoryOptions;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -21,10 +22,13 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::logical_expr::{
     utils::conjunction, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::object_store::path::Path as ObjectPath;
+use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
+use datafusion::parquet::encryption::encrypt::FileEncryptionProperties;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -142,6 +146,14 @@ impl TenantTable {
         let scan_schema = table_schema.table_schema().clone();
         let mut source =
             ParquetSource::new(table_schema).with_parquet_file_reader_factory(Arc::new(readers));
+        // the tenant's files are decrypted with the tenant's data keys only
+        let decryption = self
+            .store
+            .decryption(&self.tenant)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        if let Some(d) = decryption {
+            source = source.with_encryption_factory(Arc::new(TenantDecryption(d)));
+        }
         // filters on `tenant` hold for every row here; the rest prune row groups
         let prunable: Vec<Expr> = filters
             .iter()
@@ -167,6 +179,32 @@ impl TenantTable {
             .with_limit(limit)
             .build();
         Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// Decryption of one tenant's files: every file of a scan is the tenant's,
+/// and the footer names the data key (see `bulkhead_store::crypto`).
+#[derive(Debug)]
+struct TenantDecryption(Arc<FileDecryptionProperties>);
+
+#[async_trait]
+impl EncryptionFactory for TenantDecryption {
+    async fn get_file_encryption_properties(
+        &self,
+        _config: &EncryptionFactoryOptions,
+        _schema: &SchemaRef,
+        _file_path: &ObjectPath,
+    ) -> Result<Option<Arc<FileEncryptionProperties>>> {
+        // queries never write files
+        Ok(None)
+    }
+
+    async fn get_file_decryption_properties(
+        &self,
+        _config: &EncryptionFactoryOptions,
+        _file_path: &ObjectPath,
+    ) -> Result<Option<Arc<FileDecryptionProperties>>> {
+        Ok(Some(self.0.clone()))
     }
 }
 

@@ -20,6 +20,9 @@ pub enum QueryError {
     /// The tenant runs as many queries as it may; retry shortly.
     #[error("{0} queries of this tenant are running already, its limit (query.max_concurrent); retry when one has finished")]
     Busy(u32),
+    /// The tenant's data can never be read again (its keys were shredded).
+    #[error("{0}")]
+    Gone(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -34,6 +37,7 @@ impl QueryError {
             | QueryError::TooLarge(_)
             | QueryError::Memory(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueryError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            QueryError::Gone(_) => StatusCode::GONE,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -47,6 +51,16 @@ impl QueryError {
             }
             D::Execution(m) => QueryError::Invalid(m.clone()),
             D::ArrowError(..) => QueryError::Invalid(e.find_root().to_string()),
+            D::External(inner)
+                if matches!(
+                    inner.downcast_ref::<bulkhead_store::Error>(),
+                    Some(bulkhead_store::Error::Key(
+                        bulkhead_store::crypto::KeyError::Shredded { .. }
+                    ))
+                ) =>
+            {
+                QueryError::Gone(inner.to_string())
+            }
             _ => QueryError::Internal(e.to_string()),
         }
     }

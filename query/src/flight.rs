@@ -231,6 +231,7 @@ fn query_status(e: QueryError) -> Status {
             Status::resource_exhausted(e.to_string())
         }
         QueryError::Busy(_) => Status::unavailable(e.to_string()),
+        QueryError::Gone(_) => Status::failed_precondition(e.to_string()),
         QueryError::Internal(detail) => {
             tracing::error!(error = %detail, "Flight SQL query failed");
             Status::internal(e.to_string())

@@ -23,6 +23,7 @@ pub struct Config {
     pub compaction: Compaction,
     pub anomaly: Anomaly,
     pub query: Query,
+    pub encryption: Encryption,
     /// Operator keys, each granted a list of tenants to query together
     /// (`[[federation]]` entries; `bulkhead operator key` makes one).
     pub federation: Vec<bulkhead_query::federation::Grant>,
@@ -50,6 +51,36 @@ impl Default for Wal {
             enabled: true,
             segment_size: ByteSize(64 << 20),
             max_size: ByteSize(4 << 30),
+        }
+    }
+}
+
+/// Envelope encryption of each tenant's data under its own key (see
+/// `docs/security.md`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Encryption {
+    /// Encrypt new Parquet files and write-ahead log entries. Turned off,
+    /// new data is written in the clear and what was encrypted stays
+    /// readable (the keyring is still opened when it exists).
+    pub enabled: bool,
+    /// The keyring: each tenant's key-encryption keys, wrapped under the
+    /// master key. Default `<data_dir>/keyring.json`. Nodes sharing a
+    /// bucket share one keyring file.
+    pub keyring: Option<PathBuf>,
+    /// The master key (64 hex digits), read when `BULKHEAD_MASTER_KEY` is
+    /// not set. Default `<data_dir>/master.key`, made on first start when
+    /// neither it nor the keyring exists. Keep it off the data's disk in
+    /// production.
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl Default for Encryption {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keyring: None,
+            master_key_file: None,
         }
     }
 }
@@ -261,6 +292,7 @@ impl Default for Config {
             compaction: Compaction::default(),
             anomaly: Anomaly::default(),
             query: Query::default(),
+            encryption: Encryption::default(),
             federation: Vec::new(),
             admin: Vec::new(),
         }
@@ -514,6 +546,65 @@ impl Config {
         self.policy_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+
+    /// The keyring file.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.encryption
+            .keyring
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keyring.json"))
+    }
+
+    /// The master key file (used when `BULKHEAD_MASTER_KEY` is unset).
+    pub fn master_key_path(&self) -> PathBuf {
+        self.encryption
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// Opens the tenants' data keys: none when encryption is off and no
+    /// keyring exists (a deployment that never encrypted). The master key
+    /// comes from `BULKHEAD_MASTER_KEY` (as `env` reads it), else from the
+    /// master key file, which is made only for a new keyring.
+    pub fn open_keys(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<std::sync::Arc<bulkhead_store::crypto::DataKeys>>, String> {
+        use bulkhead_store::crypto::{DataKeys, Keyring, MasterKey, MASTER_KEY_ENV};
+        let keyring = self.keyring_path();
+        let exists = keyring.exists();
+        if !self.encryption.enabled && !exists {
+            return Ok(None);
+        }
+        let master = match env(MASTER_KEY_ENV) {
+            Some(v) => MasterKey::parse(&v).map_err(|e| format!("{MASTER_KEY_ENV}: {e}"))?,
+            None => {
+                let file = self.master_key_path();
+                if exists && !file.exists() {
+                    return Err(format!(
+                        "keyring {} exists but its master key does not: set {MASTER_KEY_ENV} or encryption.master_key_file ({} is missing)",
+                        keyring.display(),
+                        file.display()
+                    ));
+                }
+                let created = !file.exists();
+                let key = MasterKey::load_file(&file, true).map_err(|e| e.to_string())?;
+                if created {
+                    tracing::warn!(
+                        path = %file.display(),
+                        "made a new master key for tenant encryption; back it up, and in production keep it off the data's disk ({MASTER_KEY_ENV} or encryption.master_key_file): without it nothing encrypted can be read"
+                    );
+                }
+                key
+            }
+        };
+        let ring = Keyring::open(&keyring, master).map_err(|e| e.to_string())?;
+        Ok(Some(std::sync::Arc::new(DataKeys::with_encryption(
+            std::sync::Arc::new(ring),
+            self.encryption.enabled,
+        ))))
     }
 
     /// The append-only audit trail.

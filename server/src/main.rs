@@ -136,6 +136,25 @@ enum TenantCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Destroy a tenant's encryption keys: none of its files, log entries
+    /// or extracts can be read again, by anyone, wherever copies live.
+    /// Irreversible; asks for `--yes`.
+    Shred {
+        name: String,
+        /// Confirms that the tenant's data is to become unreadable for good.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Rotate a tenant's key-encryption key: its data keys are re-wrapped
+    /// under a new version and the old version is destroyed; no data file
+    /// is rewritten.
+    RotateKey {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +222,30 @@ fn audit_offline(config: &Config, event: NewEvent) {
         Err(AuditError::Locked(_)) => {}
         Err(e) => eprintln!("warning: audit trail: {e}"),
     }
+}
+
+/// The keyring and the store's objects, for key commands run beside (or
+/// without) a server.
+fn open_keys_offline(
+    config: &Config,
+) -> Result<
+    (
+        Arc<bulkhead_store::crypto::DataKeys>,
+        bulkhead_store::objects::Storage,
+    ),
+    String,
+> {
+    let keys = config
+        .open_keys(|k| std::env::var(k).ok())?
+        .ok_or_else(|| {
+            format!(
+                "encryption is off and there is no keyring at {}: no tenant has keys to change",
+                config.keyring_path().display()
+            )
+        })?;
+    let storage = bulkhead_store::objects::Storage::open_beside_server(&config.storage_config())
+        .map_err(|e| e.to_string())?;
+    Ok((keys, storage))
 }
 
 const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
@@ -351,6 +394,54 @@ fn main() -> ExitCode {
             println!(
                 "removed tenant {}: its {} key(s) stop working at the server's next policy reload; data already stored for it is kept",
                 p.tenant, p.live_keys
+            );
+            Ok(())
+        }),
+        Command::Tenant {
+            command: TenantCommand::Shred { name, yes, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let tenant = TenantId::new(&name).map_err(|e| e.to_string())?;
+            if !yes {
+                return Err(format!(
+                    "shredding destroys tenant {tenant}'s keys: none of its data can be read again, by anyone; run again with --yes to go ahead"
+                ));
+            }
+            let (keys, storage) = open_keys_offline(&c)?;
+            let at = chrono::Utc::now().to_rfc3339();
+            let deleted = keys
+                .shred(&storage, &tenant, &at)
+                .map_err(|e| e.to_string())?;
+            audit_offline(
+                &c,
+                NewEvent::new(EventKind::TenantShredded)
+                    .tenant(&tenant)
+                    .detail("at", &at)
+                    .detail("data_keys_deleted", deleted)
+                    .detail("by", "cli"),
+            );
+            println!(
+                "shredded tenant {tenant}: key-encryption keys destroyed, {deleted} data key(s) deleted; its files and log entries can no longer be read"
+            );
+            Ok(())
+        }),
+        Command::Tenant {
+            command: TenantCommand::RotateKey { name, config },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let tenant = TenantId::new(&name).map_err(|e| e.to_string())?;
+            let (keys, storage) = open_keys_offline(&c)?;
+            let r = keys.rotate(&storage, &tenant).map_err(|e| e.to_string())?;
+            audit_offline(
+                &c,
+                NewEvent::new(EventKind::KeyRotated)
+                    .tenant(&tenant)
+                    .detail("kek_version", r.kek_version)
+                    .detail("data_keys_rewrapped", r.data_keys_rewrapped)
+                    .detail("versions_retired", format!("{:?}", r.versions_retired))
+                    .detail("by", "cli"),
+            );
+            println!(
+                "rotated tenant {tenant}'s key: now version {}, {} data key(s) re-wrapped, version(s) {:?} destroyed; no data file rewritten",
+                r.kek_version, r.data_keys_rewrapped, r.versions_retired
             );
             Ok(())
         }),

@@ -20,7 +20,7 @@ use bulkhead_collector::anomaly::AnomalyEngine;
 use bulkhead_collector::pipeline::{FaultHook, Pipeline};
 use bulkhead_collector::telemetry::Telemetry;
 use bulkhead_collector::tenants::{ReloadOutcome, TenantDirectory};
-use bulkhead_store::audit::AuditLog;
+use bulkhead_store::audit::{AuditLog, EventKind, NewEvent};
 
 /// A started server. Drop does not stop it: call [`RunningServer::shutdown`].
 #[derive(Debug)]
@@ -109,10 +109,13 @@ pub async fn start_with(
         if wal.is_none() {
             tracing::warn!("the write-ahead log is off: a crash loses buffered data");
         }
-        tokio::task::spawn_blocking(move || Store::open_storage(&storage, &node, wal, flush, clock))
-            .await
-            .map_err(|e| format!("opening the store: {e}"))?
-            .map_err(|e| format!("opening the store: {e}"))?
+        let keys = config.open_keys(|k| std::env::var(k).ok())?;
+        tokio::task::spawn_blocking(move || {
+            Store::open_with_keys(&storage, &node, wal, flush, clock, keys)
+        })
+        .await
+        .map_err(|e| format!("opening the store: {e}"))?
+        .map_err(|e| format!("opening the store: {e}"))?
     };
     let store = Arc::new(store);
     let tenants = Arc::new(TenantDirectory::open(&config.policy_dir())?.with_clock(clock.clone()));
@@ -333,6 +336,7 @@ pub async fn start_with(
         tenants: tenants.clone(),
         telemetry: telemetry.clone(),
         audit: audit.clone(),
+        keys: KeyWatch::new(store.clone()),
     };
     let compactor = tokio::spawn(run_compaction(Compactor {
         store: store.clone(),
@@ -429,10 +433,102 @@ struct PolicyWatch {
     tenants: Arc<TenantDirectory>,
     telemetry: Arc<Telemetry>,
     audit: Arc<AuditLog>,
+    keys: Option<KeyWatch>,
+}
+
+/// Notices key changes other processes (`bulkhead tenant shred`,
+/// `bulkhead tenant rotate-key`) made in the keyring: a shredded tenant's
+/// buffered data is dropped at once, and each change is audited (the CLI
+/// cannot write the audit trail while the server holds it).
+#[derive(Clone)]
+struct KeyWatch {
+    store: Arc<Store>,
+    seen: Arc<parking_lot::Mutex<bulkhead_store::crypto::KeyState>>,
+}
+
+impl KeyWatch {
+    fn new(store: Arc<Store>) -> Option<Self> {
+        let state = store.keys()?.provider().state();
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the keyring");
+                Default::default()
+            }
+        };
+        Some(Self {
+            store,
+            seen: Arc::new(parking_lot::Mutex::new(state)),
+        })
+    }
+
+    /// The changes since the last look, as audit events.
+    fn changes(&self) -> Vec<NewEvent> {
+        let Some(keys) = self.store.keys() else {
+            return Vec::new();
+        };
+        let now = match keys.provider().state() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the keyring");
+                return Vec::new();
+            }
+        };
+        let mut seen = self.seen.lock();
+        let mut events = Vec::new();
+        for (tenant, at) in &now.shredded {
+            if seen.shredded.contains_key(tenant) {
+                continue;
+            }
+            let Ok(t) = bulkhead_rules::TenantId::new(tenant) else {
+                continue;
+            };
+            self.store.forget_shredded(&t);
+            tracing::warn!(%tenant, %at, "tenant shredded: its data can no longer be read");
+            events.push(
+                NewEvent::new(EventKind::TenantShredded)
+                    .tenant(&t)
+                    .detail("at", at)
+                    .detail("by", "keyring"),
+            );
+        }
+        for (tenant, version) in &now.current {
+            let before = seen.current.get(tenant).copied().unwrap_or(1);
+            if *version <= before {
+                continue;
+            }
+            let Ok(t) = bulkhead_rules::TenantId::new(tenant) else {
+                continue;
+            };
+            events.push(
+                NewEvent::new(EventKind::KeyRotated)
+                    .tenant(&t)
+                    .detail("kek_version", version)
+                    .detail("by", "keyring"),
+            );
+        }
+        *seen = now;
+        events
+    }
 }
 
 impl PolicyWatch {
     async fn check(&self) {
+        if let Some(k) = self.keys.clone() {
+            let audit = self.audit.clone();
+            let looked = tokio::task::spawn_blocking(move || {
+                let events = k.changes();
+                if !events.is_empty() {
+                    if let Err(e) = audit.append_all(events) {
+                        tracing::error!(error = %e, "audit of key changes failed");
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = looked {
+                tracing::error!(error = %e, "keyring look panicked");
+            }
+        }
         let t = self.tenants.clone();
         self.telemetry.add("bulkhead_policy_checks_total", &[], 1);
         match tokio::task::spawn_blocking(move || t.reload_if_changed()).await {

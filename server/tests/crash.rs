@@ -38,20 +38,40 @@ fn temp_files(store: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every committed file reads back, and none of the temporary files the
-/// crash left (`leftovers`, listed before the restart) is there any more;
-/// new ones may be commits of the restarted server in progress.
-fn check_store(store: &Path, leftovers: &[PathBuf]) {
+/// Every committed file reads back (decrypted with the tenant's keys: the
+/// keyring and master key on disk), is encrypted (no key, no read), and
+/// none of the temporary files the crash left (`leftovers`, listed before
+/// the restart) is there any more; new ones may be commits of the
+/// restarted server in progress.
+fn check_store(config: &Path, store: &Path, leftovers: &[PathBuf]) {
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
     for f in leftovers {
         assert!(!f.exists(), "temporary file left: {}", f.display());
     }
+    let config = bulkhead::Config::load(config).unwrap();
+    let keys = config
+        .open_keys(|_| None)
+        .unwrap()
+        .expect("encryption is on by default");
+    let storage = Arc::new(
+        bulkhead_store::objects::Storage::open_beside_server(&config.storage_config()).unwrap(),
+    );
+    let tenant = bulkhead_rules::TenantId::new("crash").unwrap();
+    let props = bulkhead_store::crypto::decryption_properties(keys, storage, &tenant).unwrap();
     let mut files = Vec::new();
     files_under(store, &mut files);
     for f in files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         if name.ends_with(".parquet") {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(&f).unwrap(),
+            let bytes = bytes::Bytes::from(std::fs::read(&f).unwrap());
+            assert!(
+                ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).is_err(),
+                "{} reads without its key",
+                f.display()
+            );
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                bytes,
+                ArrowReaderOptions::new().with_file_decryption_properties(props.clone()),
             )
             .unwrap_or_else(|e| panic!("{} is unreadable: {e}", f.display()))
             .build()
@@ -122,7 +142,7 @@ max_rows = 10000000
         let leftovers = temp_files(&data.join("store"));
         let mut server = start(&config);
         // after a restart: everything acknowledged so far is there, once
-        check_store(&data.join("store"), &leftovers);
+        check_store(&config, &data.join("store"), &leftovers);
         let bodies = query_bodies(&server.api, &key);
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for b in &bodies {

@@ -92,6 +92,12 @@ pub enum EventKind {
     LogRecovered,
     /// Data past its retention period was deleted (details: signal, before, files).
     RetentionApplied,
+    /// A tenant's key-encryption key was rotated (details: kek_version,
+    /// data_keys_rewrapped, versions_retired).
+    KeyRotated,
+    /// A tenant's keys were destroyed: none of its data can be read any
+    /// more (details: at, data_keys_deleted when known).
+    TenantShredded,
 }
 
 impl EventKind {
@@ -110,6 +116,8 @@ impl EventKind {
             EventKind::QueryRefused => "query_refused",
             EventKind::LogRecovered => "log_recovered",
             EventKind::RetentionApplied => "retention_applied",
+            EventKind::KeyRotated => "key_rotated",
+            EventKind::TenantShredded => "tenant_shredded",
         }
     }
 }
@@ -359,6 +367,9 @@ mod tests {
             EventKind::Query,
             EventKind::QueryRefused,
             EventKind::LogRecovered,
+            EventKind::RetentionApplied,
+            EventKind::KeyRotated,
+            EventKind::TenantShredded,
         ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),

@@ -220,11 +220,14 @@ impl Store {
                 path: f.path.clone(),
                 source: e,
             };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .map_err(decode)?
-                .with_batch_size(64 * 1024)
-                .build()
-                .map_err(decode)?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                bytes,
+                self.reader_options(tenant)?,
+            )
+            .map_err(decode)?
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(decode)?;
             for b in reader {
                 // files written before the tenant left the files still hold it
                 batches.push(crate::schema::without_tenant(&b?)?);
@@ -238,6 +241,7 @@ impl Store {
         let (bytes, rows) = {
             // sorting and encoding is CPU work: a turn of the tenant's (the
             // reads above and the put below are not)
+            let key = self.writing_key(tenant)?;
             let _turn = self.cpu_turn(tenant);
             let merged = sort_for_queries(&concat_batches(&schema, &batches)?)?;
             drop(batches);
@@ -245,7 +249,7 @@ impl Store {
                 path.path().as_ref(),
                 &schema,
                 std::slice::from_ref(&merged),
-                writer::compacted_properties(&schema),
+                writer::encrypted(writer::compacted_properties(&schema), key.as_deref())?,
             )?;
             (bytes, merged.num_rows() as u64)
         };

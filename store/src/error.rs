@@ -39,6 +39,8 @@ pub enum Error {
     NoTimestamp { tenant: String },
     #[error("write-ahead log: {0}")]
     Wal(#[source] crate::wal::WalError),
+    #[error("{0}")]
+    Key(#[from] crate::crypto::KeyError),
     #[error("ingest buffer full ({buffered} bytes buffered, limit {limit}); retry later")]
     BufferFull { buffered: usize, limit: usize },
 }
@@ -59,6 +61,7 @@ impl Error {
             | Error::Object { .. }
             | Error::Storage(_) => true,
             Error::Wal(e) => e.is_transient(),
+            Error::Key(e) => matches!(e, crate::crypto::KeyError::Storage(_)),
             _ => false,
         }
     }

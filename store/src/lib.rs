@@ -12,6 +12,7 @@
 pub mod atomic;
 pub mod audit;
 pub mod compaction;
+pub mod crypto;
 pub mod error;
 pub mod manifest;
 pub mod objects;
@@ -31,4 +32,4 @@ pub use signal::Signal;
 pub use store::{
     CpuTurns, FlushConfig, FlushStats, ReplayReport, Snapshot, Store, StoreStats, TimeRange,
 };
-pub use wal::{Wal, WalConfig, WalEntry, WalError, WalStats, WriteFaults};
+pub use wal::{Wal, WalBody, WalConfig, WalEntry, WalError, WalStats, WriteFaults};

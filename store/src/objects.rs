@@ -93,6 +93,16 @@ impl Storage {
     /// Opens the configured backend. Local disk: the directory is created,
     /// and staging files a crash left behind are removed.
     pub fn open(config: &StorageConfig) -> Result<Self> {
+        Self::open_inner(config, true)
+    }
+
+    /// [`Storage::open`] for a tool running beside a server: staging files
+    /// are left alone (they may be the server's uploads in progress).
+    pub fn open_beside_server(config: &StorageConfig) -> Result<Self> {
+        Self::open_inner(config, false)
+    }
+
+    fn open_inner(config: &StorageConfig, cleanup: bool) -> Result<Self> {
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("bulkhead-io")
@@ -103,7 +113,11 @@ impl Storage {
             StorageConfig::Local { root } => {
                 std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
                 let root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
-                let removed = remove_staging_files(&root)?;
+                let removed = if cleanup {
+                    remove_staging_files(&root)?
+                } else {
+                    0
+                };
                 if removed > 0 {
                     tracing::warn!(removed, root = %root.display(), "removed unfinished uploads");
                 }

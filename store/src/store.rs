@@ -22,7 +22,10 @@ use arrow::record_batch::RecordBatch;
 use bulkhead_rules::{Clock, TenantId};
 use object_store::path::Path as ObjPath;
 use parking_lot::{Mutex, RwLock};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::encryption::decrypt::FileDecryptionProperties;
 
+use crate::crypto::{self, DataKey, DataKeys, KeyError};
 use crate::error::{Error, Result};
 use crate::manifest::{Action, CommitError, FileEntry, Manifest, WalRef};
 use crate::objects::{Storage, StorageConfig};
@@ -192,6 +195,8 @@ pub struct ReplayReport {
     /// Entry parts found already committed (a crash between a commit and the
     /// deletion of its WAL segment), skipped.
     pub parts_already_committed: usize,
+    /// Encrypted entries whose tenant was shredded since, dropped.
+    pub entries_unreadable: usize,
 }
 
 /// The WAL side of the store: the log, and for each outstanding entry the
@@ -205,7 +210,9 @@ struct Durability {
 /// The per-tenant store, on local disk or object storage.
 #[derive(Debug)]
 pub struct Store {
-    storage: Storage,
+    storage: Arc<Storage>,
+    /// Tenants' data keys, when data is encrypted (or was).
+    keys: Option<Arc<DataKeys>>,
     /// This node's name, recorded in the files it commits.
     node: String,
     config: FlushConfig,
@@ -272,8 +279,23 @@ impl Store {
         config: FlushConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<(Self, ReplayReport)> {
+        Self::open_with_keys(storage, node, wal, config, clock, None)
+    }
+
+    /// [`Store::open_storage`] with tenants' data keys: files and log
+    /// entries are encrypted under them when they encrypt, and encrypted
+    /// ones can be read.
+    pub fn open_with_keys(
+        storage: &StorageConfig,
+        node: &str,
+        wal: Option<WalConfig>,
+        config: FlushConfig,
+        clock: Arc<dyn Clock>,
+        keys: Option<Arc<DataKeys>>,
+    ) -> Result<(Self, ReplayReport)> {
         let mut store = Self {
-            storage: Storage::open(storage)?,
+            storage: Arc::new(Storage::open(storage)?),
+            keys,
             node: node.to_string(),
             config,
             clock,
@@ -312,7 +334,33 @@ impl Store {
         // (hour, seq) of this WAL's entries that each touched table holds
         let mut committed: HashMap<(TenantId, Signal), HashSet<(i64, u64)>> = HashMap::new();
         for entry in entries {
-            let parts = split_by_hour(&entry.tenant, &entry.batch)?;
+            let key = match (entry.key_id(), &self.keys) {
+                (None, _) => None,
+                (Some(id), Some(keys)) => match keys.by_id(&self.storage, &entry.tenant, id) {
+                    Ok(k) => Some(k),
+                    Err(e @ (KeyError::Shredded { .. } | KeyError::NoDataKey { .. })) => {
+                        // shredded: unreadable for good, and not to be kept
+                        tracing::warn!(tenant = %entry.tenant, seq = entry.seq, error = %e, "write-ahead log entry cannot be decrypted; dropped");
+                        report.entries_unreadable += 1;
+                        d.wal.complete(entry.seq);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                (Some(_), None) => {
+                    return Err(Error::Key(KeyError::Invalid(format!(
+                        "the write-ahead log holds encrypted entries (tenant {}, seq {}) but no keyring is configured",
+                        entry.tenant, entry.seq
+                    ))))
+                }
+            };
+            let batch = entry.open(key.as_deref()).map_err(|reason| {
+                Error::Wal(crate::wal::WalError::Invalid(format!(
+                    "entry {} of tenant {}: {reason}",
+                    entry.seq, entry.tenant
+                )))
+            })?;
+            let parts = split_by_hour(&entry.tenant, &batch)?;
             let table = (entry.tenant.clone(), entry.signal);
             if !committed.contains_key(&table) {
                 let parts = self.with_manifest(&entry.tenant, entry.signal, |m| {
@@ -433,7 +481,15 @@ impl Store {
         let Some(bytes) = self.storage.get(&o.location)? else {
             return Ok(None);
         };
+        let Some(tenant) = parts
+            .first()
+            .and_then(|p| p.strip_prefix("tenant="))
+            .and_then(|t| TenantId::new(t).ok())
+        else {
+            return Ok(None);
+        };
         let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .with_decryption_properties(self.decryption(&tenant)?)
             .parse_and_finish(&bytes)
             .map_err(|e| Error::Decode {
                 path: o.location.to_string(),
@@ -517,6 +573,117 @@ impl Store {
     /// trees (the anomaly detectors' exchange, under `_anomaly/`).
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The tenants' data keys, when the store has a keyring.
+    pub fn keys(&self) -> Option<&Arc<DataKeys>> {
+        self.keys.as_ref()
+    }
+
+    /// The key new data of `tenant` is encrypted with now, if data is
+    /// encrypted; fails if the tenant was shredded.
+    pub(crate) fn writing_key(&self, tenant: &TenantId) -> Result<Option<Arc<DataKey>>> {
+        match &self.keys {
+            Some(k) if k.encrypts() => Ok(Some(k.for_writing(
+                &self.storage,
+                tenant,
+                self.clock.now_nanos(),
+            )?)),
+            Some(k) => {
+                k.check(tenant)?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Properties that decrypt `tenant`'s files (none without a keyring);
+    /// fails if the tenant was shredded.
+    pub fn decryption(&self, tenant: &TenantId) -> Result<Option<Arc<FileDecryptionProperties>>> {
+        match &self.keys {
+            Some(k) => Ok(Some(crypto::decryption_properties(
+                k.clone(),
+                self.storage.clone(),
+                tenant,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reader options for `tenant`'s files.
+    pub(crate) fn reader_options(&self, tenant: &TenantId) -> Result<ArrowReaderOptions> {
+        let mut o = ArrowReaderOptions::new();
+        if let Some(d) = self.decryption(tenant)? {
+            o = o.with_file_decryption_properties(d);
+        }
+        Ok(o)
+    }
+
+    /// Drops everything buffered of `tenant` (shredded: it may not be
+    /// read or written any more); its log entries are released.
+    fn discard_buffered(&self, tenant: &TenantId, shard: &Shard) {
+        let _write = shard.commit.write();
+        let mut pending = shard.pending.lock();
+        let mut seqs = Vec::new();
+        for (_, p) in std::mem::take(&mut *pending) {
+            self.buffered.fetch_sub(p.bytes, Ordering::Relaxed);
+            seqs.extend(p.parts.iter().filter_map(|part| part.seq));
+        }
+        drop(pending);
+        if !seqs.is_empty() {
+            tracing::warn!(%tenant, entries = seqs.len(), "buffered data of a shredded tenant dropped");
+        }
+        self.release(&seqs);
+    }
+
+    /// Shreds `tenant` (see [`DataKeys::shred`]) and drops what this node
+    /// buffers of it. Returns the data keys deleted.
+    pub fn shred(&self, tenant: &TenantId) -> Result<usize> {
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::Key(KeyError::Invalid(
+                "this store has no keyring: encryption is not configured".into(),
+            ))
+        })?;
+        let at = chrono::DateTime::from_timestamp_nanos(self.clock.now_nanos()).to_rfc3339();
+        let deleted = keys.shred(&self.storage, tenant, &at)?;
+        if let Some(shard) = self.existing_shard(tenant) {
+            self.discard_buffered(tenant, &shard);
+        }
+        Ok(deleted)
+    }
+
+    /// Drops what this node holds of a tenant another process shredded:
+    /// its keys in memory and its buffered data.
+    pub fn forget_shredded(&self, tenant: &TenantId) {
+        if let Some(keys) = &self.keys {
+            keys.forget(tenant);
+        }
+        if let Some(shard) = self.existing_shard(tenant) {
+            self.discard_buffered(tenant, &shard);
+        }
+    }
+
+    /// Rotates `tenant`'s key-encryption key (see [`DataKeys::rotate`]).
+    pub fn rotate_key(&self, tenant: &TenantId) -> Result<crypto::Rotation> {
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::Key(KeyError::Invalid(
+                "this store has no keyring: encryption is not configured".into(),
+            ))
+        })?;
+        Ok(keys.rotate(&self.storage, tenant)?)
+    }
+
+    /// Fails if `tenant` was shredded, dropping what is still buffered of it.
+    fn check_not_shredded(&self, tenant: &TenantId, shard: &Shard) -> Result<()> {
+        if let Some(keys) = &self.keys {
+            if let Err(e) = keys.check(tenant) {
+                if matches!(e, KeyError::Shredded { .. }) {
+                    self.discard_buffered(tenant, shard);
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn clock(&self) -> &dyn Clock {
@@ -761,11 +928,25 @@ impl Store {
                 return Err(e);
             }
         };
+        let key = match self.writing_key(tenant) {
+            Ok(k) => k,
+            Err(e) => {
+                done();
+                return Err(e);
+            }
+        };
         let seq = match &self.durability {
             Some(d) => {
                 let seq = d
                     .wal
-                    .append_then(tenant, signal, policy_version, &batch, &mut done)
+                    .append_then(
+                        tenant,
+                        signal,
+                        policy_version,
+                        &batch,
+                        key.as_deref(),
+                        &mut done,
+                    )
                     .map_err(Error::Wal)?;
                 d.outstanding.lock().insert(seq, parts.len());
                 Some(seq)
@@ -936,6 +1117,12 @@ impl Store {
         stats: &mut FlushStats,
     ) -> Result<()> {
         let _one_flusher = shard.flushing.lock();
+        if let Err(e) = self.check_not_shredded(tenant, shard) {
+            return match e {
+                Error::Key(KeyError::Shredded { .. }) => Ok(()),
+                e => Err(e),
+            };
+        }
         let work: Vec<(PartKey, Vec<Part>)> = {
             let pending = shard.pending.lock();
             pending
@@ -991,12 +1178,13 @@ impl Store {
         let seqs: Vec<u64> = parts.iter().filter_map(|p| p.seq).collect();
         let bytes = {
             // encoding is CPU work: a turn of the tenant's (the put is not)
+            let key = self.writing_key(tenant)?;
             let _turn = self.cpu_turn(tenant);
             writer::encode_parquet(
                 path.path().as_ref(),
                 &schema,
                 &batches,
-                writer::flush_properties(),
+                writer::encrypted(writer::flush_properties(), key.as_deref())?,
             )?
         };
         let size = bytes.len() as u64;
@@ -1305,6 +1493,7 @@ impl Store {
     ) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let shard = self.shard(tenant);
+        self.check_not_shredded(tenant, &shard)?;
         let _read = shard.commit.read();
         {
             let pending = shard.pending.lock();

@@ -243,7 +243,55 @@ pub struct WalEntry {
     pub tenant: TenantId,
     pub signal: Signal,
     pub policy_version: String,
-    pub batch: RecordBatch,
+    pub body: WalBody,
+}
+
+/// An entry's batch, as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WalBody {
+    /// In the clear.
+    Batch(RecordBatch),
+    /// Encrypted under the tenant's data key `key`: opened with
+    /// [`WalEntry::open`].
+    Sealed {
+        key: uuid::Uuid,
+        bytes: arrow::buffer::Buffer,
+    },
+}
+
+impl WalEntry {
+    /// The batch, if it was logged in the clear.
+    pub fn batch(&self) -> Option<&RecordBatch> {
+        match &self.body {
+            WalBody::Batch(b) => Some(b),
+            WalBody::Sealed { .. } => None,
+        }
+    }
+
+    /// The data key a sealed entry needs.
+    pub fn key_id(&self) -> Option<uuid::Uuid> {
+        match &self.body {
+            WalBody::Batch(_) => None,
+            WalBody::Sealed { key, .. } => Some(*key),
+        }
+    }
+
+    /// The batch, decrypted with `key` if the entry is sealed.
+    pub fn open(
+        &self,
+        key: Option<&crate::crypto::DataKey>,
+    ) -> std::result::Result<RecordBatch, String> {
+        match (&self.body, key) {
+            (WalBody::Batch(b), _) => Ok(b.clone()),
+            (WalBody::Sealed { key: id, bytes }, Some(k)) if k.id == *id => {
+                format::open_sealed(&self.tenant, self.signal, bytes, k)
+            }
+            (WalBody::Sealed { key, .. }, _) => Err(format!(
+                "entry {} is sealed with data key {key}, not given",
+                self.seq
+            )),
+        }
+    }
 }
 
 /// What [`Wal::open`] found.
@@ -503,20 +551,22 @@ impl Wal {
         policy_version: &str,
         batch: &RecordBatch,
     ) -> Result<u64> {
-        self.append_then(tenant, signal, policy_version, batch, || {})
+        self.append_then(tenant, signal, policy_version, batch, None, || {})
     }
 
-    /// [`Wal::append`], calling `encoded` once the entry is encoded (the
-    /// CPU work done), before waiting for the write and fsync.
+    /// [`Wal::append`], the batch sealed with `key` when given, calling
+    /// `encoded` once the entry is encoded (the CPU work done), before
+    /// waiting for the write and fsync.
     pub fn append_then(
         &self,
         tenant: &TenantId,
         signal: Signal,
         policy_version: &str,
         batch: &RecordBatch,
+        key: Option<&crate::crypto::DataKey>,
         encoded: impl FnOnce(),
     ) -> Result<u64> {
-        let entry = EncodedEntry::new(tenant, signal, policy_version, batch);
+        let entry = EncodedEntry::new(tenant, signal, policy_version, batch, key);
         encoded();
         let encoded = entry?;
         let mut queue = self.queue.lock();

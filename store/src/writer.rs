@@ -6,6 +6,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::encryption::encrypt::FileEncryptionProperties;
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
@@ -36,6 +37,28 @@ pub(crate) fn compacted_properties(schema: &SchemaRef) -> WriterProperties {
             .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01);
     }
     b.build()
+}
+
+/// `props` with the file encrypted (footer and every column) under `key`,
+/// which the footer names.
+pub(crate) fn encrypted(
+    props: WriterProperties,
+    key: Option<&crate::crypto::DataKey>,
+) -> Result<WriterProperties> {
+    let Some(key) = key else {
+        return Ok(props);
+    };
+    let encryption = FileEncryptionProperties::builder(key.key().to_vec())
+        .with_footer_key_metadata(key.metadata())
+        .build()
+        .map_err(|e| Error::Encode {
+            what: "encryption properties".into(),
+            source: e,
+        })?;
+    Ok(props
+        .into_builder()
+        .with_file_encryption_properties(encryption)
+        .build())
 }
 
 /// Encodes `batches` as one Parquet file in memory.

@@ -214,7 +214,8 @@ fn concurrent_appends_share_one_fsync() {
     assert_eq!(seqs_of(&recovered), sorted);
     for e in &recovered {
         let n = e
-            .batch
+            .batch()
+            .expect("in the clear")
             .column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
@@ -283,7 +284,8 @@ fn many_threads_appending_are_group_committed() {
         .iter()
         .map(|e| {
             let n = e
-                .batch
+                .batch()
+                .expect("in the clear")
                 .column(0)
                 .as_any()
                 .downcast_ref::<Int64Array>()

@@ -162,6 +162,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Encrypt new data under per-tenant keys (the default) or not.
+    pub fn encryption(mut self, enabled: bool) -> Self {
+        self.config.encryption.enabled = enabled;
+        self
+    }
+
     /// Use an existing data directory (to restart over earlier data).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
@@ -210,6 +216,40 @@ impl TestServerBuilder {
             http: reqwest::Client::new(),
         }
     }
+}
+
+/// Every batch of one stored Parquet file (a path under the store
+/// directory of `config`), decrypted with its tenant's keys the way the
+/// server reads it (the keyring and master key on disk; the server may be
+/// running or stopped).
+pub fn read_stored_file(config: &Config, file: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    let rel = file
+        .strip_prefix(config.store_dir())
+        .expect("a file of the store");
+    let tenant = rel
+        .iter()
+        .next()
+        .and_then(|p| p.to_str())
+        .and_then(|p| p.strip_prefix("tenant="))
+        .expect("under tenant=<id>");
+    let tenant = bulkhead_rules::TenantId::new(tenant).expect("tenant id");
+    let mut options = ArrowReaderOptions::new();
+    if let Some(keys) = config.open_keys(|k| std::env::var(k).ok()).expect("keys") {
+        let storage =
+            bulkhead_store::objects::Storage::open_beside_server(&config.storage_config())
+                .expect("storage");
+        let props = bulkhead_store::crypto::decryption_properties(keys, Arc::new(storage), &tenant)
+            .expect("decryption properties");
+        options = options.with_file_decryption_properties(props);
+    }
+    let bytes = bytes::Bytes::from(std::fs::read(file).expect("read file"));
+    ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch"))
+        .collect()
 }
 
 /// A query's HTTP status and parsed JSON body.

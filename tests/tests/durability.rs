@@ -55,9 +55,12 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_commits_buffers_and_a_restart_reads_them_back() {
     let data = tempfile::tempdir().unwrap();
+    // encryption off: files any Parquet reader can read (with it on, see
+    // tests/encryption.rs)
     let mut srv = TestServer::builder()
         .tenant("acme", "ingest,query")
         .flush_max_age(std::time::Duration::from_secs(3600))
+        .encryption(false)
         .data_dir(data.path())
         .start()
         .await;
@@ -103,7 +106,11 @@ async fn shutdown_commits_buffers_and_a_restart_reads_them_back() {
     assert_eq!(rows, 3);
 
     // restart over the same directory: the same key and rows are there
-    let srv = TestServer::builder().data_dir(data.path()).start().await;
+    let srv = TestServer::builder()
+        .encryption(false)
+        .data_dir(data.path())
+        .start()
+        .await;
     let n = srv.scalar(&key, "SELECT count(*) FROM logs").await;
     assert_eq!(n, json!(3));
     // time pruning answers from the right partition

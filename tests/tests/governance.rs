@@ -2,7 +2,6 @@
 //! every tenant, each tenant's own redaction policy, and fields naming
 //! another tenant pinned to the caller. Checked in query results and in the
 //! Parquet files themselves (read back, not grepped).
-use std::fs::File;
 use std::path::Path;
 
 use arrow::array::Array;
@@ -12,7 +11,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prost::Message;
 use serde_json::json;
 
@@ -80,20 +78,18 @@ async fn send(srv: &TestServer, tenant: &str) {
     assert_eq!(resp.status(), 200);
 }
 
-/// Every cell of every Parquet file under `dir`, nested values included, as text.
-fn all_stored_text(dir: &Path) -> String {
+/// Every cell of every Parquet file under `dir`, nested values included,
+/// as text (decrypted with the tenants' keys), and the raw bytes of every
+/// file as they are on disk.
+fn all_stored_text(config: &bulkhead::Config, dir: &Path) -> String {
     let mut out = String::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let p = entry.path();
         if p.is_dir() {
-            out.push_str(&all_stored_text(&p));
+            out.push_str(&all_stored_text(config, &p));
         } else if p.extension().is_some_and(|x| x == "parquet") {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
+            out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            for batch in bulkhead_e2e::read_stored_file(config, &p) {
                 for col in batch.columns() {
                     let f =
                         ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default()).unwrap();
@@ -203,8 +199,9 @@ applies_to = ["record_attributes"]
 
     // and in the files themselves, read back as Parquet
     let store = srv.store_dir();
+    let config = srv.server_config().clone();
     srv.shutdown().await;
-    let stored = all_stored_text(&store);
+    let stored = all_stored_text(&config, &store);
     assert!(stored.contains("shop"), "the files were read");
     for secret in SECRETS {
         assert!(!stored.contains(secret), "{secret} is in a stored file");

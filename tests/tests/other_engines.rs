@@ -127,8 +127,11 @@ async fn duckdb_and_pyarrow_read_a_tenants_tree_and_agree_with_bulkhead() {
         .unwrap()
         .as_nanos() as i64;
     let clock = Arc::new(ManualClock::new(now));
+    // a deployment with encryption off: its files are open to any engine
+    // (with it on, none can read them: tests/encryption.rs)
     let srv = TestServer::builder()
         .clock(clock.clone())
+        .encryption(false)
         .tenant("acme", "ingest,query")
         .tenant("other", "ingest,query")
         .start()

@@ -7,7 +7,8 @@ use arrow::record_batch::RecordBatch;
 use bulkhead_rules::TenantId;
 use uuid::Uuid;
 
-use super::{WalEntry, WalError};
+use super::{WalBody, WalEntry, WalError};
+use crate::crypto::{self, DataKey};
 use crate::Signal;
 
 /// First 8 bytes of every segment: name and format version 1.
@@ -22,6 +23,18 @@ pub(super) const MAX_PAYLOAD_LEN: usize = 1 << 30;
 const SEQ_LEN: usize = 8;
 /// seq, tenant length, one tenant byte, signal, policy version length, one IPC byte.
 const MIN_PAYLOAD_LEN: usize = SEQ_LEN + 2 + 1 + 1 + 2 + 1;
+/// Set in the signal byte of an entry whose body is encrypted: the data
+/// key's id (16 bytes), a nonce, the Arrow IPC stream sealed with
+/// AES-256-GCM, its tag.
+const SEALED: u8 = 0x80;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const SEALED_OVERHEAD: usize = 16 + NONCE_LEN + TAG_LEN;
+
+/// What a sealed body is bound to besides its key.
+fn sealed_aad(tenant: &str, signal_code: u8) -> Vec<u8> {
+    format!("bulkhead-wal|{tenant}|{signal_code}").into_bytes()
+}
 
 /// What a later segment's header says about the segment before it: how far
 /// that one was durable when it was sealed.
@@ -130,6 +143,7 @@ impl EncodedEntry {
         signal: Signal,
         policy_version: &str,
         batch: &RecordBatch,
+        key: Option<&DataKey>,
     ) -> Result<Self, WalError> {
         let tenant = tenant.as_str().as_bytes();
         let tenant_len = u16::try_from(tenant.len())
@@ -141,18 +155,39 @@ impl EncodedEntry {
             ))
         })?;
         let mut frame = Vec::with_capacity(
-            FRAME_HEADER_LEN + SEQ_LEN + 64 + policy_version.len() + batch.get_array_memory_size(),
+            FRAME_HEADER_LEN
+                + SEQ_LEN
+                + 64
+                + SEALED_OVERHEAD
+                + policy_version.len()
+                + batch.get_array_memory_size(),
         );
         frame.extend_from_slice(&[0u8; FRAME_HEADER_LEN + SEQ_LEN]);
         frame.extend_from_slice(&tenant_len.to_le_bytes());
         frame.extend_from_slice(tenant);
-        frame.push(signal_code(signal));
+        let code = signal_code(signal);
+        frame.push(if key.is_some() { code | SEALED } else { code });
         frame.extend_from_slice(&pv_len.to_le_bytes());
         frame.extend_from_slice(policy_version.as_bytes());
+        let body_at = if let Some(key) = key {
+            frame.extend_from_slice(key.id.as_bytes());
+            let nonce_at = frame.len();
+            frame.resize(nonce_at + NONCE_LEN, 0);
+            crypto::fill_random(&mut frame[nonce_at..])
+                .map_err(|e| WalError::Invalid(e.to_string()))?;
+            Some(frame.len())
+        } else {
+            None
+        };
         let mut writer = StreamWriter::try_new(&mut frame, batch.schema_ref().as_ref())?;
         writer.write(batch)?;
         writer.finish()?;
         drop(writer);
+        if let (Some(key), Some(at)) = (key, body_at) {
+            let aad = sealed_aad(std::str::from_utf8(tenant).unwrap_or(""), code);
+            crypto::seal_in_place(key.key(), &aad, &mut frame, at)
+                .map_err(|e| WalError::Invalid(e.to_string()))?;
+        }
         let payload_len = frame.len() - FRAME_HEADER_LEN;
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(WalError::Invalid(format!(
@@ -288,17 +323,42 @@ fn decode_payload(payload: &Buffer) -> Result<WalEntry, String> {
     };
     let seq = u64::from_le_bytes(r.take(SEQ_LEN, "seq")?.try_into().expect("8 bytes"));
     let tenant = TenantId::new(r.str("tenant")?).map_err(|e| format!("invalid tenant: {e}"))?;
-    let code = r.take(1, "signal")?[0];
+    let byte = r.take(1, "signal")?[0];
+    let code = byte & !SEALED;
     let signal = signal_from_code(code).ok_or_else(|| format!("unknown signal code {code}"))?;
     let policy_version = r.str("policy version")?.to_string();
-    let batch = decode_batch(payload.slice(r.pos))?;
+    let body = if byte & SEALED != 0 {
+        let id = r.take(16, "data key id")?;
+        let key = Uuid::from_slice(id).map_err(|e| e.to_string())?;
+        if payload.len() - r.pos < NONCE_LEN + TAG_LEN + 1 {
+            return Err("sealed entry too short".into());
+        }
+        WalBody::Sealed {
+            key,
+            bytes: payload.slice(r.pos),
+        }
+    } else {
+        WalBody::Batch(decode_batch(payload.slice(r.pos))?)
+    };
     Ok(WalEntry {
         seq,
         tenant,
         signal,
         policy_version,
-        batch,
+        body,
     })
+}
+
+/// The batch of a sealed entry body, opened with its data key.
+pub(super) fn open_sealed(
+    tenant: &TenantId,
+    signal: Signal,
+    bytes: &Buffer,
+    key: &DataKey,
+) -> Result<RecordBatch, String> {
+    let aad = sealed_aad(tenant.as_str(), signal_code(signal));
+    let plain = crypto::open(key.key(), &aad, bytes.as_slice()).map_err(|e| e.to_string())?;
+    decode_batch(Buffer::from(plain))
 }
 
 /// Decodes an Arrow IPC stream that must hold exactly one batch.
@@ -360,7 +420,7 @@ mod tests {
         let mut out = header(first_seq).encode().to_vec();
         let tenant = TenantId::new("acme").unwrap();
         for &seq in seqs {
-            let e = EncodedEntry::new(&tenant, Signal::Spans, "v1", &batch(2)).unwrap();
+            let e = EncodedEntry::new(&tenant, Signal::Spans, "v1", &batch(2), None).unwrap();
             out.extend(e.seal(seq));
         }
         out
@@ -403,8 +463,8 @@ mod tests {
         let tenant = TenantId::new("t-1").unwrap();
         let mut data = header(1).encode().to_vec();
         for (i, signal) in Signal::ALL.into_iter().enumerate() {
-            let e =
-                EncodedEntry::new(&tenant, signal, &format!("pv{i}"), &batch(i as i64)).unwrap();
+            let e = EncodedEntry::new(&tenant, signal, &format!("pv{i}"), &batch(i as i64), None)
+                .unwrap();
             let len = e.len();
             let frame = e.seal(i as u64 + 1);
             assert_eq!(frame.len(), len);
@@ -419,8 +479,36 @@ mod tests {
             assert_eq!(e.signal, Signal::ALL[i]);
             assert_eq!(e.tenant, tenant);
             assert_eq!(e.policy_version, format!("pv{i}"));
-            assert_eq!(e.batch, batch(i as i64));
+            assert_eq!(e.batch(), Some(&batch(i as i64)));
         }
+    }
+
+    #[test]
+    fn sealed_entries_open_only_with_their_key_and_hide_their_rows() {
+        let tenant = TenantId::new("acme").unwrap();
+        let key = DataKey::random(&tenant).unwrap();
+        let mut data = header(1).encode().to_vec();
+        let e = EncodedEntry::new(&tenant, Signal::Logs, "pv", &batch(41), Some(&key)).unwrap();
+        let frame = e.seal(1);
+        // the batch's strings are not in the clear
+        assert!(
+            !frame.windows(3).any(|w| w == b"v40"),
+            "plaintext in a sealed entry"
+        );
+        data.extend(frame);
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None);
+        assert_eq!(scan.stop, None);
+        let entry = &scan.entries[0];
+        assert_eq!(entry.batch(), None);
+        assert_eq!(entry.key_id(), Some(key.id));
+        assert_eq!(entry.open(Some(&key)).unwrap(), batch(41));
+        assert!(entry.open(None).is_err());
+        let other = DataKey::random(&tenant).unwrap();
+        assert!(entry.open(Some(&other)).is_err());
+        // the same key under another tenant's name does not open it
+        let mut moved = entry.clone();
+        moved.tenant = TenantId::new("globex").unwrap();
+        assert!(moved.open(Some(&key)).is_err());
     }
 
     #[test]
