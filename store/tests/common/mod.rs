@@ -113,7 +113,21 @@ pub fn parquet_of(
         .read_object(path)
         .unwrap()
         .expect("committed file exists");
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap()
+    // decrypted with the tenant's keys when the store has them
+    let tenant = path
+        .parts()
+        .next()
+        .and_then(|p| p.as_ref().strip_prefix("tenant=").map(str::to_string))
+        .expect("a tenant's file");
+    let tenant = bulkhead_rules::TenantId::new(&tenant).unwrap();
+    let mut options = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
+    if let Some(d) = store.decryption(&tenant).unwrap() {
+        options = options.with_file_decryption_properties(d);
+    }
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+        bytes, options,
+    )
+    .unwrap()
 }
 
 /// The batches of committed files.
