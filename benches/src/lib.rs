@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 /// The default configuration with its data in `data_dir` and every listener
 /// on an ephemeral loopback port, so a benchmark never collides with a
 /// server already running on the machine.
+/// (`BENCH_ENCRYPTION=off` turns tenant encryption off, for comparison.)
 pub fn loopback_config(data_dir: &Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),
@@ -22,6 +23,8 @@ pub fn loopback_config(data_dir: &Path) -> Config {
     config.listen.api = any;
     config.listen.metrics = any;
     config.listen.flight = any;
+    // BENCH_ENCRYPTION=off: new data in the clear, to price encryption
+    config.encryption.enabled = std::env::var("BENCH_ENCRYPTION").as_deref() != Ok("off");
     config
 }
 

@@ -90,6 +90,8 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         .into_iter()
         .flatten()
         .flatten()
+        // hidden entries (the keyring's `.keys`) are not policies
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             Some((e.path(), m.modified().ok(), m.len()))

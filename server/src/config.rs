@@ -65,13 +65,13 @@ pub struct Encryption {
     /// readable (the keyring is still opened when it exists).
     pub enabled: bool,
     /// The keyring: each tenant's key-encryption keys, wrapped under the
-    /// master key. Default `<data_dir>/keyring.json`. Nodes sharing a
-    /// bucket share one keyring file.
+    /// master key. Default `<policy_dir>/.keys/keyring.json`: nodes sharing
+    /// a bucket share the policy directory, and so one keyring.
     pub keyring: Option<PathBuf>,
     /// The master key (64 hex digits), read when `BULKHEAD_MASTER_KEY` is
-    /// not set. Default `<data_dir>/master.key`, made on first start when
-    /// neither it nor the keyring exists. Keep it off the data's disk in
-    /// production.
+    /// not set. Default `<policy_dir>/.keys/master.key`, made on first start
+    /// when neither it nor the keyring exists. In production give it in
+    /// `BULKHEAD_MASTER_KEY` (from a secret store) instead.
     pub master_key_file: Option<PathBuf>,
 }
 
@@ -548,12 +548,13 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("policies"))
     }
 
-    /// The keyring file.
+    /// The keyring file: by default beside the tenant policies (in
+    /// `.keys/`), which every node of a bucket shares already.
     pub fn keyring_path(&self) -> PathBuf {
         self.encryption
             .keyring
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("keyring.json"))
+            .unwrap_or_else(|| self.policy_dir().join(".keys").join("keyring.json"))
     }
 
     /// The master key file (used when `BULKHEAD_MASTER_KEY` is unset).
@@ -561,7 +562,7 @@ impl Config {
         self.encryption
             .master_key_file
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("master.key"))
+            .unwrap_or_else(|| self.policy_dir().join(".keys").join("master.key"))
     }
 
     /// Opens the tenants' data keys: none when encryption is off and no

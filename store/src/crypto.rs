@@ -236,20 +236,36 @@ impl MasterKey {
                 reason: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                // written whole beside it, then linked into place: several
+                // nodes starting at once agree on the first one made
                 let key = random_key()?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
+                let dir = path.parent().unwrap_or(Path::new("."));
+                std::fs::create_dir_all(dir).map_err(io)?;
+                let temp = dir.join(format!(".master-{}.tmp", Uuid::now_v7()));
                 let mut opts = std::fs::OpenOptions::new();
                 opts.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(path).map_err(io)?;
-                std::io::Write::write_all(&mut f, format!("{}\n", hex::encode(key)).as_bytes())
-                    .map_err(io)?;
-                f.sync_all().map_err(io)?;
-                crate::atomic::sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
-                Ok(Self(key))
+                let written = (|| {
+                    let mut f = opts.open(&temp)?;
+                    std::io::Write::write_all(
+                        &mut f,
+                        format!("{}\n", hex::encode(key)).as_bytes(),
+                    )?;
+                    f.sync_all()?;
+                    std::fs::hard_link(&temp, path)
+                })();
+                let _ = std::fs::remove_file(&temp);
+                match written {
+                    Ok(()) => {
+                        crate::atomic::sync_dir(dir).map_err(io)?;
+                        Ok(Self(key))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_file(path, false)
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use arrow::array::Int64Array;
 use bulkhead_rules::TenantId;
 use bulkhead_store::wal::{RecoveryReport, WalError};
-use bulkhead_store::{Signal, Wal, WalConfig, WalEntry, WriteFaults};
+use bulkhead_store::{Signal, Wal, WalBody, WalConfig, WalEntry, WriteFaults};
 
 const HEADER_LEN: u64 = 52;
 
@@ -55,7 +55,7 @@ fn append(wal: &Wal, t: &str, signal: Signal, pv: &str, rows: &[(i64, &str)]) ->
             tenant: tenant(t),
             signal,
             policy_version: pv.to_string(),
-            batch: b,
+            body: WalBody::Batch(b),
         },
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use bulkhead_rules::TenantId;
-use bulkhead_store::{Signal, Wal, WalConfig, WalEntry, WriteFaults};
+use bulkhead_store::{Signal, Wal, WalBody, WalConfig, WalEntry, WriteFaults};
 use proptest::prelude::*;
 
 const HEADER_LEN: u64 = 52;
@@ -219,7 +219,7 @@ impl Harness {
             tenant,
             signal,
             policy_version: pv.to_string(),
-            batch: b,
+            body: WalBody::Batch(b),
         };
         (entry, len)
     }

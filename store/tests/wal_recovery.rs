@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bulkhead_rules::TenantId;
-use bulkhead_store::{Signal, Wal, WalConfig, WalEntry, WriteFaults};
+use bulkhead_store::{Signal, Wal, WalBody, WalConfig, WalEntry, WriteFaults};
 use proptest::prelude::*;
 
 const HEADER_LEN: u64 = 52;
@@ -71,7 +71,7 @@ fn write_all(dir: &Path, segment_bytes: u64, specs: &[Spec]) -> Vec<Written> {
                 tenant,
                 signal: s.signal,
                 policy_version: s.policy_version.clone(),
-                batch: b,
+                body: WalBody::Batch(b),
             },
             segment,
             end,
