@@ -90,8 +90,9 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         .into_iter()
         .flatten()
         .flatten()
-        // hidden entries (the keyring's `.keys`) are not policies
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        // the keyring's directory is not policies (its writes are no
+        // policy change); `..data` of a ConfigMap is, and stays in
+        .filter(|e| e.file_name() != ".keys")
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             Some((e.path(), m.modified().ok(), m.len()))
