@@ -42,6 +42,7 @@ pub struct RunningServer {
     ready: Arc<std::sync::atomic::AtomicBool>,
     replay: ReplayReport,
     audit: Arc<AuditLog>,
+    policies: PolicyWatch,
 }
 
 /// Hooks for tests: fault injection into the WAL and the ingest path.
@@ -365,7 +366,7 @@ pub async fn start_with(
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     #[cfg(not(unix))]
     let hup = None;
-    let watcher = tokio::spawn(watch_hangups(policies, shutdown.clone(), hup));
+    let watcher = tokio::spawn(watch_hangups(policies.clone(), shutdown.clone(), hup));
     ready.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, %flight_addr, store = %store.location(), "bulkhead started");
     Ok(RunningServer {
@@ -383,6 +384,7 @@ pub async fn start_with(
         flusher,
         compactor,
         watcher,
+        policies,
         ready,
         replay,
         audit,
@@ -509,6 +511,12 @@ impl KeyWatch {
         }
         *seen = now;
         events
+    }
+}
+
+impl std::fmt::Debug for PolicyWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicyWatch")
     }
 }
 
@@ -832,6 +840,13 @@ impl RunningServer {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Looks at the policy directory and the keyring now (housekeeping does
+    /// so every 2 s of the clock, SIGHUP at once): changes are taken in and
+    /// audited before this returns.
+    pub async fn check_policies(&self) {
+        self.policies.check().await
     }
 
     /// What start-up recovered from the write-ahead log.
