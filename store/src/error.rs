@@ -41,6 +41,8 @@ pub enum Error {
     Wal(#[source] crate::wal::WalError),
     #[error("{0}")]
     Key(#[from] crate::crypto::KeyError),
+    #[error("erasure: {0}")]
+    Erasure(String),
     #[error("ingest buffer full ({buffered} bytes buffered, limit {limit}); retry later")]
     BufferFull { buffered: usize, limit: usize },
 }

@@ -13,6 +13,7 @@ pub mod atomic;
 pub mod audit;
 pub mod compaction;
 pub mod crypto;
+pub mod erase;
 pub mod error;
 pub mod manifest;
 pub mod objects;
@@ -24,6 +25,7 @@ pub mod wal;
 mod writer;
 
 pub use compaction::{CompactionConfig, CompactionStats};
+pub use erase::{EraseStats, OffboardStats, RowMatcher};
 pub use error::{Error, Result};
 pub use manifest::FileEntry;
 pub use objects::{S3Config, StorageConfig, OBJECT_STORE_URL};

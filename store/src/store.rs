@@ -81,11 +81,11 @@ impl TimeRange {
         end: i64::MAX,
     };
 
-    fn overlaps(&self, hour: PartitionHour) -> bool {
+    pub(crate) fn overlaps(&self, hour: PartitionHour) -> bool {
         hour.start_nanos() <= self.end && hour.end_nanos() > self.start
     }
 
-    fn overlaps_file(&self, f: &FileEntry) -> bool {
+    pub(crate) fn overlaps_file(&self, f: &FileEntry) -> bool {
         f.min_time <= self.end && f.max_time >= self.start
     }
 }
@@ -663,6 +663,45 @@ impl Store {
         }
     }
 
+    /// Drops everything this node holds of `tenant`: its buffered rows
+    /// (their log entries released), its loaded manifests and its keys in
+    /// memory (offboarding).
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        if let Some(keys) = &self.keys {
+            keys.forget(tenant);
+        }
+        if let Some(shard) = self.existing_shard(tenant) {
+            self.discard_buffered(tenant, &shard);
+        }
+        self.shards.write().remove(tenant);
+        self.evicted.write().remove(tenant);
+    }
+
+    /// Fails if `tenant` was shredded.
+    pub(crate) fn check_tenant_readable(&self, tenant: &TenantId) -> Result<()> {
+        let shard = self.shard(tenant);
+        self.check_not_shredded(tenant, &shard)
+    }
+
+    /// Flushes `tenant`'s buffered partitions for which `due(signal, hour)`
+    /// holds.
+    pub(crate) fn flush_tenant_where(
+        &self,
+        tenant: &TenantId,
+        due: impl Fn(Signal, PartitionHour) -> bool,
+    ) -> Result<FlushStats> {
+        let shard = self.shard(tenant);
+        let mut stats = FlushStats::default();
+        let result = self.flush_shard(
+            tenant,
+            &shard,
+            &|_, key: &PartKey, _| due(key.0, key.1),
+            &mut stats,
+        );
+        self.count_flushed(&stats);
+        result.map(|()| stats)
+    }
+
     /// Rotates `tenant`'s key-encryption key (see [`DataKeys::rotate`]).
     pub fn rotate_key(&self, tenant: &TenantId) -> Result<crypto::Rotation> {
         let keys = self.keys.as_ref().ok_or_else(|| {
@@ -1094,6 +1133,14 @@ impl Store {
                 first_error.get_or_insert(e);
             }
         }
+        self.count_flushed(&stats);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
+    }
+
+    fn count_flushed(&self, stats: &FlushStats) {
         self.stats
             .files_committed
             .fetch_add(stats.files as u64, Ordering::Relaxed);
@@ -1103,10 +1150,6 @@ impl Store {
         self.stats
             .bytes_committed
             .fetch_add(stats.bytes, Ordering::Relaxed);
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(stats),
-        }
     }
 
     fn flush_shard(
@@ -1554,7 +1597,7 @@ fn commit_error(e: CommitError) -> Error {
 }
 
 /// Smallest and largest `timestamp` in `batches`.
-fn time_bounds(batches: &[RecordBatch]) -> (i64, i64) {
+pub(crate) fn time_bounds(batches: &[RecordBatch]) -> (i64, i64) {
     let mut bounds = (i64::MAX, i64::MIN);
     for b in batches {
         let Some(ts) = b

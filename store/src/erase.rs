@@ -1,0 +1,333 @@
+//! Erasure: removing a tenant's rows that match a predicate inside a time
+//! range, by rewriting the files that hold them; and offboarding, removing
+//! everything of a tenant.
+//!
+//! An erasure first flushes what the tenant buffers of the table in that
+//! range (so buffered rows are covered too), then reads each live file whose
+//! time bounds overlap the range, one file at a time, and writes a copy
+//! without the matching rows (a file left with no row is removed, not
+//! copied). One manifest commit then removes every old file and adds every
+//! copy: a crash before it leaves the old files live (the copies are
+//! orphans the sweep deletes), after it the copies; never both, never
+//! neither. The commit is refused when another writer removed one of the
+//! files meanwhile (a merge on another node); the pass is then repeated on
+//! the fresh state. Running an erasure again is harmless: the rows it
+//! removed no longer match, so a job that was interrupted is finished by
+//! running it once more.
+//!
+//! The old files stay in storage for the removal grace period (queries that
+//! started before the commit still read them), then are deleted with every
+//! other removed file.
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::kernels::boolean::{and_kleene, not};
+use arrow::compute::{filter_record_batch, prep_null_mask_filter};
+use bulkhead_rules::TenantId;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Action, CommitError, FileEntry};
+use crate::paths::ParquetFilePath;
+use crate::store::{Store, TimeRange};
+use crate::{writer, Signal};
+
+/// Decides which rows of a batch match an erasure's predicate: true to
+/// remove (null counts as no match). An error names what went wrong.
+pub type RowMatcher<'a> = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, String> + 'a;
+
+/// At most this many passes when other writers keep removing files.
+const MAX_ATTEMPTS: usize = 5;
+
+/// What an erasure did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EraseStats {
+    /// Live files whose time bounds overlapped the range (all read).
+    pub files_read: usize,
+    /// Files replaced by a copy without the matching rows.
+    pub files_rewritten: usize,
+    /// Files removed whole (every row matched).
+    pub files_removed: usize,
+    /// Rows in the files read.
+    pub rows_read: u64,
+    /// Rows removed.
+    pub rows_removed: u64,
+    /// Passes made (more than one when another writer got in the way).
+    pub attempts: usize,
+}
+
+/// What offboarding removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffboardStats {
+    /// Objects deleted under the tenant's prefix (data, manifests, data
+    /// keys, anything else).
+    pub objects_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Data keys destroyed by the shred (0 without encryption).
+    pub data_keys_destroyed: usize,
+}
+
+/// Rows of `batch` to keep: not (in `range` and matched).
+fn keep_mask(
+    batch: &RecordBatch,
+    range: TimeRange,
+    matches: &RowMatcher,
+    path: &str,
+) -> Result<BooleanArray> {
+    let ts = batch
+        .column_by_name(crate::schema::TIMESTAMP_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| Error::Erasure(format!("{path} has no usable timestamp column")))?;
+    let in_range: BooleanArray = ts
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| t >= range.start && t <= range.end)))
+        .collect();
+    let matched = matches(batch).map_err(|e| Error::Erasure(format!("{path}: {e}")))?;
+    if matched.len() != batch.num_rows() {
+        return Err(Error::Erasure(format!(
+            "{path}: the predicate gave {} values for {} rows",
+            matched.len(),
+            batch.num_rows()
+        )));
+    }
+    let remove = null_as_false(&and_kleene(&in_range, &null_as_false(&matched))?);
+    Ok(not(&remove)?)
+}
+
+fn null_as_false(a: &BooleanArray) -> BooleanArray {
+    if a.null_count() == 0 {
+        a.clone()
+    } else {
+        prep_null_mask_filter(a)
+    }
+}
+
+impl Store {
+    /// Removes `tenant`'s rows of `signal` whose event time is in `range`
+    /// and that `matches` (see the module documentation).
+    pub fn erase(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        range: TimeRange,
+        matches: &RowMatcher,
+    ) -> Result<EraseStats> {
+        self.erase_racing(tenant, signal, range, matches, &|| {})
+    }
+
+    /// [`Store::erase`], running `between` after the copies were put and
+    /// before the commit: for tests of what races or interrupts an erasure.
+    #[doc(hidden)]
+    pub fn erase_racing(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        range: TimeRange,
+        matches: &RowMatcher,
+        between: &dyn Fn(),
+    ) -> Result<EraseStats> {
+        if range.start > range.end {
+            return Err(Error::Erasure(format!(
+                "the time range ends ({}) before it starts ({})",
+                range.end, range.start
+            )));
+        }
+        self.check_tenant_readable(tenant)?;
+        // buffered rows of the range become files first, so they are covered
+        self.flush_tenant_where(tenant, |s, hour| s == signal && range.overlaps(hour))?;
+        let _one_rewriter = self.compaction_lock(tenant);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut stats = EraseStats {
+                attempts: attempt,
+                ..Default::default()
+            };
+            let files: Vec<FileEntry> = self
+                .files(tenant, signal)?
+                .into_iter()
+                .filter(|f| range.overlaps_file(f))
+                .collect();
+            let mut changes: Vec<(FileEntry, Option<FileEntry>)> = Vec::new();
+            let rewritten = (|| {
+                for f in &files {
+                    stats.files_read += 1;
+                    stats.rows_read += f.rows;
+                    if let Some(change) = self.rewrite_without(tenant, signal, f, range, matches)? {
+                        stats.rows_removed += f.rows - change.as_ref().map_or(0, |c| c.rows);
+                        changes.push((f.clone(), change));
+                    }
+                }
+                Ok::<_, Error>(())
+            })();
+            let copies: Vec<String> = changes
+                .iter()
+                .filter_map(|(_, c)| c.as_ref().map(|c| c.path.clone()))
+                .collect();
+            let undo = |copies: &[String]| {
+                for p in copies {
+                    let _ = self
+                        .storage()
+                        .delete(&object_store::path::Path::from(p.as_str()));
+                }
+            };
+            if let Err(e) = rewritten {
+                undo(&copies);
+                return Err(e);
+            }
+            if changes.is_empty() {
+                return Ok(stats);
+            }
+            between();
+            let now = self.clock().now_nanos();
+            let committed = self.commit_actions(tenant, signal, now, |state| {
+                if let Some((gone, _)) = changes
+                    .iter()
+                    .find(|(old, _)| !state.files.contains_key(&old.path))
+                {
+                    return Err(CommitError::Conflict(format!(
+                        "{} was removed meanwhile",
+                        gone.path
+                    )));
+                }
+                let mut actions = Vec::new();
+                for (old, copy) in &changes {
+                    if let Some(c) = copy {
+                        actions.push(Action::Add(c.clone()));
+                    }
+                    actions.push(Action::Remove {
+                        path: old.path.clone(),
+                        at: now,
+                        size: old.size,
+                    });
+                }
+                Ok(actions)
+            });
+            match committed {
+                Ok(()) => {
+                    stats.files_rewritten = changes.iter().filter(|(_, c)| c.is_some()).count();
+                    stats.files_removed = changes.len() - stats.files_rewritten;
+                    return Ok(stats);
+                }
+                Err(CommitError::Conflict(why)) => {
+                    undo(&copies);
+                    tracing::info!(%tenant, %signal, why, attempt, "erasure pass repeated");
+                }
+                Err(CommitError::Store(e)) => {
+                    undo(&copies);
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Erasure(format!(
+            "gave up after {MAX_ATTEMPTS} passes: other writers kept changing {tenant}/{signal}"
+        )))
+    }
+
+    /// Writes a copy of `f` without the rows to erase and returns its entry:
+    /// `None` when no row matches (nothing to do), `Some(None)` when every
+    /// row does (the file goes, no copy).
+    fn rewrite_without(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        f: &FileEntry,
+        range: TimeRange,
+        matches: &RowMatcher,
+    ) -> Result<Option<Option<FileEntry>>> {
+        let Some(bytes) = self.storage().get(&f.object_path())? else {
+            return Err(Error::Erasure(format!(
+                "{} is in the table but not in storage",
+                f.path
+            )));
+        };
+        let decode = |e| Error::Decode {
+            path: f.path.clone(),
+            source: e,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            bytes,
+            self.reader_options(tenant)?,
+        )
+        .map_err(decode)?
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(decode)?;
+        let mut kept = Vec::new();
+        let mut removed = 0usize;
+        for b in reader {
+            let b = crate::schema::without_tenant(&b?)?;
+            let keep = keep_mask(&b, range, matches, &f.path)?;
+            removed += keep.len() - keep.true_count();
+            if keep.true_count() > 0 {
+                kept.push(filter_record_batch(&b, &keep)?);
+            }
+        }
+        if removed == 0 {
+            return Ok(None);
+        }
+        if kept.is_empty() {
+            return Ok(Some(None));
+        }
+        let hour = f.partition_hour();
+        let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
+        let schema = kept[0].schema();
+        let key = self.writing_key(tenant)?;
+        let props = if f.level == 0 {
+            writer::flush_properties()
+        } else {
+            writer::compacted_properties(&schema)
+        };
+        let bytes = writer::encode_parquet(
+            path.path().as_ref(),
+            &schema,
+            &kept,
+            writer::encrypted(props, key.as_deref())?,
+        )?;
+        let (min_time, max_time) = crate::store::time_bounds(&kept);
+        let entry = FileEntry {
+            path: path.path().to_string(),
+            size: bytes.len() as u64,
+            rows: kept.iter().map(|b| b.num_rows() as u64).sum(),
+            hour: f.hour,
+            min_time,
+            max_time,
+            policy_versions: f.policy_versions.clone(),
+            wals: f.wals.clone(),
+            node: self.node().to_string(),
+            added_at: self.clock().now_nanos(),
+            level: f.level,
+        };
+        if entry.rows + removed as u64 != f.rows {
+            return Err(Error::Manifest(format!(
+                "{} holds {} rows, the manifest says {}",
+                f.path,
+                entry.rows + removed as u64,
+                f.rows
+            )));
+        }
+        self.storage().put(path.path(), bytes)?;
+        Ok(Some(Some(entry)))
+    }
+
+    /// Removes everything of `tenant` from the store: drops what this node
+    /// buffers of it (its log entries are released), destroys its keys when
+    /// the store encrypts (so no copy anywhere, backups included, can be
+    /// read again), and deletes every object under its prefix, whether a
+    /// manifest names it or not. Safe to run again after an interruption.
+    pub fn offboard(&self, tenant: &TenantId) -> Result<OffboardStats> {
+        let mut stats = OffboardStats::default();
+        self.forget_tenant(tenant);
+        if let Some(keys) = self.keys() {
+            match keys.check(tenant) {
+                Ok(()) => stats.data_keys_destroyed = self.shred(tenant)?,
+                Err(crate::crypto::KeyError::Shredded { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let prefix = crate::paths::tenant_prefix(tenant);
+        for o in self.storage().list(&prefix)? {
+            self.storage().delete(&o.location)?;
+            stats.objects_deleted += 1;
+            stats.bytes_deleted += o.size;
+        }
+        self.forget_tenant(tenant);
+        Ok(stats)
+    }
+}
