@@ -127,7 +127,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// An error answer: status and message.
-struct Refusal(StatusCode, String);
+pub(crate) struct Refusal(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -179,6 +179,15 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<String, Refusal>
             Err(e) => Err(refuse(e, Some(token))),
         },
     }
+}
+
+/// The operator behind a request, or the error answer (for the other
+/// operator routes of the API port).
+pub(crate) fn authorize_operator(
+    state: &AdminState,
+    headers: &HeaderMap,
+) -> Result<String, Refusal> {
+    authorize(state, headers)
 }
 
 /// Runs a change to the policy directory off the async workers, one at a

@@ -9,7 +9,10 @@
 
 pub mod admin;
 pub mod backtest;
+pub mod compliance;
+pub mod compliance_cli;
 pub mod config;
+pub mod jobs;
 pub mod policy_cli;
 pub mod server;
 

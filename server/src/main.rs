@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use bulkhead::config::Config;
-use bulkhead::policy_cli;
+use bulkhead::{compliance_cli, policy_cli};
 use bulkhead_collector::tenants;
 use bulkhead_rules::{PolicySet, Scopes, SystemClock, TenantId};
 use bulkhead_store::audit::{AuditError, AuditLog, EventKind, NewEvent};
@@ -62,6 +62,60 @@ enum Command {
     Anomaly {
         #[command(subcommand)]
         command: AnomalyCommand,
+    },
+    /// Erasure requests: remove a tenant's rows matching a predicate in a
+    /// time range (run by the server as jobs).
+    Erase {
+        #[command(subcommand)]
+        command: EraseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EraseCommand {
+    /// Ask for an erasure; prints the job's id.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// logs, spans, metrics or anomalies.
+        #[arg(long)]
+        table: String,
+        /// Start of the event-time range (RFC 3339, inclusive).
+        #[arg(long)]
+        from: String,
+        /// End of the event-time range (RFC 3339, exclusive).
+        #[arg(long)]
+        to: String,
+        /// SQL predicate naming the rows, e.g. "attr(attributes, 'user.id') = 'u-42'".
+        #[arg(long = "where")]
+        predicate: String,
+        /// Follow the job until it ends (fails unless it ends done).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Every job (of one tenant with --tenant), oldest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// One job, as JSON.
+    Status {
+        id: String,
+        /// Wait for the job to end first.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Cancel a job that has not started.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -144,6 +198,19 @@ enum TenantCommand {
         /// Confirms that the tenant's data is to become unreadable for good.
         #[arg(long)]
         yes: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Remove everything of a tenant: its policy and keys, every stored
+    /// object, and its encryption keys (shredded). Run by the server as a
+    /// job; refused under a legal hold. Irreversible; asks for `--yes`.
+    Offboard {
+        name: String,
+        #[arg(long)]
+        yes: bool,
+        /// Follow the job until it ends.
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -424,6 +491,46 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::Tenant {
+            command:
+                TenantCommand::Offboard {
+                    name,
+                    yes,
+                    wait,
+                    config,
+                },
+        } => load_config(config.as_ref())
+            .and_then(|c| compliance_cli::offboard(&c, &name, yes, wait)),
+        Command::Erase {
+            command:
+                EraseCommand::Create {
+                    tenant,
+                    table,
+                    from,
+                    to,
+                    predicate,
+                    wait,
+                    config,
+                },
+        } => load_config(config.as_ref()).and_then(|c| {
+            let request = bulkhead::jobs::ErasureRequest {
+                table,
+                from,
+                to,
+                predicate,
+            };
+            compliance_cli::erase_create(&c, &tenant, &request, wait)
+        }),
+        Command::Erase {
+            command: EraseCommand::List { tenant, config },
+        } => load_config(config.as_ref())
+            .and_then(|c| compliance_cli::erase_list(&c, tenant.as_deref())),
+        Command::Erase {
+            command: EraseCommand::Status { id, wait, config },
+        } => load_config(config.as_ref()).and_then(|c| compliance_cli::erase_status(&c, &id, wait)),
+        Command::Erase {
+            command: EraseCommand::Cancel { id, config },
+        } => load_config(config.as_ref()).and_then(|c| compliance_cli::erase_cancel(&c, &id)),
         Command::Tenant {
             command: TenantCommand::RotateKey { name, config },
         } => load_config(config.as_ref()).and_then(|c| {

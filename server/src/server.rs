@@ -39,6 +39,8 @@ pub struct RunningServer {
     flusher: JoinHandle<()>,
     compactor: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    job_runner: JoinHandle<()>,
+    jobs: Arc<crate::jobs::JobRunner>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     replay: ReplayReport,
     audit: Arc<AuditLog>,
@@ -270,6 +272,26 @@ pub async fn start_with(
             .map_err(|e| format!("Arrow Flight SQL server: {e}"))
     }));
 
+    let admin_state = crate::admin::AdminState {
+        keys: Arc::new(crate::admin::AdminKeys::new(&config.admin)?),
+        tenants: tenants.clone(),
+        policy_dir: config.policy_dir(),
+        refusals: pipeline.refusals().clone(),
+        writes: Arc::default(),
+    };
+    let jobs_wanted = Arc::new(Notify::new());
+    let jobs = Arc::new(crate::jobs::JobRunner {
+        store: store.clone(),
+        tenants: tenants.clone(),
+        audit: audit.clone(),
+        clock: clock.clone(),
+        node: config.node_name.clone(),
+        policy_dir: config.policy_dir(),
+        policy_writes: admin_state.writes.clone(),
+        abort_at: crate::jobs::AbortAt::from_env(),
+        running: parking_lot::Mutex::new(()),
+        paused: Default::default(),
+    });
     let api = bulkhead_query::http::router(ApiState {
         engine,
         auth: tenants.clone() as Arc<dyn Authenticator>,
@@ -283,13 +305,18 @@ pub async fn start_with(
             &config.federation,
         )?),
     })
-    .merge(crate::admin::router(crate::admin::AdminState {
-        keys: Arc::new(crate::admin::AdminKeys::new(&config.admin)?),
-        tenants: tenants.clone(),
-        policy_dir: config.policy_dir(),
-        refusals: pipeline.refusals().clone(),
-        writes: Arc::default(),
-    }))
+    .merge(crate::admin::router(admin_state.clone()))
+    .merge(crate::compliance::router(
+        crate::compliance::ComplianceState {
+            store: store.clone(),
+            tenants: tenants.clone(),
+            audit: audit.clone(),
+            refusals: pipeline.refusals().clone(),
+            clock: clock.clone(),
+            jobs_wanted: jobs_wanted.clone(),
+            admin: admin_state.clone(),
+        },
+    ))
     .route("/healthz", get(|| async { "ok\n" }))
     .route(
         "/readyz",
@@ -367,6 +394,13 @@ pub async fn start_with(
     #[cfg(not(unix))]
     let hup = None;
     let watcher = tokio::spawn(watch_hangups(policies.clone(), shutdown.clone(), hup));
+    let job_runner = tokio::spawn(run_jobs(
+        jobs.clone(),
+        jobs_wanted,
+        shutdown.clone(),
+        clock.clone(),
+        options.pause_housekeeping.clone(),
+    ));
     ready.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(%grpc_addr, %http_addr, %api_addr, %metrics_addr, %flight_addr, store = %store.location(), "bulkhead started");
     Ok(RunningServer {
@@ -384,11 +418,58 @@ pub async fn start_with(
         flusher,
         compactor,
         watcher,
+        job_runner,
+        jobs,
         policies,
         ready,
         replay,
         audit,
     })
+}
+
+/// How often, on the injected clock, the job runner looks for jobs made by
+/// the CLI or another node (the API wakes it at once).
+const JOB_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Runs compliance jobs (erasures, offboarding) as they come: at start-up
+/// (a job this node was running when it stopped is resumed), when the API
+/// makes one, and every [`JOB_CHECK_EVERY`] of the clock.
+async fn run_jobs(
+    jobs: Arc<crate::jobs::JobRunner>,
+    wanted: Arc<Notify>,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+    paused: Option<Arc<std::sync::atomic::AtomicBool>>,
+) {
+    let every = i64::try_from(JOB_CHECK_EVERY.as_nanos()).unwrap_or(i64::MAX);
+    let mut last: Option<i64> = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let woken = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => false,
+            _ = wanted.notified() => true,
+        };
+        if paused
+            .as_ref()
+            .is_some_and(|p| p.load(std::sync::atomic::Ordering::Acquire))
+            || jobs.paused.load(std::sync::atomic::Ordering::Acquire) > 0
+        {
+            continue;
+        }
+        let now = clock.now_nanos();
+        if !woken && last.is_some_and(|l| now.saturating_sub(l) < every) {
+            continue;
+        }
+        last = Some(now);
+        let j = jobs.clone();
+        match tokio::task::spawn_blocking(move || j.run_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "job runner: will retry"),
+            Err(e) => tracing::error!(error = %e, "job runner panicked"),
+        }
+    }
 }
 
 /// How often, on the injected clock, the policy directory is looked at for
@@ -849,6 +930,23 @@ impl RunningServer {
         self.policies.check().await
     }
 
+    /// Runs due compliance jobs now (the server also does so when the API
+    /// makes one and every 2 s of the clock); returns how many ended.
+    pub async fn run_jobs(&self) -> Result<usize, String> {
+        let j = self.jobs.clone();
+        tokio::task::spawn_blocking(move || j.run_due())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Keeps the background job passes from taking jobs while the guard
+    /// lives (for tests of pending jobs); [`RunningServer::run_jobs`] still
+    /// runs them.
+    pub fn pause_jobs(&self) -> crate::jobs::JobsPaused {
+        crate::jobs::JobsPaused::new(self.jobs.clone())
+    }
+
     /// What start-up recovered from the write-ahead log.
     pub fn replay_report(&self) -> &ReplayReport {
         &self.replay
@@ -885,6 +983,7 @@ impl RunningServer {
         let _ = self.flusher.await;
         let _ = self.compactor.await;
         let _ = self.watcher.await;
+        let _ = self.job_runner.await;
         let p = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || p.flush_refusals()).await;
         // policy changes taken in since the last look, and any on disk now,

@@ -98,6 +98,30 @@ pub enum EventKind {
     /// A tenant's keys were destroyed: none of its data can be read any
     /// more (details: at, data_keys_deleted when known).
     TenantShredded,
+    /// An erasure was asked for (details: job, table, from, to,
+    /// predicate_sha256, interface).
+    ErasureRequested,
+    /// An erasure job started on a node (details: job, node, requested_by).
+    ErasureStarted,
+    /// An erasure job finished (details: job, rows_removed, files_rewritten,
+    /// files_removed, rows_read).
+    ErasureDone,
+    /// An erasure job failed (details: job, reason).
+    ErasureFailed,
+    /// A pending erasure job was cancelled (details: job).
+    ErasureCancelled,
+    /// Everything of a tenant was removed (details: job, objects_deleted,
+    /// bytes_deleted, data_keys_destroyed).
+    TenantOffboarded,
+    /// A tenant's legal hold was placed or lifted (details: legal_hold,
+    /// policy version).
+    LegalHoldChanged,
+    /// A forensic extract was made (details: extract, tables, rows, files,
+    /// bytes, from, to, filter_sha256, manifest_sha256).
+    ExtractCreated,
+    /// The chain's head was written to the store (details: head_seq,
+    /// head_hash, object).
+    AuditHeadPublished,
 }
 
 impl EventKind {
@@ -118,6 +142,15 @@ impl EventKind {
             EventKind::RetentionApplied => "retention_applied",
             EventKind::KeyRotated => "key_rotated",
             EventKind::TenantShredded => "tenant_shredded",
+            EventKind::ErasureRequested => "erasure_requested",
+            EventKind::ErasureStarted => "erasure_started",
+            EventKind::ErasureDone => "erasure_done",
+            EventKind::ErasureFailed => "erasure_failed",
+            EventKind::ErasureCancelled => "erasure_cancelled",
+            EventKind::TenantOffboarded => "tenant_offboarded",
+            EventKind::LegalHoldChanged => "legal_hold_changed",
+            EventKind::ExtractCreated => "extract_created",
+            EventKind::AuditHeadPublished => "audit_head_published",
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct OffboardStats {
     pub bytes_deleted: u64,
     /// Data keys destroyed by the shred (0 without encryption).
     pub data_keys_destroyed: usize,
+    /// Rows this node still buffered, dropped.
+    pub buffered_rows_dropped: usize,
 }
 
 /// Rows of `batch` to keep: not (in `range` and matched).
@@ -312,8 +314,10 @@ impl Store {
     /// read again), and deletes every object under its prefix, whether a
     /// manifest names it or not. Safe to run again after an interruption.
     pub fn offboard(&self, tenant: &TenantId) -> Result<OffboardStats> {
-        let mut stats = OffboardStats::default();
-        self.forget_tenant(tenant);
+        let mut stats = OffboardStats {
+            buffered_rows_dropped: self.forget_tenant(tenant),
+            ..Default::default()
+        };
         if let Some(keys) = self.keys() {
             match keys.check(tenant) {
                 Ok(()) => stats.data_keys_destroyed = self.shred(tenant)?,
@@ -327,7 +331,8 @@ impl Store {
             stats.objects_deleted += 1;
             stats.bytes_deleted += o.size;
         }
-        self.forget_tenant(tenant);
+        // anything that came in meanwhile
+        stats.buffered_rows_dropped += self.forget_tenant(tenant);
         Ok(stats)
     }
 }

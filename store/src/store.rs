@@ -621,19 +621,23 @@ impl Store {
 
     /// Drops everything buffered of `tenant` (shredded: it may not be
     /// read or written any more); its log entries are released.
-    fn discard_buffered(&self, tenant: &TenantId, shard: &Shard) {
+    /// Returns the rows dropped.
+    fn discard_buffered(&self, tenant: &TenantId, shard: &Shard) -> usize {
         let _write = shard.commit.write();
         let mut pending = shard.pending.lock();
         let mut seqs = Vec::new();
+        let mut rows = 0;
         for (_, p) in std::mem::take(&mut *pending) {
             self.buffered.fetch_sub(p.bytes, Ordering::Relaxed);
+            rows += p.rows;
             seqs.extend(p.parts.iter().filter_map(|part| part.seq));
         }
         drop(pending);
         if !seqs.is_empty() {
-            tracing::warn!(%tenant, entries = seqs.len(), "buffered data of a shredded tenant dropped");
+            tracing::warn!(%tenant, entries = seqs.len(), "buffered data of a shredded or offboarded tenant dropped");
         }
         self.release(&seqs);
+        rows
     }
 
     /// Shreds `tenant` (see [`DataKeys::shred`]) and drops what this node
@@ -666,15 +670,17 @@ impl Store {
     /// Drops everything this node holds of `tenant`: its buffered rows
     /// (their log entries released), its loaded manifests and its keys in
     /// memory (offboarding).
-    pub fn forget_tenant(&self, tenant: &TenantId) {
+    /// Returns the buffered rows dropped.
+    pub fn forget_tenant(&self, tenant: &TenantId) -> usize {
         if let Some(keys) = &self.keys {
             keys.forget(tenant);
         }
-        if let Some(shard) = self.existing_shard(tenant) {
-            self.discard_buffered(tenant, &shard);
-        }
+        let rows = self
+            .existing_shard(tenant)
+            .map_or(0, |shard| self.discard_buffered(tenant, &shard));
         self.shards.write().remove(tenant);
         self.evicted.write().remove(tenant);
+        rows
     }
 
     /// Fails if `tenant` was shredded.

@@ -1,0 +1,224 @@
+//! The compliance API on the query port: erasure requests by a tenant's
+//! key with the `admin` scope, and tenant offboarding by an operator.
+//!
+//! | method and path | who | what |
+//! | --- | --- | --- |
+//! | `POST /api/v1/erasures` `{"table": "logs", "from": "...", "to": "...", "where": "..."}` | tenant key, `admin` | a new erasure job (202) |
+//! | `GET /api/v1/erasures` | tenant key, `admin` | the tenant's jobs, oldest first |
+//! | `GET /api/v1/erasures/{id}` | tenant key, `admin` | one job |
+//! | `POST /api/v1/erasures/{id}/cancel` | tenant key, `admin` | cancel a pending job |
+//! | `POST /api/v1/admin/tenants/{tenant}/offboard` | operator | remove everything of a tenant (202) |
+//! | `GET /api/v1/admin/jobs/{id}` | operator | any job |
+//!
+//! A request is checked before it is stored (table, range, predicate, legal
+//! hold) and refused with 400 or 409 and the reason.
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bulkhead_collector::tenants::TenantDirectory;
+use bulkhead_query::http::{auth_status, bearer};
+use bulkhead_rules::{Authenticator, Clock, Principal, Scope, TenantId};
+use bulkhead_store::audit::{AuditLog, NewEvent, RefusalAudit};
+use bulkhead_store::Store;
+use tokio::sync::Notify;
+
+use crate::admin::{AdminState, Refusal};
+use crate::jobs::{self, ErasureRequest, Job, JobError};
+
+/// What the compliance routes need.
+#[derive(Clone)]
+pub struct ComplianceState {
+    pub store: Arc<Store>,
+    pub tenants: Arc<TenantDirectory>,
+    pub audit: Arc<AuditLog>,
+    pub refusals: Arc<RefusalAudit>,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the job runner.
+    pub jobs_wanted: Arc<Notify>,
+    pub admin: AdminState,
+}
+
+pub fn router(state: ComplianceState) -> Router {
+    Router::new()
+        .route("/api/v1/erasures", get(list_erasures).post(create_erasure))
+        .route("/api/v1/erasures/{id}", get(get_erasure))
+        .route("/api/v1/erasures/{id}/cancel", post(cancel_erasure))
+        .route("/api/v1/admin/tenants/{tenant}/offboard", post(offboard))
+        .route("/api/v1/admin/jobs/{id}", get(admin_job))
+        .with_state(state)
+}
+
+type Answer = Result<Response, Refusal>;
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
+}
+
+fn job_error(e: JobError) -> Refusal {
+    match e {
+        JobError::NotFound(m) => refuse(StatusCode::NOT_FOUND, m),
+        JobError::Conflict(m) => refuse(StatusCode::CONFLICT, m),
+        JobError::Storage(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, m),
+    }
+}
+
+/// The tenant key behind the request, which must have the `admin` scope.
+fn tenant_admin(state: &ComplianceState, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    let presented = bearer(headers).ok();
+    bearer(headers)
+        .and_then(|k| state.tenants.authenticate(k))
+        .and_then(|p| p.require(Scope::Admin).map(|_| p))
+        .map_err(|e| {
+            state
+                .refusals
+                .record(NewEvent::refused_credential(&e, presented, "erasure_api"));
+            refuse(auth_status(&e), e.to_string())
+        })
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+fn under_hold(state: &ComplianceState, tenant: &TenantId) -> Option<Refusal> {
+    state
+        .tenants
+        .policy(tenant)
+        .is_some_and(|p| p.retention.legal_hold)
+        .then(|| {
+            refuse(
+                StatusCode::CONFLICT,
+                format!("tenant {tenant} is under a legal hold (retention.legal_hold in its policy): nothing of it may be erased until the hold is lifted"),
+            )
+        })
+}
+
+async fn create_erasure(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let p = tenant_admin(&state, &headers)?;
+    let r: ErasureRequest = serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON {{\"table\", \"from\", \"to\", \"where\"}}: {e}"),
+        )
+    })?;
+    if let Some(held) = under_hold(&state, &p.tenant) {
+        return Err(held);
+    }
+    let job = Job::erasure(&p.tenant, &r, &p.key_id, "api", state.clock.now_nanos())
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    submit(&state, job).await
+}
+
+async fn submit(state: &ComplianceState, job: Job) -> Answer {
+    let (s, j) = (state.clone(), job.clone());
+    blocking(move || {
+        jobs::submit(s.store.storage(), &j).map_err(job_error)?;
+        if let Err(e) = s.audit.append(j.requested_event()) {
+            tracing::error!(error = %e, "audit trail: an erasure request was not written");
+        }
+        Ok(())
+    })
+    .await?;
+    state.jobs_wanted.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+async fn list_erasures(State(state): State<ComplianceState>, headers: HeaderMap) -> Answer {
+    let p = tenant_admin(&state, &headers)?;
+    let s = state.clone();
+    let mine = blocking(move || {
+        let all = jobs::list(s.store.storage()).map_err(job_error)?;
+        Ok(all
+            .into_iter()
+            .filter(|j| j.tenant == p.tenant.as_str())
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "jobs": mine })).into_response())
+}
+
+/// Job `id` if it is the tenant's (another tenant's job is not found).
+async fn tenant_job(
+    state: &ComplianceState,
+    tenant: &TenantId,
+    id: String,
+) -> Result<Job, Refusal> {
+    let s = state.clone();
+    let job = blocking(move || jobs::get(s.store.storage(), &id).map_err(job_error)).await?;
+    if job.tenant != tenant.as_str() {
+        return Err(refuse(StatusCode::NOT_FOUND, format!("no job {}", job.id)));
+    }
+    Ok(job)
+}
+
+async fn get_erasure(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    let p = tenant_admin(&state, &headers)?;
+    Ok(Json(tenant_job(&state, &p.tenant, id).await?).into_response())
+}
+
+async fn cancel_erasure(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    let p = tenant_admin(&state, &headers)?;
+    let job = tenant_job(&state, &p.tenant, id).await?;
+    let s = state.clone();
+    let now = state.clock.now_nanos();
+    let key = p.key_id.clone();
+    let cancelled = blocking(move || {
+        let j = jobs::cancel(s.store.storage(), &job.id, now).map_err(job_error)?;
+        let event = NewEvent::new(bulkhead_store::audit::EventKind::ErasureCancelled)
+            .tenant(&p.tenant)
+            .key_id(key)
+            .detail("job", &j.id);
+        if let Err(e) = s.audit.append(event) {
+            tracing::error!(error = %e, "audit trail: a cancellation was not written");
+        }
+        Ok(j)
+    })
+    .await?;
+    Ok(Json(cancelled).into_response())
+}
+
+async fn offboard(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Answer {
+    let operator = crate::admin::authorize_operator(&state.admin, &headers)?;
+    let tenant = TenantId::new(&name).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    if let Some(held) = under_hold(&state, &tenant) {
+        return Err(held);
+    }
+    let job = Job::offboard(&tenant, &operator, "admin_api", state.clock.now_nanos());
+    submit(&state, job).await
+}
+
+async fn admin_job(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    crate::admin::authorize_operator(&state.admin, &headers)?;
+    let s = state.clone();
+    let job = blocking(move || jobs::get(s.store.storage(), &id).map_err(job_error)).await?;
+    Ok(Json(job).into_response())
+}

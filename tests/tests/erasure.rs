@@ -1,0 +1,377 @@
+//! Erasure requests and offboarding through the API: a tenant key with the
+//! `admin` scope asks for the erasure of one user's log records in a time
+//! range; once the job is done the predicate matches nothing there, every
+//! other row is still there (counts before and after), the other tenant is
+//! untouched, and the request, start and end are on the audit trail with
+//! the rows removed. Bad requests are refused with the reason, a legal hold
+//! blocks erasure, a pending job can be cancelled, another tenant's job is
+//! not found. An operator offboards a tenant: nothing of it stays in
+//! storage and its keys stop working.
+use std::path::{Path, PathBuf};
+
+use bulkhead_e2e::TestServer;
+use bulkhead_rules::ApiKey;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use prost::Message;
+use serde_json::{json, Value};
+
+const HOUR: u64 = 3_600_000_000_000;
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn rfc3339(nanos: u64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos as i64).to_rfc3339()
+}
+
+/// `n` records, one a minute back from `end`, of users u0..u4 in turn.
+fn records(end: u64, n: u64) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..n)
+                    .map(|i| LogRecord {
+                        time_unix_nano: end - i * 60_000_000_000,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("record {i}"))),
+                        }),
+                        attributes: vec![KeyValue {
+                            key: "user.id".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(format!("u{}", i % 5))),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn count(srv: &TestServer, key: &str, filter: &str) -> u64 {
+    srv.scalar(
+        key,
+        &format!("SELECT count(*) AS n FROM logs WHERE {filter}"),
+    )
+    .await
+    .as_u64()
+    .unwrap()
+}
+
+struct Api<'a> {
+    srv: &'a TestServer,
+    http: reqwest::Client,
+}
+
+impl Api<'_> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.srv.api_endpoint()))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
+    let operator = ApiKey::from_random([0xad; 8], [0x17; 32]);
+    let mut srv = TestServer::builder()
+        .tenant("acme", "ingest,query,admin")
+        .tenant("acme", "ingest,query")
+        .tenant("other", "ingest,query,admin")
+        .tenant("held", "ingest,query,admin")
+        .policy("held", "[retention]\nlegal_hold = true\n")
+        .admin("ops", &operator)
+        .start()
+        .await;
+    let admin = srv.key("acme", "ingest,query,admin");
+    let plain = srv.key("acme", "ingest,query");
+    let other = srv.key("other", "ingest,query,admin");
+    let held = srv.key("held", "ingest,query,admin");
+    let api = Api {
+        srv: &srv,
+        http: reqwest::Client::new(),
+    };
+    use reqwest::Method;
+
+    // three hours of records a minute apart, in three requests
+    let end = now_nanos();
+    for key in [&admin, &other] {
+        for h in 0..3 {
+            srv.post_logs(key, records(end - h * HOUR, 60)).await;
+        }
+    }
+    let user = "attr(attributes, 'user.id') = 'u1'";
+    let total = count(&srv, &admin, "true").await;
+    assert_eq!(total, 180);
+    let (from, to) = (end - 2 * HOUR + 1, end - HOUR + 1);
+    let in_range =
+        format!("timestamp >= to_timestamp_nanos({from}) AND timestamp < to_timestamp_nanos({to})");
+    let targeted = count(&srv, &admin, &format!("{user} AND {in_range}")).await;
+    let u1_total = count(&srv, &admin, user).await;
+    assert!(
+        targeted >= 10 && targeted < u1_total,
+        "{targeted} of {u1_total}"
+    );
+    let request = json!({
+        "table": "logs",
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "where": user,
+    });
+
+    // without the admin scope: refused
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/erasures",
+            &plain,
+            Some(request.clone()),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // bad requests say what is wrong
+    for (change, says) in [
+        (json!({"table": "nope"}), "no table"),
+        (json!({"where": "nosuch = 1"}), "nosuch"),
+        (json!({"where": "body = (SELECT 1)"}), "subquery"),
+        (json!({"from": "yesterday"}), "RFC 3339"),
+        (json!({"to": rfc3339(from - 1)}), "empty"),
+    ] {
+        let mut r = request.clone();
+        for (k, v) in change.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        let (status, body) = api
+            .send(Method::POST, "/api/v1/erasures", &admin, Some(r))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+    }
+    // a legal hold blocks erasure
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/erasures",
+            &held,
+            Some(request.clone()),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("legal hold"),
+        "{body}"
+    );
+
+    // the request
+    let (status, job) = api
+        .send(
+            Method::POST,
+            "/api/v1/erasures",
+            &admin,
+            Some(request.clone()),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["status"], "pending");
+    srv.server().run_jobs().await.unwrap();
+    let (status, job) = api
+        .send(Method::GET, &format!("/api/v1/erasures/{id}"), &admin, None)
+        .await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["counts"]["rows_removed"], targeted, "{job}");
+    assert!(
+        job.get("predicate").is_none(),
+        "the predicate is dropped: {job}"
+    );
+    assert_eq!(job["predicate_sha256"].as_str().unwrap().len(), 64);
+
+    // gone where named, everything else still there
+    assert_eq!(
+        count(&srv, &admin, &format!("{user} AND {in_range}")).await,
+        0
+    );
+    assert_eq!(count(&srv, &admin, user).await, u1_total - targeted);
+    assert_eq!(count(&srv, &admin, "true").await, total - targeted);
+    assert_eq!(
+        count(&srv, &other, user).await,
+        u1_total,
+        "the other tenant is untouched"
+    );
+    assert_eq!(count(&srv, &other, "true").await, 180);
+
+    // another tenant does not see the job
+    let (status, _) = api
+        .send(Method::GET, &format!("/api/v1/erasures/{id}"), &other, None)
+        .await;
+    assert_eq!(status, 404);
+    let (_, list) = api
+        .send(Method::GET, "/api/v1/erasures", &other, None)
+        .await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    let (_, list) = api
+        .send(Method::GET, "/api/v1/erasures", &admin, None)
+        .await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+
+    // on the audit trail, with the rows removed
+    let r = srv
+        .query(
+            &admin,
+            &format!("SELECT kind, details['rows_removed'] AS rows FROM audit WHERE details['job'] = '{id}' ORDER BY seq"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let kinds: Vec<&str> = r
+        .rows()
+        .iter()
+        .map(|row| row["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["erasure_requested", "erasure_started", "erasure_done"]
+    );
+    assert_eq!(r.rows()[2]["rows"], targeted.to_string());
+
+    // a pending job can be cancelled, a finished one not
+    let paused = srv.server().pause_jobs();
+    let (_, pending) = api
+        .send(
+            Method::POST,
+            "/api/v1/erasures",
+            &admin,
+            Some(request.clone()),
+        )
+        .await;
+    let pid = pending["id"].as_str().unwrap();
+    let (status, cancelled) = api
+        .send(
+            Method::POST,
+            &format!("/api/v1/erasures/{pid}/cancel"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    drop(paused);
+    srv.server().run_jobs().await.unwrap();
+    let (_, still) = api
+        .send(
+            Method::GET,
+            &format!("/api/v1/erasures/{pid}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(still["status"], "cancelled");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/api/v1/erasures/{id}/cancel"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // offboarding: a tenant key may not, the operator may; what was
+    // committed and what is still buffered both go
+    srv.server().store().flush_all().unwrap();
+    srv.post_logs(&other, records(end, 7)).await;
+    let (status, _) = api
+        .send(
+            Method::POST,
+            "/api/v1/admin/tenants/other/offboard",
+            &other,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/admin/tenants/held/offboard",
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "a legal hold blocks offboarding too: {body}");
+    let (status, job) = api
+        .send(
+            Method::POST,
+            "/api/v1/admin/tenants/other/offboard",
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    srv.server().run_jobs().await.unwrap();
+    let oid = job["id"].as_str().unwrap();
+    let (_, job) = api
+        .send(
+            Method::GET,
+            &format!("/api/v1/admin/jobs/{oid}"),
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert!(
+        job["counts"]["objects_deleted"].as_u64().unwrap() > 3,
+        "{job}"
+    );
+    assert_eq!(job["counts"]["buffered_rows_dropped"], 7, "{job}");
+    assert_eq!(job["counts"]["data_keys_destroyed"], 1, "{job}");
+    let mut files = Vec::new();
+    files_under(&srv.store_dir(), &mut files);
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("tenant=other")),
+        "something of the offboarded tenant is left"
+    );
+    assert!(files
+        .iter()
+        .any(|f| f.to_string_lossy().contains("tenant=acme")));
+    let r = srv.query(&other, "SELECT count(*) FROM logs").await;
+    assert_eq!(r.status, 401, "its keys stopped: {}", r.body);
+    assert_eq!(count(&srv, &admin, "true").await, total - targeted);
+    srv.shutdown().await;
+}
