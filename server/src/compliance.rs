@@ -40,6 +40,10 @@ pub struct ComplianceState {
     /// Wakes the job runner.
     pub jobs_wanted: Arc<Notify>,
     pub admin: AdminState,
+    pub engine: Arc<bulkhead_query::QueryEngine>,
+    pub signer: Arc<crate::extract::Signer>,
+    /// Where extracts are assembled before they are sent.
+    pub scratch: std::path::PathBuf,
 }
 
 pub fn router(state: ComplianceState) -> Router {
@@ -49,6 +53,8 @@ pub fn router(state: ComplianceState) -> Router {
         .route("/api/v1/erasures/{id}/cancel", post(cancel_erasure))
         .route("/api/v1/admin/tenants/{tenant}/offboard", post(offboard))
         .route("/api/v1/admin/jobs/{id}", get(admin_job))
+        .route("/api/v1/extracts", post(create_extract))
+        .route("/api/v1/extracts/public-key", get(public_key))
         .with_state(state)
 }
 
@@ -68,14 +74,24 @@ fn job_error(e: JobError) -> Refusal {
 
 /// The tenant key behind the request, which must have the `admin` scope.
 fn tenant_admin(state: &ComplianceState, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    tenant_key(state, headers, Scope::Admin, "erasure_api")
+}
+
+/// The tenant key behind the request, which must have `scope`.
+fn tenant_key(
+    state: &ComplianceState,
+    headers: &HeaderMap,
+    scope: Scope,
+    interface: &str,
+) -> Result<Principal, Refusal> {
     let presented = bearer(headers).ok();
     bearer(headers)
         .and_then(|k| state.tenants.authenticate(k))
-        .and_then(|p| p.require(Scope::Admin).map(|_| p))
+        .and_then(|p| p.require(scope).map(|_| p))
         .map_err(|e| {
             state
                 .refusals
-                .record(NewEvent::refused_credential(&e, presented, "erasure_api"));
+                .record(NewEvent::refused_credential(&e, presented, interface));
             refuse(auth_status(&e), e.to_string())
         })
 }
@@ -221,4 +237,141 @@ async fn admin_job(
     let s = state.clone();
     let job = blocking(move || jobs::get(s.store.storage(), &id).map_err(job_error)).await?;
     Ok(Json(job).into_response())
+}
+
+/// The instance's public key for extract signatures (hex), for anyone.
+async fn public_key(State(state): State<ComplianceState>) -> Response {
+    format!("{}\n", state.signer.public_hex()).into_response()
+}
+
+/// Builds an extract and streams it as a tar archive. It is on the audit
+/// trail before a byte of it leaves.
+async fn create_extract(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    use crate::extract::{self, BuildError, ExtractRequest};
+    let p = tenant_key(&state, &headers, Scope::Extract, "extract_api")?;
+    let r: ExtractRequest = serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON {{\"tables\", \"from\", \"to\", \"where\", \"recipient_key\"}}: {e}"),
+        )
+    })?;
+    if let Err(e) = state.store.decryption(&p.tenant) {
+        return Err(match e {
+            bulkhead_store::Error::Key(bulkhead_store::crypto::KeyError::Shredded { .. }) => {
+                refuse(StatusCode::GONE, e.to_string())
+            }
+            e => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        });
+    }
+    std::fs::create_dir_all(&state.scratch).map_err(|e| {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scratch space: {e}"),
+        )
+    })?;
+    let dir = tempfile::tempdir_in(&state.scratch).map_err(|e| {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scratch space: {e}"),
+        )
+    })?;
+    let manifest = extract::build(
+        extract::Sources {
+            engine: &state.engine,
+            store: &state.store,
+            signer: &state.signer,
+            audit_head: state.audit.head(),
+            now_nanos: state.clock.now_nanos(),
+        },
+        &p.tenant,
+        &p.key_id,
+        &r,
+        dir.path(),
+        &|_| {},
+    )
+    .await
+    .map_err(|e| match e {
+        BuildError::Request(m) => refuse(StatusCode::BAD_REQUEST, m),
+        BuildError::Failed(m) => {
+            tracing::error!(tenant = %p.tenant, error = %m, "extract failed");
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the extract failed: {m}"),
+            )
+        }
+    })?;
+    let (s, m, tenant, key) = (
+        state.clone(),
+        manifest.clone(),
+        p.tenant.clone(),
+        p.key_id.clone(),
+    );
+    let file = blocking(move || {
+        let fail = |e: std::io::Error| {
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("writing the extract: {e}"),
+            )
+        };
+        let mut file = tempfile::tempfile_in(&s.scratch).map_err(fail)?;
+        extract::write_tar(dir.path(), &m, &mut file).map_err(fail)?;
+        let manifest_sha256 = {
+            use sha2::Digest;
+            let bytes = std::fs::read(dir.path().join(extract::MANIFEST)).map_err(fail)?;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        let event = NewEvent::new(bulkhead_store::audit::EventKind::ExtractCreated)
+            .tenant(&tenant)
+            .key_id(key)
+            .detail("extract", &m.id)
+            .detail("tables", m.tables.join(","))
+            .detail("from", &m.from)
+            .detail("to", &m.to)
+            .detail("rows", m.total_rows())
+            .detail("files", m.files.len())
+            .detail("bytes", m.total_bytes())
+            .detail("filter_sha256", m.filter_sha256.as_deref().unwrap_or(""))
+            .detail("encrypted", m.encryption.is_some())
+            .detail("manifest_sha256", manifest_sha256);
+        s.audit.append(event).map_err(|e| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the audit trail is unavailable, so no extract is handed out: {e}"),
+            )
+        })?;
+        use std::io::{Seek, SeekFrom};
+        let len = file.seek(SeekFrom::End(0)).map_err(fail)?;
+        file.seek(SeekFrom::Start(0)).map_err(fail)?;
+        Ok((file, len))
+    })
+    .await?;
+    let (file, len) = file;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    let value = |v: String| {
+        axum::http::HeaderValue::from_str(&v).unwrap_or(axum::http::HeaderValue::from_static(""))
+    };
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        value("application/x-tar".into()),
+    );
+    h.insert(axum::http::header::CONTENT_LENGTH, value(len.to_string()));
+    h.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        value(format!(
+            "attachment; filename=\"extract-{}.tar\"",
+            manifest.id
+        )),
+    );
+    h.insert("x-bulkhead-extract-id", value(manifest.id.clone()));
+    h.insert(
+        "x-bulkhead-extract-rows",
+        value(manifest.total_rows().to_string()),
+    );
+    Ok(response)
 }

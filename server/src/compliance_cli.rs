@@ -156,3 +156,145 @@ pub fn offboard(config: &Config, tenant: &str, yes: bool, wait: bool) -> Result<
         wait,
     )
 }
+
+/// What `bulkhead extract create` asks for.
+#[derive(Debug)]
+pub struct ExtractArgs {
+    /// The API's base URL (`http://host:port`).
+    pub url: String,
+    /// A tenant key with the `extract` scope.
+    pub key: String,
+    pub request: serde_json::Value,
+    pub out: std::path::PathBuf,
+}
+
+/// `bulkhead extract create`: asks the server for the extract and streams
+/// it into `out` (written under a temporary name, renamed when whole), with
+/// a progress bar on a terminal.
+pub fn extract_create(args: &ExtractArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        use futures::StreamExt;
+        use std::io::Write;
+        let waiting = indicatif::ProgressBar::new_spinner()
+            .with_message("the server is reading the tenant's data into the extract");
+        waiting.enable_steady_tick(Duration::from_millis(120));
+        let url = format!("{}/api/v1/extracts", args.url.trim_end_matches('/'));
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&args.key)
+            .json(&args.request)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        waiting.finish_and_clear();
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            return Err(format!(
+                "the server refused the extract ({status}): {}",
+                body["error"].as_str().unwrap_or("no reason given")
+            ));
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (id, rows) = (
+            header("x-bulkhead-extract-id"),
+            header("x-bulkhead-extract-rows"),
+        );
+        let bar = indicatif::ProgressBar::new(response.content_length().unwrap_or(0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let dir = args
+            .out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| format!("the download broke off: {e}"))?;
+            tmp.write_all(&chunk)
+                .map_err(|e| format!("{}: {e}", tmp.path().display()))?;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| format!("{}: {e}", tmp.path().display()))?;
+        tmp.persist(&args.out)
+            .map_err(|e| format!("{}: {e}", args.out.display()))?;
+        println!(
+            "extract {id}: {rows} rows in {}; check it with `bulkhead extract verify {} --public-key <the instance's key>`",
+            args.out.display(),
+            args.out.display()
+        );
+        Ok(())
+    })
+}
+
+/// `bulkhead extract verify`: true when the bundle is whole and signed by
+/// the key.
+pub fn extract_verify(bundle: &std::path::Path, public_key: &str) -> Result<(), String> {
+    let key = crate::extract::read_public_key(public_key)?;
+    let verdict = crate::extract::verify(bundle, &key)?;
+    if verdict.ok() {
+        let m = verdict
+            .manifest
+            .as_ref()
+            .expect("a verified bundle has a manifest");
+        println!(
+            "OK: signature and all {} file(s) match; extract {} of tenant {} ({} rows, {} to {}, requested by {}, audit head {}:{})",
+            m.files.len(),
+            m.id,
+            m.tenant,
+            m.total_rows(),
+            m.from,
+            m.to,
+            m.requested_by,
+            m.audit_head.seq,
+            m.audit_head.hash
+        );
+        Ok(())
+    } else {
+        for p in verdict.problems() {
+            eprintln!("{p}");
+        }
+        Err(format!(
+            "{} does not verify ({} problem(s) above)",
+            bundle.display(),
+            verdict.problems().len()
+        ))
+    }
+}
+
+/// `bulkhead extract public-key`: the key that signs this deployment's
+/// extracts, hex.
+pub fn extract_public_key(config: &Config) -> Result<(), String> {
+    let path = config.signing_key_path();
+    if !path.exists() {
+        return Err(format!(
+            "no signing key at {} yet: the server makes it at its first start",
+            path.display()
+        ));
+    }
+    println!(
+        "{}",
+        crate::extract::Signer::load_or_create(&path)?.public_hex()
+    );
+    Ok(())
+}

@@ -565,6 +565,13 @@ impl Config {
             .unwrap_or_else(|| self.policy_dir().join(".keys").join("master.key"))
     }
 
+    /// The instance's Ed25519 key that signs forensic extracts (PKCS#8),
+    /// beside the keyring: every node of a deployment shares it. Made at
+    /// the first start.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.policy_dir().join(".keys").join("extract-signing.pk8")
+    }
+
     /// Opens the tenants' data keys: none when encryption is off and no
     /// keyring exists (a deployment that never encrypted). The master key
     /// comes from `BULKHEAD_MASTER_KEY` (as `env` reads it), else from the

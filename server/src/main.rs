@@ -69,6 +69,58 @@ enum Command {
         #[command(subcommand)]
         command: EraseCommand,
     },
+    /// Forensic extracts: signed bundles of a tenant's data.
+    Extract {
+        #[command(subcommand)]
+        command: ExtractCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExtractCommand {
+    /// Ask the server for an extract (the tenant is the key's) and save the
+    /// bundle, a tar archive.
+    Create {
+        /// A tenant key with the extract scope.
+        #[arg(long, env = "BULKHEAD_API_KEY", hide_env_values = true)]
+        key: String,
+        /// Tables, comma-separated (default: logs, spans and metrics).
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+        /// Start of the event-time range (RFC 3339, inclusive).
+        #[arg(long)]
+        from: String,
+        /// End of the event-time range (RFC 3339, exclusive).
+        #[arg(long)]
+        to: String,
+        /// SQL predicate over one row, applied to every table.
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// Encrypt the files under this 256-bit key (64 hex characters).
+        #[arg(long)]
+        recipient_key: Option<String>,
+        /// Where to save the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// The API's URL; default: the configuration's listen.api.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a bundle: its signature and every file's hash; names each file
+    /// that does not match. Needs only the bundle and the public key.
+    Verify {
+        bundle: PathBuf,
+        /// The instance's public key: 64 hex characters or a file holding them.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Print the public key that signs this deployment's extracts.
+    PublicKey {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -531,6 +583,45 @@ fn main() -> ExitCode {
         Command::Erase {
             command: EraseCommand::Cancel { id, config },
         } => load_config(config.as_ref()).and_then(|c| compliance_cli::erase_cancel(&c, &id)),
+        Command::Extract {
+            command:
+                ExtractCommand::Create {
+                    key,
+                    tables,
+                    from,
+                    to,
+                    filter,
+                    recipient_key,
+                    out,
+                    url,
+                    config,
+                },
+        } => {
+            let url = match url {
+                Some(u) => Ok(u),
+                None => load_config(config.as_ref()).map(|c| format!("http://{}", c.listen.api)),
+            };
+            url.and_then(|url| {
+                compliance_cli::extract_create(&compliance_cli::ExtractArgs {
+                    url,
+                    key,
+                    request: serde_json::json!({
+                        "tables": tables,
+                        "from": from,
+                        "to": to,
+                        "where": filter,
+                        "recipient_key": recipient_key,
+                    }),
+                    out,
+                })
+            })
+        }
+        Command::Extract {
+            command: ExtractCommand::Verify { bundle, public_key },
+        } => compliance_cli::extract_verify(&bundle, &public_key),
+        Command::Extract {
+            command: ExtractCommand::PublicKey { config },
+        } => load_config(config.as_ref()).and_then(|c| compliance_cli::extract_public_key(&c)),
         Command::Tenant {
             command: TenantCommand::RotateKey { name, config },
         } => load_config(config.as_ref()).and_then(|c| {

@@ -280,6 +280,11 @@ pub async fn start_with(
         writes: Arc::default(),
     };
     let jobs_wanted = Arc::new(Notify::new());
+    let signer = Arc::new(crate::extract::Signer::load_or_create(
+        &config.signing_key_path(),
+    )?);
+    // extracts a crash left half made
+    let _ = std::fs::remove_dir_all(config.data_dir.join("tmp").join("extracts"));
     let jobs = Arc::new(crate::jobs::JobRunner {
         store: store.clone(),
         tenants: tenants.clone(),
@@ -293,7 +298,7 @@ pub async fn start_with(
         paused: Default::default(),
     });
     let api = bulkhead_query::http::router(ApiState {
-        engine,
+        engine: engine.clone(),
         auth: tenants.clone() as Arc<dyn Authenticator>,
         refusals: pipeline.refusals().clone(),
         on_panic: {
@@ -315,6 +320,9 @@ pub async fn start_with(
             clock: clock.clone(),
             jobs_wanted: jobs_wanted.clone(),
             admin: admin_state.clone(),
+            engine: engine.clone(),
+            signer: signer.clone(),
+            scratch: config.data_dir.join("tmp").join("extracts"),
         },
     ))
     .route("/healthz", get(|| async { "ok\n" }))
