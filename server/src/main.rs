@@ -181,6 +181,9 @@ enum AuditCommand {
         /// `SEQ:HASH` of an entry known from elsewhere (catches a cut tail).
         #[arg(long)]
         anchor: Vec<String>,
+        /// Also require the head this node last published to the store.
+        #[arg(long)]
+        published: bool,
     },
 }
 
@@ -599,7 +602,13 @@ fn main() -> ExitCode {
         } => {
             let url = match url {
                 Some(u) => Ok(u),
-                None => load_config(config.as_ref()).map(|c| format!("http://{}", c.listen.api)),
+                None => load_config(config.as_ref()).and_then(|c| {
+                    if c.listen.api.port() == 0 {
+                        Err("the configuration's listen.api has port 0 (any free port): give the server's API address with --url".to_string())
+                    } else {
+                        Ok(format!("http://{}", c.listen.api))
+                    }
+                }),
             };
             url.and_then(|url| {
                 compliance_cli::extract_create(&compliance_cli::ExtractArgs {
@@ -715,13 +724,28 @@ fn main() -> ExitCode {
             })
         }
         Command::Audit {
-            command: AuditCommand::Verify { config, anchor },
+            command: AuditCommand::Verify { config, anchor, published },
         } => load_config(config.as_ref()).and_then(|c| {
             use bulkhead_store::audit::{verify_with, Anchor, VerifyOptions};
-            let anchors = anchor
+            let mut anchors = anchor
                 .iter()
                 .map(|a| a.parse::<Anchor>().map_err(|e| format!("--anchor {a}: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
+            if published {
+                let storage = bulkhead_store::objects::Storage::open_beside_server(&c.storage_config())
+                    .map_err(|e| format!("opening the store: {e}"))?;
+                match bulkhead_store::audit::latest_published(&storage, &c.node_name)
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(head) => {
+                        println!("published head of node {}: {} (at {})", head.node, head.anchor(), head.at);
+                        anchors.push(head.anchor());
+                    }
+                    None => {
+                        return Err(format!("node {} has published no audit head to the store yet", c.node_name));
+                    }
+                }
+            }
             let report = verify_with(&c.audit_dir(), &VerifyOptions { anchors }).map_err(|e| e.to_string())?;
             println!("audit trail intact: {} entries, head {}", report.entries, report.head);
             Ok(())

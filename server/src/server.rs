@@ -41,6 +41,8 @@ pub struct RunningServer {
     watcher: JoinHandle<()>,
     job_runner: JoinHandle<()>,
     jobs: Arc<crate::jobs::JobRunner>,
+    node: String,
+    clock: Arc<dyn Clock>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     replay: ReplayReport,
     audit: Arc<AuditLog>,
@@ -395,6 +397,7 @@ pub async fn start_with(
         clock: clock.clone(),
         paused: options.pause_housekeeping.clone(),
         compaction: config.compaction.store_config(),
+        node: config.node_name.clone(),
     }));
     // Registered before start returns, so a SIGHUP from now on is ours.
     #[cfg(unix)]
@@ -428,6 +431,8 @@ pub async fn start_with(
         watcher,
         job_runner,
         jobs,
+        node: config.node_name.clone(),
+        clock: clock.clone(),
         policies,
         ready,
         replay,
@@ -789,6 +794,37 @@ struct Housekeeping {
     /// What compaction merges: a tenant's store shard is evicted only when
     /// nothing is left to merge.
     compaction: bulkhead_store::CompactionConfig,
+    node: String,
+}
+
+/// How often, on the injected clock, the audit chain's head is published
+/// to the store (when it moved).
+const AUDIT_PUBLISH_EVERY: i64 = 60_000_000_000;
+
+/// Publishes `audit`'s head to the store if it moved past `last`; returns
+/// the head's seq as published (or `last`).
+fn publish_audit_head(
+    store: &Store,
+    audit: &AuditLog,
+    node: &str,
+    now_nanos: i64,
+    last: u64,
+) -> u64 {
+    let head = audit.head();
+    if head.seq <= last {
+        return last;
+    }
+    let at = chrono::DateTime::from_timestamp_nanos(now_nanos).to_rfc3339();
+    match bulkhead_store::audit::publish_head(store.storage(), node, &head, &at) {
+        Ok(path) => {
+            tracing::debug!(seq = head.seq, %path, "audit head published");
+            head.seq
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "audit head not published; will retry");
+            last
+        }
+    }
 }
 
 /// A tenant's store shard (manifests, locks) leaves memory once the tenant
@@ -814,7 +850,10 @@ async fn run_housekeeping(h: Housekeeping) {
         clock,
         paused,
         compaction,
+        node,
     } = h;
+    let mut last_publish = clock.now_nanos();
+    let mut published = 0u64;
     const CHECKPOINT_EVERY: i64 = 60_000_000_000;
     const RETENTION_EVERY: i64 = 60_000_000_000;
     let policy_every = i64::try_from(POLICY_CHECK_EVERY.as_nanos()).unwrap_or(i64::MAX);
@@ -891,6 +930,21 @@ async fn run_housekeeping(h: Housekeeping) {
         if let Err(e) = tokio::task::spawn_blocking(move || p.flush_refusals()).await {
             tracing::error!(error = %e, "audit of refused credentials panicked");
         }
+        if clock.now_nanos().saturating_sub(last_publish) >= AUDIT_PUBLISH_EVERY {
+            last_publish = clock.now_nanos();
+            let (s, a, n, now) = (
+                store.clone(),
+                policies.audit.clone(),
+                node.clone(),
+                clock.now_nanos(),
+            );
+            if let Ok(p) =
+                tokio::task::spawn_blocking(move || publish_audit_head(&s, &a, &n, now, published))
+                    .await
+            {
+                published = p;
+            }
+        }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.flush_due()).await {
             Ok(Ok(stats)) if stats.files > 0 => {
@@ -955,6 +1009,21 @@ impl RunningServer {
         crate::jobs::JobsPaused::new(self.jobs.clone())
     }
 
+    /// Publishes the audit chain's head to the store now (the server does
+    /// so every minute of the clock when it moved, and at shutdown).
+    pub async fn publish_audit_head(&self) -> Result<(), String> {
+        let (s, a, n, now) = (
+            self.store.clone(),
+            self.audit.clone(),
+            self.node.clone(),
+            self.clock.now_nanos(),
+        );
+        tokio::task::spawn_blocking(move || publish_audit_head(&s, &a, &n, now, 0))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// What start-up recovered from the write-ahead log.
     pub fn replay_report(&self) -> &ReplayReport {
         &self.replay
@@ -1009,6 +1078,14 @@ impl RunningServer {
             }
         })
         .await;
+        // the trail's last entry, where a cut tail would show
+        let (st, a, n, now) = (
+            self.store.clone(),
+            self.audit.clone(),
+            self.node.clone(),
+            self.clock.now_nanos(),
+        );
+        let _ = tokio::task::spawn_blocking(move || publish_audit_head(&st, &a, &n, now, 0)).await;
         let a = self.anomalies.clone();
         match tokio::task::spawn_blocking(move || a.shutdown()).await {
             Ok(Ok(())) => {}

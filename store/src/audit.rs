@@ -21,11 +21,13 @@ use sha2::{Digest, Sha256};
 use bulkhead_rules::TenantId;
 
 mod log;
+mod publish;
 mod refusals;
 mod table;
 mod verify;
 
 pub use log::AuditLog;
+pub use publish::{latest_published, publish_head, PublishedHead};
 pub use refusals::{RefusalAudit, MAX_DISTINCT_REFUSALS};
 pub use table::{audit_schema, to_batch};
 pub use verify::{verify, verify_with, Anchor, Problem, VerifyError, VerifyOptions, VerifyReport};

@@ -1,9 +1,15 @@
-//! An erasure job of the real binary, with the process stopped dead
-//! (abort) in the middle: between the copies and the manifest commit, and
-//! between the commit and the job's `done`. After the crash the table holds
-//! the old files or the new ones, never both and never neither (every row
-//! once, read offline through the tenant's keys); after a restart the job
-//! resumes and ends `done`, and the predicate matches nothing.
+//! Compliance with the real binary and its CLI.
+//!
+//! - An erasure job with the process stopped dead (abort) in the middle:
+//!   between the copies and the manifest commit, and between the commit and
+//!   the job's `done`. After the crash the table holds the old files or the
+//!   new ones, never both and never neither (every row once, read offline
+//!   through the tenant's keys); after a restart the job resumes and ends
+//!   `done`, and the predicate matches nothing.
+//! - `bulkhead erase create --wait` and `bulkhead tenant offboard`.
+//! - `bulkhead extract create`, `public-key` and `verify`, which names a
+//!   changed file.
+//! - The audit head published to the store catches a cut log tail.
 mod common;
 use common::{start, start_with_env, wait_for_log};
 
@@ -318,4 +324,190 @@ fn the_cli_asks_for_an_erasure_and_an_offboarding_and_follows_them() {
         "{files:?}"
     );
     assert!(!policies.join("acme.toml").exists());
+}
+
+fn config_file(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    let config = dir.join("bulkhead.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nflight = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    (config, data)
+}
+
+fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn post(url: String, key: &str, body: Vec<u8>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt
+        .block_on(
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn the_cli_makes_an_extract_and_verify_names_a_changed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data) = config_file(dir.path());
+    let policies = data.join("policies");
+    tenants::create_tenant(&policies, "acme").unwrap();
+    let key = tenants::create_key(
+        &policies,
+        "acme",
+        Scopes::parse_list("ingest,extract").unwrap(),
+    )
+    .unwrap()
+    .expose();
+    let server = start(&config);
+    post(
+        format!("http://{}/v1/logs", server.http),
+        &key,
+        records(0, 50),
+    );
+    let from =
+        chrono::DateTime::from_timestamp_nanos(now_nanos() as i64 - 3_600_000_000_000).to_rfc3339();
+    let to =
+        chrono::DateTime::from_timestamp_nanos(now_nanos() as i64 + 3_600_000_000_000).to_rfc3339();
+    let bundle = dir.path().join("out").join("acme.tar");
+    std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args([
+            "extract", "create", "--tables", "logs", "--from", &from, "--to", &to,
+        ])
+        .args(["--where", "body LIKE 'u1-%'", "--out"])
+        .arg(&bundle)
+        .args(["--url", &format!("http://{}", server.api)])
+        .env("BULKHEAD_API_KEY", &key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": 13 rows"), "{stdout}");
+    let pk = cli(&config, &["extract", "public-key"]);
+    assert!(pk.status.success());
+    let pk = String::from_utf8_lossy(&pk.stdout).trim().to_string();
+    assert_eq!(pk.len(), 64);
+    let verify = |bundle: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(["extract", "verify"])
+            .arg(bundle)
+            .args(["--public-key", &pk])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&bundle);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK"));
+    // one byte of the data file changed
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let at = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy().ends_with(".parquet"))
+        .map(|e| e.raw_file_position() as usize)
+        .unwrap();
+    bytes[at + 100] ^= 0x80;
+    let bad = dir.path().join("bad.tar");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = verify(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data/logs/part-00000.parquet: content does not match"),
+        "{stderr}"
+    );
+    // a key without the extract scope is refused with the reason
+    let ingest_only = tenants::create_key(&policies, "acme", Scopes::parse_list("ingest").unwrap())
+        .unwrap()
+        .expose();
+    common::stop(server);
+    let server = start(&config);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["extract", "create", "--from", &from, "--to", &to, "--out"])
+        .arg(dir.path().join("no.tar"))
+        .args(["--url", &format!("http://{}", server.api)])
+        .env("BULKHEAD_API_KEY", &ingest_only)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+    assert!(!dir.path().join("no.tar").exists());
+    common::stop(server);
+}
+
+#[test]
+fn a_cut_audit_tail_is_caught_by_the_published_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data) = config_file(dir.path());
+    let policies = data.join("policies");
+    tenants::create_tenant(&policies, "acme").unwrap();
+    let key = tenants::create_key(
+        &policies,
+        "acme",
+        Scopes::parse_list("ingest,query").unwrap(),
+    )
+    .unwrap()
+    .expose();
+    let server = start(&config);
+    // queries are audited
+    for _ in 0..3 {
+        common::query_bodies(&server.api, &key);
+    }
+    // the head is published at shutdown (and every minute)
+    common::stop(server);
+    let ok = cli(&config, &["audit", "verify", "--published"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // the last entry cut off: the chain alone still verifies, the
+    // published head does not
+    let log = data.join("audit").join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3);
+    lines.pop();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let weak = cli(&config, &["audit", "verify"]);
+    assert!(
+        weak.status.success(),
+        "{}",
+        String::from_utf8_lossy(&weak.stderr)
+    );
+    let strong = cli(&config, &["audit", "verify", "--published"]);
+    assert!(!strong.status.success());
+    let stderr = String::from_utf8_lossy(&strong.stderr);
+    assert!(
+        stderr.contains("anchor") || stderr.contains("missing"),
+        "{stderr}"
+    );
 }
