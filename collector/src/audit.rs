@@ -47,6 +47,17 @@ pub fn policy_events(change: &PolicyChange) -> Vec<NewEvent> {
             out.push(e.detail("disabled_defaults", change.disabled_defaults.join(",")));
         }
     }
+    if let Some(held) = change.legal_hold {
+        out.push(
+            NewEvent::new(EventKind::LegalHoldChanged)
+                .tenant(t)
+                .detail("legal_hold", held)
+                .detail(
+                    detail::NEW_VERSION,
+                    change.new_version.as_deref().unwrap_or(""),
+                ),
+        );
+    }
     for k in &change.keys_added {
         out.push(
             NewEvent::new(EventKind::KeyCreated)
@@ -88,6 +99,7 @@ mod tests {
             keys_revoked: vec![],
             disabled_defaults: vec!["payment_card".into()],
             by: None,
+            legal_hold: None,
         };
         let events = policy_events(&change);
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
@@ -107,5 +119,23 @@ mod tests {
             Some("payment_card")
         );
         assert_eq!(events[2].key_id.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn placing_a_legal_hold_is_its_own_event() {
+        let change = PolicyChange {
+            tenant: TenantId::new("acme").unwrap(),
+            old_version: Some("v1".into()),
+            new_version: Some("v2".into()),
+            keys_added: vec![],
+            keys_revoked: vec![],
+            disabled_defaults: vec![],
+            by: Some("ops".into()),
+            legal_hold: Some(true),
+        };
+        let events = policy_events(&change);
+        assert_eq!(events[1].kind, EventKind::LegalHoldChanged);
+        assert_eq!(events[1].details["legal_hold"], "true");
+        assert_eq!(events[1].details["by"], "ops");
     }
 }

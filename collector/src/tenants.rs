@@ -30,6 +30,9 @@ pub struct PolicyChange {
     pub disabled_defaults: Vec<String>,
     /// The operator whose admin request made the change, when one did.
     pub by: Option<String>,
+    /// The legal hold's new state, when the change placed or lifted it
+    /// (a new tenant born under a hold counts as placed).
+    pub legal_hold: Option<bool>,
 }
 
 /// What a look at the policy directory did.
@@ -240,6 +243,10 @@ fn change_of(
             _ => Vec::new(),
         },
         by: None,
+        legal_hold: {
+            let held = |p: Option<&Arc<TenantPolicy>>| p.is_some_and(|p| p.retention.legal_hold);
+            (held(before) != held(after) && after.is_some()).then(|| held(after))
+        },
     }
 }
 

@@ -373,5 +373,33 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
     let r = srv.query(&other, "SELECT count(*) FROM logs").await;
     assert_eq!(r.status, 401, "its keys stopped: {}", r.body);
     assert_eq!(count(&srv, &admin, "true").await, total - targeted);
+
+    // lifting the hold is audited, and erasure is allowed again
+    let policy = srv.server_config().policy_dir().join("held.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace("legal_hold = true", "legal_hold = false"),
+    )
+    .unwrap();
+    srv.server().check_policies().await;
+    let r = srv
+        .query(
+            &held,
+            "SELECT details['legal_hold'] AS held FROM audit WHERE kind = 'legal_hold_changed'",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.rows().len(), 1, "{}", r.body);
+    assert_eq!(r.rows()[0]["held"], "false");
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/erasures",
+            &held,
+            Some(request.clone()),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
     srv.shutdown().await;
 }
