@@ -500,7 +500,7 @@ impl std::fmt::Display for BuildError {
 /// manifest and its signature first, then the files in manifest order.
 pub fn write_tar(dir: &Path, manifest: &Manifest, out: impl Write) -> std::io::Result<()> {
     let mut tar = tar::Builder::new(out);
-    tar.mode(tar::HeaderMode::Deterministic);
+    tar.mode(tar::HeaderMode::Complete);
     for name in [MANIFEST, SIGNATURE] {
         tar.append_path_with_name(dir.join(name), name)?;
     }

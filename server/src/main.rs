@@ -315,7 +315,8 @@ enum KeyCommand {
     Create {
         #[arg(long)]
         tenant: String,
-        /// Comma-separated: ingest, query (extract and admin are reserved).
+        /// Comma-separated: ingest, query, extract (forensic extracts), admin
+        /// (erasure requests for the tenant).
         #[arg(long, default_value = "ingest")]
         scopes: String,
         #[arg(long)]
