@@ -5,8 +5,10 @@
 //! An erasure first flushes what the tenant buffers of the table in that
 //! range (so buffered rows are covered too), then reads each live file whose
 //! time bounds overlap the range, one file at a time, and writes a copy
-//! without the matching rows (a file left with no row is removed, not
-//! copied). One manifest commit then removes every old file and adds every
+//! without the matching rows (a file left with no row is removed, or,
+//! when it names write-ahead log entries, replaced by an empty copy that
+//! keeps naming them, so a restart does not replay the erased rows from a
+//! log segment not yet deleted). One manifest commit then removes every old file and adds every
 //! copy: a crash before it leaves the old files live (the copies are
 //! orphans the sweep deletes), after it the copies; never both, never
 //! neither. The commit is refused when another writer removed one of the
@@ -65,6 +67,47 @@ pub struct OffboardStats {
     pub data_keys_destroyed: usize,
     /// Rows this node still buffered, dropped.
     pub buffered_rows_dropped: usize,
+}
+
+/// Where offboarding marks live: outside the tenant's prefix, which it
+/// deletes.
+const OFFBOARDED_PREFIX: &str = "_offboarded";
+
+/// What offboarding leaves for a node's write-ahead log: the tenant's
+/// entries below `before_seq` in log `wal` are not to be replayed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OffboardMark {
+    tenant: String,
+    wal: String,
+    before_seq: u64,
+}
+
+fn mark_path(tenant: &TenantId, wal: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("{OFFBOARDED_PREFIX}/{tenant}/{wal}.json"))
+}
+
+/// For write-ahead log `wal_id`: each offboarded tenant, and the sequence
+/// number below which its entries are not to be replayed.
+pub(crate) fn offboarded_before(
+    storage: &crate::objects::Storage,
+    wal_id: &str,
+) -> Result<std::collections::HashMap<TenantId, u64>> {
+    let mut out = std::collections::HashMap::new();
+    for o in storage.list(&object_store::path::Path::from(OFFBOARDED_PREFIX))? {
+        if o.location.filename() != Some(&format!("{wal_id}.json")) {
+            continue;
+        }
+        let Some(bytes) = storage.get(&o.location)? else {
+            continue;
+        };
+        let mark: OffboardMark = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Storage(format!("{}: {e}", o.location)))?;
+        if let Ok(t) = TenantId::new(&mark.tenant) {
+            let before = out.entry(t).or_insert(0);
+            *before = (*before).max(mark.before_seq);
+        }
+    }
+    Ok(out)
 }
 
 /// Rows of `batch` to keep: not (in `range` and matched).
@@ -203,8 +246,13 @@ impl Store {
             });
             match committed {
                 Ok(()) => {
-                    stats.files_rewritten = changes.iter().filter(|(_, c)| c.is_some()).count();
-                    stats.files_removed = changes.len() - stats.files_rewritten;
+                    // emptied files (removed, or kept empty for their log
+                    // references) count as removed
+                    stats.files_removed = changes
+                        .iter()
+                        .filter(|(_, c)| c.as_ref().is_none_or(|c| c.rows == 0))
+                        .count();
+                    stats.files_rewritten = changes.len() - stats.files_removed;
                     return Ok(stats);
                 }
                 Err(CommitError::Conflict(why)) => {
@@ -243,14 +291,13 @@ impl Store {
             path: f.path.clone(),
             source: e,
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
             bytes,
             self.reader_options(tenant)?,
         )
-        .map_err(decode)?
-        .with_batch_size(64 * 1024)
-        .build()
         .map_err(decode)?;
+        let file_schema = crate::schema::file_schema(builder.schema());
+        let reader = builder.with_batch_size(64 * 1024).build().map_err(decode)?;
         let mut kept = Vec::new();
         let mut removed = 0usize;
         for b in reader {
@@ -264,12 +311,16 @@ impl Store {
         if removed == 0 {
             return Ok(None);
         }
-        if kept.is_empty() {
+        if kept.is_empty() && f.wals.is_empty() {
             return Ok(Some(None));
         }
+        // A file emptied of every row is still replaced by a copy, with no
+        // rows, when it names write-ahead log entries: a restart replays
+        // the entries no live file names, and would bring the erased rows
+        // back from a log segment not yet deleted.
         let hour = f.partition_hour();
         let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
-        let schema = kept[0].schema();
+        let schema = kept.first().map_or(file_schema, |b| b.schema());
         let key = self.writing_key(tenant)?;
         let props = if f.level == 0 {
             writer::flush_properties()
@@ -282,7 +333,11 @@ impl Store {
             &kept,
             writer::encrypted(props, key.as_deref())?,
         )?;
-        let (min_time, max_time) = crate::store::time_bounds(&kept);
+        let (min_time, max_time) = if kept.is_empty() {
+            (f.min_time, f.max_time)
+        } else {
+            crate::store::time_bounds(&kept)
+        };
         let entry = FileEntry {
             path: path.path().to_string(),
             size: bytes.len() as u64,
@@ -318,6 +373,18 @@ impl Store {
             buffered_rows_dropped: self.forget_tenant(tenant),
             ..Default::default()
         };
+        // the log segments may still hold the tenant's entries (committed
+        // or not): a restart of this node must not replay them
+        if let Some(wal) = self.wal() {
+            let mark = OffboardMark {
+                tenant: tenant.to_string(),
+                wal: wal.id().to_string(),
+                before_seq: wal.next_seq(),
+            };
+            let bytes = serde_json::to_vec(&mark).map_err(|e| Error::Storage(e.to_string()))?;
+            self.storage()
+                .put(&mark_path(tenant, wal.id()), bytes::Bytes::from(bytes))?;
+        }
         if let Some(keys) = self.keys() {
             match keys.check(tenant) {
                 Ok(()) => stats.data_keys_destroyed = self.shred(tenant)?,

@@ -197,6 +197,8 @@ pub struct ReplayReport {
     pub parts_already_committed: usize,
     /// Encrypted entries whose tenant was shredded since, dropped.
     pub entries_unreadable: usize,
+    /// Entries of a tenant offboarded since they were logged, dropped.
+    pub entries_offboarded: usize,
 }
 
 /// The WAL side of the store: the log, and for each outstanding entry the
@@ -333,7 +335,20 @@ impl Store {
         let wal_id = d.wal.id().to_string();
         // (hour, seq) of this WAL's entries that each touched table holds
         let mut committed: HashMap<(TenantId, Signal), HashSet<(i64, u64)>> = HashMap::new();
+        let offboarded = if entries.is_empty() {
+            HashMap::new()
+        } else {
+            crate::erase::offboarded_before(&self.storage, &wal_id)?
+        };
         for entry in entries {
+            if offboarded
+                .get(&entry.tenant)
+                .is_some_and(|before| entry.seq < *before)
+            {
+                report.entries_offboarded += 1;
+                d.wal.complete(entry.seq);
+                continue;
+            }
             let key = match (entry.key_id(), &self.keys) {
                 (None, _) => None,
                 (Some(id), Some(keys)) => match keys.by_id(&self.storage, &entry.tenant, id) {

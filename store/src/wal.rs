@@ -791,6 +791,12 @@ impl Wal {
     }
 
     /// Entries queued for the next group commit (for tests and metrics).
+    /// The sequence number the next entry will get: every entry appended
+    /// so far has a lower one.
+    pub fn next_seq(&self) -> u64 {
+        self.queue.lock().next_seq
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.lock().pending.len()
     }
