@@ -159,14 +159,15 @@ async fn list_erasures(State(state): State<ComplianceState>, headers: HeaderMap)
         let all = jobs::list(s.store.storage()).map_err(job_error)?;
         Ok(all
             .into_iter()
-            .filter(|j| j.tenant == p.tenant.as_str())
+            .filter(|j| j.tenant == p.tenant.as_str() && j.kind() == "erasure")
             .collect::<Vec<_>>())
     })
     .await?;
     Ok(Json(serde_json::json!({ "jobs": mine })).into_response())
 }
 
-/// Job `id` if it is the tenant's (another tenant's job is not found).
+/// Erasure job `id` if it is the tenant's (another tenant's job, or an
+/// offboarding, is not found).
 async fn tenant_job(
     state: &ComplianceState,
     tenant: &TenantId,
@@ -174,7 +175,9 @@ async fn tenant_job(
 ) -> Result<Job, Refusal> {
     let s = state.clone();
     let job = blocking(move || jobs::get(s.store.storage(), &id).map_err(job_error)).await?;
-    if job.tenant != tenant.as_str() {
+    // an operator's offboarding of the tenant is not the tenant's to see
+    // or cancel
+    if job.tenant != tenant.as_str() || job.kind() != "erasure" {
         return Err(refuse(StatusCode::NOT_FOUND, format!("no job {}", job.id)));
     }
     Ok(job)

@@ -47,6 +47,9 @@ pub const ROWS_PER_FILE: usize = 1_000_000;
 pub const FORMAT: &str = "bulkhead-extract-v1";
 
 pub const MANIFEST: &str = "manifest.json";
+/// A manifest larger than this is refused by [`verify`] (a million files
+/// would fit).
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 pub const SIGNATURE: &str = "manifest.sig";
 
 /// The instance's signing key (Ed25519), shared by every node of a
@@ -521,12 +524,16 @@ pub struct Verdict {
     pub missing: Vec<String>,
     /// Files in the bundle the manifest does not name.
     pub unlisted: Vec<String>,
+    /// Entries a bundle never holds: links, devices, duplicates, paths
+    /// with `..`, an oversized manifest.
+    pub malformed: Vec<String>,
     pub manifest: Option<Manifest>,
 }
 
 impl Verdict {
     pub fn ok(&self) -> bool {
         self.signature_ok
+            && self.malformed.is_empty()
             && self.altered.is_empty()
             && self.missing.is_empty()
             && self.unlisted.is_empty()
@@ -540,6 +547,7 @@ impl Verdict {
                 "{MANIFEST}: the signature does not match (the manifest was changed, or signed by another key)"
             ));
         }
+        out.extend(self.malformed.iter().cloned());
         out.extend(
             self.altered
                 .iter()
@@ -578,31 +586,72 @@ fn digest(mut r: impl Read) -> std::io::Result<(String, u64)> {
 /// Checks `bundle` (a tar archive or a directory) against `public_key`
 /// (32 bytes). An error only when the bundle cannot be read at all.
 pub fn verify(bundle: &Path, public_key: &[u8]) -> Result<Verdict, String> {
-    let mut manifest_bytes = None;
-    let mut signature = None;
+    let mut manifest_bytes: Option<Vec<u8>> = None;
+    let mut signature: Option<Vec<u8>> = None;
     let mut seen: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut malformed = Vec::new();
     let io = |e: std::io::Error| format!("{}: {e}", bundle.display());
-    if bundle.is_dir() {
+    // one entry of the bundle: its name checked, duplicates refused
+    let mut take =
+        |rel: String, content: &mut dyn Read, malformed: &mut Vec<String>| -> Result<(), String> {
+            if rel.starts_with('/')
+                || rel
+                    .split('/')
+                    .any(|part| part.is_empty() || part == "." || part == "..")
+            {
+                malformed.push(format!("{rel}: not a plain relative path"));
+                return Ok(());
+            }
+            let small = |content: &mut dyn Read, cap: u64| -> Result<Vec<u8>, String> {
+                let mut bytes = Vec::new();
+                content
+                    .take(cap + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| format!("{}: {e}", bundle.display()))?;
+                Ok(bytes)
+            };
+            let (slot, cap) = match rel.as_str() {
+                MANIFEST => (&mut manifest_bytes, MAX_MANIFEST_BYTES),
+                SIGNATURE => (&mut signature, 1024),
+                _ => {
+                    if seen.contains_key(&rel) {
+                        malformed.push(format!("{rel}: in the bundle twice"));
+                    } else {
+                        seen.insert(rel, digest(content).map_err(io)?);
+                    }
+                    return Ok(());
+                }
+            };
+            let bytes = small(content, cap)?;
+            if slot.is_some() {
+                malformed.push(format!("{rel}: in the bundle twice"));
+            } else if bytes.len() as u64 > cap {
+                malformed.push(format!("{rel}: larger than {cap} bytes"));
+            } else {
+                *slot = Some(bytes);
+            }
+            Ok(())
+        };
+    let meta = std::fs::symlink_metadata(bundle).map_err(io)?;
+    if meta.is_dir() {
         let mut stack = vec![bundle.to_path_buf()];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).map_err(io)? {
                 let p = e.map_err(io)?.path();
-                if p.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
                 let rel = p
                     .strip_prefix(bundle)
                     .map_err(|e| e.to_string())?
                     .to_string_lossy()
                     .replace('\\', "/");
-                match rel.as_str() {
-                    MANIFEST => manifest_bytes = Some(std::fs::read(&p).map_err(io)?),
-                    SIGNATURE => signature = Some(std::fs::read(&p).map_err(io)?),
-                    _ => {
-                        let f = std::fs::File::open(&p).map_err(io)?;
-                        seen.insert(rel, digest(f).map_err(io)?);
-                    }
+                // links are not followed: a bundle holds files only
+                let kind = std::fs::symlink_metadata(&p).map_err(io)?.file_type();
+                if kind.is_dir() {
+                    stack.push(p);
+                } else if kind.is_file() {
+                    let mut f = std::fs::File::open(&p).map_err(io)?;
+                    take(rel, &mut f, &mut malformed)?;
+                } else {
+                    malformed.push(format!("{rel}: not a regular file (a link or a device)"));
                 }
             }
         }
@@ -611,23 +660,18 @@ pub fn verify(bundle: &Path, public_key: &[u8]) -> Result<Verdict, String> {
         let mut archive = tar::Archive::new(file);
         for entry in archive.entries().map_err(io)? {
             let mut entry = entry.map_err(io)?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let rel = entry.path().map_err(io)?.to_string_lossy().into_owned();
-            match rel.as_str() {
-                MANIFEST | SIGNATURE => {
-                    let mut bytes = Vec::new();
-                    entry.read_to_end(&mut bytes).map_err(io)?;
-                    if rel == MANIFEST {
-                        manifest_bytes = Some(bytes);
-                    } else {
-                        signature = Some(bytes);
-                    }
-                }
-                _ => {
-                    seen.insert(rel, digest(&mut entry).map_err(io)?);
-                }
+            let rel = entry
+                .path()
+                .map_err(io)?
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => {}
+                tar::EntryType::Regular => take(rel, &mut entry, &mut malformed)?,
+                other => malformed.push(format!(
+                    "{rel}: a {other:?} entry; a bundle holds regular files only"
+                )),
             }
         }
     }
@@ -636,6 +680,7 @@ pub fn verify(bundle: &Path, public_key: &[u8]) -> Result<Verdict, String> {
     let signature =
         signature.ok_or_else(|| format!("{}: no {SIGNATURE} in the bundle", bundle.display()))?;
     let mut verdict = Verdict {
+        malformed,
         signature_ok: hex::decode(String::from_utf8_lossy(&signature).trim())
             .ok()
             .is_some_and(|sig| {
@@ -654,7 +699,14 @@ pub fn verify(bundle: &Path, public_key: &[u8]) -> Result<Verdict, String> {
             return Ok(verdict);
         }
     };
+    let mut listed = BTreeSet::new();
     for f in &manifest.files {
+        if !listed.insert(f.path.as_str()) {
+            verdict
+                .malformed
+                .push(format!("{}: listed twice in the manifest", f.path));
+            continue;
+        }
         match seen.remove(&f.path) {
             None => verdict.missing.push(f.path.clone()),
             Some((sha, size)) if sha != f.sha256 || size != f.bytes => {
@@ -685,4 +737,126 @@ pub fn read_public_key(text_or_path: &str) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A signed bundle of one data file, as a directory and as a tar.
+    fn bundle(dir: &Path) -> (Signer, Vec<u8>) {
+        let signer = Signer::load_or_create(&dir.join("key.pk8")).unwrap();
+        let root = dir.join("bundle");
+        std::fs::create_dir_all(root.join("data/logs")).unwrap();
+        let content = b"not really parquet, but hashed all the same";
+        std::fs::write(root.join("data/logs/part-00000.parquet"), content).unwrap();
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            id: "x".into(),
+            tenant: "acme".into(),
+            requested_by: "k".into(),
+            created_at: "now".into(),
+            from: "a".into(),
+            to: "b".into(),
+            tables: vec!["logs".into()],
+            filter: None,
+            filter_sha256: None,
+            rows: BTreeMap::from([("logs".to_string(), 1)]),
+            files: vec![FileRecord {
+                path: "data/logs/part-00000.parquet".into(),
+                table: "logs".into(),
+                rows: 1,
+                bytes: content.len() as u64,
+                sha256: hex::encode(Sha256::digest(content)),
+            }],
+            policy_versions: vec![],
+            audit_head: AuditHead {
+                seq: 0,
+                hash: String::new(),
+            },
+            encryption: None,
+            public_key: signer.public_hex(),
+        };
+        let text = serde_json::to_vec_pretty(&manifest).unwrap();
+        std::fs::write(root.join(MANIFEST), &text).unwrap();
+        std::fs::write(root.join(SIGNATURE), signer.sign(&text)).unwrap();
+        let mut tar = Vec::new();
+        write_tar(&root, &manifest, &mut tar).unwrap();
+        (signer, tar)
+    }
+
+    fn check(dir: &Path, tar: &[u8], key: &[u8]) -> Verdict {
+        let p = dir.join("check.tar");
+        std::fs::write(&p, tar).unwrap();
+        verify(&p, key).unwrap()
+    }
+
+    /// `tar` with one more entry appended (before the end-of-archive blocks).
+    fn appended(tar: &[u8], name: &str, kind: tar::EntryType, content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut out);
+            let mut archive = tar::Archive::new(tar);
+            for e in archive.entries().unwrap() {
+                let mut e = e.unwrap();
+                let h = e.header().clone();
+                let mut bytes = Vec::new();
+                e.read_to_end(&mut bytes).unwrap();
+                b.append(&h, &bytes[..]).unwrap();
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(content.len() as u64);
+            if kind == tar::EntryType::Symlink {
+                h.set_link_name("/etc/passwd").unwrap();
+            }
+            // set the name bytes directly: the builder refuses `..`
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, content).unwrap();
+            b.finish().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_whole_bundle_verifies_and_odd_entries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, tar) = bundle(dir.path());
+        let key = hex::decode(signer.public_hex()).unwrap();
+        assert!(check(dir.path(), &tar, &key).ok());
+        assert!(verify(&dir.path().join("bundle"), &key).unwrap().ok());
+        let data = "data/logs/part-00000.parquet";
+        for (name, kind, says) in [
+            (data, tar::EntryType::Regular, "twice"),
+            (data, tar::EntryType::Continuous, "regular files only"),
+            (data, tar::EntryType::Symlink, "regular files only"),
+            (MANIFEST, tar::EntryType::Regular, "twice"),
+            (
+                "data/../evil.parquet",
+                tar::EntryType::Regular,
+                "relative path",
+            ),
+        ] {
+            let v = check(dir.path(), &appended(&tar, name, kind, b"altered"), &key);
+            assert!(!v.ok(), "{name} {kind:?} passed");
+            assert!(
+                v.problems().iter().any(|p| p.contains(says)),
+                "{name} {kind:?}: {:?}",
+                v.problems()
+            );
+        }
+        // a link in a directory bundle is named, not followed
+        #[cfg(unix)]
+        {
+            let root = dir.path().join("bundle");
+            std::os::unix::fs::symlink("/etc/hostname", root.join("data/link.parquet")).unwrap();
+            let v = verify(&root, &key).unwrap();
+            assert!(
+                v.malformed.iter().any(|p| p.contains("data/link.parquet")),
+                "{v:?}"
+            );
+        }
+    }
 }

@@ -333,6 +333,7 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
         )
         .await;
     assert_eq!(status, 409, "a legal hold blocks offboarding too: {body}");
+    let paused = srv.server().pause_jobs();
     let (status, job) = api
         .send(
             Method::POST,
@@ -342,8 +343,24 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
         )
         .await;
     assert_eq!(status, 202, "{job}");
+    let oid = job["id"].as_str().unwrap().to_string();
+    // the tenant's own admin key neither sees nor cancels it
+    let (status, _) = api
+        .send(
+            Method::POST,
+            &format!("/api/v1/erasures/{oid}/cancel"),
+            &other,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, list) = api
+        .send(Method::GET, "/api/v1/erasures", &other, None)
+        .await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    drop(paused);
     srv.server().run_jobs().await.unwrap();
-    let oid = job["id"].as_str().unwrap();
+    let oid = oid.as_str();
     let (_, job) = api
         .send(
             Method::GET,
