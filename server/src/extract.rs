@@ -614,10 +614,13 @@ pub fn verify(bundle: &Path, public_key: &[u8]) -> Result<Verdict, String> {
                 MANIFEST => (&mut manifest_bytes, MAX_MANIFEST_BYTES),
                 SIGNATURE => (&mut signature, 1024),
                 _ => {
-                    if seen.contains_key(&rel) {
-                        malformed.push(format!("{rel}: in the bundle twice"));
-                    } else {
-                        seen.insert(rel, digest(content).map_err(io)?);
+                    match seen.entry(rel) {
+                        std::collections::btree_map::Entry::Occupied(e) => {
+                            malformed.push(format!("{}: in the bundle twice", e.key()));
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(digest(content).map_err(io)?);
+                        }
                     }
                     return Ok(());
                 }
