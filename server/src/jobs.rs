@@ -442,6 +442,11 @@ pub struct JobRunner {
     /// Policy-directory writes of the admin API, taken for offboarding.
     pub policy_writes: Arc<parking_lot::Mutex<()>>,
     pub abort_at: Option<AbortAt>,
+    /// How long after its request an erasure waits before it runs: on
+    /// storage several nodes share, every node's buffers must have been
+    /// committed by age first (`flush.max_age` and a margin); zero on a
+    /// node's own disk, where the job flushes the only buffers there are.
+    pub settle: std::time::Duration,
     /// One pass at a time.
     pub running: parking_lot::Mutex<()>,
     /// While above zero, the background passes take no job (tests hold a
@@ -504,6 +509,17 @@ impl JobRunner {
             let mine = job.status == Status::Running && job.node.as_deref() == Some(&self.node);
             if job.status != Status::Pending && !mine {
                 continue;
+            }
+            if job.status == Status::Pending && matches!(job.work, Work::Erasure { .. }) {
+                let settle = i64::try_from(self.settle.as_nanos()).unwrap_or(i64::MAX);
+                let made = chrono::DateTime::parse_from_rfc3339(&job.created_at)
+                    .ok()
+                    .and_then(|t| t.timestamp_nanos_opt())
+                    .unwrap_or(i64::MIN);
+                if self.clock.now_nanos() < made.saturating_add(settle) {
+                    // other nodes may still buffer rows it covers
+                    continue;
+                }
             }
             let resumed = job.status == Status::Running;
             let started = if job.status == Status::Pending {

@@ -296,6 +296,10 @@ pub async fn start_with(
         policy_dir: config.policy_dir(),
         policy_writes: admin_state.writes.clone(),
         abort_at: crate::jobs::AbortAt::from_env(),
+        settle: match config.storage.backend {
+            crate::config::Backend::Local => Duration::ZERO,
+            crate::config::Backend::S3 => config.flush.max_age.0 + Duration::from_secs(5),
+        },
         running: parking_lot::Mutex::new(()),
         paused: Default::default(),
     });

@@ -192,3 +192,112 @@ s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2],
 for o in s3.list_objects_v2(Bucket=sys.argv[4], Prefix=sys.argv[5]).get("Contents", []):
     print(o["Key"])
 "#;
+
+/// An erasure asked of one node covers rows another node still buffered
+/// when it was asked: on shared storage the job waits `flush.max_age` (and
+/// a margin) before it runs, so every node has committed them by then.
+#[test]
+fn an_erasure_covers_rows_another_node_still_buffered() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bulkhead.toml");
+    std::fs::write(
+        &config,
+        "[flush]\nmax_age = \"2s\"\n[storage]\nbackend = \"s3\"\nbucket = \"x\"\nregion = \"us-east-1\"\nallow_http = true\n",
+    )
+    .unwrap();
+    let prefix = S3Server::shared().unique_prefix("two-nodes-erasure");
+    let policies = dir.path().join("policies");
+    tenants::create_tenant(&policies, "shared").unwrap();
+    let key = tenants::create_key(
+        &policies,
+        "shared",
+        Scopes::parse_list("ingest,query,admin").unwrap(),
+    )
+    .unwrap()
+    .expose();
+    let a = node(&config, "node-a", dir.path(), &policies, &prefix);
+    let b = node(&config, "node-b", dir.path(), &policies, &prefix);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let body = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..20u64)
+                    .map(|i| LogRecord {
+                        time_unix_nano: now + i,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("u{}-{i}", i % 2))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    // node-a buffers the rows; node-b is asked for the erasure at once
+    let r = rt
+        .block_on(
+            http.post(format!("http://{}/v1/logs", a.http))
+                .bearer_auth(&key)
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = rt
+        .block_on(
+            http.post(format!("http://{}/api/v1/erasures", b.api))
+                .bearer_auth(&key)
+                .json(&serde_json::json!({
+                    "table": "logs",
+                    "from": "2000-01-01T00:00:00Z",
+                    "to": "2100-01-01T00:00:00Z",
+                    "where": "body LIKE 'u1-%'",
+                }))
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: serde_json::Value = rt.block_on(r.json()).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    // either node may take it; ask node-b until it is done
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job: serde_json::Value = rt
+            .block_on(async {
+                http.get(format!("http://{}/api/v1/erasures/{id}", b.api))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+            })
+            .unwrap();
+        if job["status"] == "done" {
+            break;
+        }
+        assert_ne!(job["status"], "failed", "{job}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not done in 60 s: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = query_bodies(&b.api, &key);
+    assert_eq!(left.len(), 10, "{left:?}");
+    assert!(left.iter().all(|b| b.starts_with("u0-")), "{left:?}");
+    drop((a, b));
+}

@@ -222,6 +222,15 @@ impl Store {
             between();
             let now = self.clock().now_nanos();
             let committed = self.commit_actions(tenant, signal, now, |state| {
+                // a copy already in the table: this commit landed on an
+                // earlier try whose answer was lost (a timeout, a retried
+                // conditional put); nothing more to do
+                if changes.iter().any(|(_, c)| {
+                    c.as_ref()
+                        .is_some_and(|c| state.files.contains_key(&c.path))
+                }) {
+                    return Ok(Vec::new());
+                }
                 if let Some((gone, _)) = changes
                     .iter()
                     .find(|(old, _)| !state.files.contains_key(&old.path))
@@ -256,11 +265,21 @@ impl Store {
                     return Ok(stats);
                 }
                 Err(CommitError::Conflict(why)) => {
-                    undo(&copies);
+                    // never delete a copy the table names
+                    let live: std::collections::HashSet<String> = self
+                        .files(tenant, signal)?
+                        .into_iter()
+                        .map(|f| f.path)
+                        .collect();
+                    let orphans: Vec<String> =
+                        copies.into_iter().filter(|c| !live.contains(c)).collect();
+                    undo(&orphans);
                     tracing::info!(%tenant, %signal, why, attempt, "erasure pass repeated");
                 }
                 Err(CommitError::Store(e)) => {
-                    undo(&copies);
+                    // the commit may have landed all the same: the copies
+                    // are left to the orphan sweep, which deletes only what
+                    // no manifest names
                     return Err(e);
                 }
             }

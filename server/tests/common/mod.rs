@@ -54,7 +54,7 @@ pub fn start_with_env(config: &Path, env: &[(&str, String)]) -> Server {
         // warnings, and what the background tasks did
         .env(
             "RUST_LOG",
-            "warn,bulkhead::server=debug,bulkhead_collector::anomaly=debug",
+            "warn,bulkhead::server=debug,bulkhead_collector::anomaly=debug,bulkhead::jobs=info",
         )
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
