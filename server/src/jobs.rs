@@ -449,6 +449,11 @@ pub struct JobRunner {
     pub settle: std::time::Duration,
     /// One pass at a time.
     pub running: parking_lot::Mutex<()>,
+    /// When this runner started (clock nanoseconds): offboardings another
+    /// node finished before then were dealt with by the replay.
+    pub started_at: i64,
+    /// Offboardings by other nodes this node has dealt with.
+    pub seen_offboards: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// While above zero, the background passes take no job (tests hold a
     /// job pending this way; [`JobRunner::run_due`] called directly still
     /// runs).
@@ -506,6 +511,10 @@ impl JobRunner {
         let _one = self.running.lock();
         let mut ended = 0;
         for job in list(self.storage())? {
+            if job.status == Status::Done && matches!(job.work, Work::Offboard) {
+                self.offboarded_elsewhere(&job);
+                continue;
+            }
             let mine = job.status == Status::Running && job.node.as_deref() == Some(&self.node);
             if job.status != Status::Pending && !mine {
                 continue;
@@ -571,6 +580,38 @@ impl JobRunner {
             }
         }
         Ok(ended)
+    }
+
+    /// Another node offboarded a tenant: what this node still buffers of
+    /// it goes too (with encryption on, the shred did that already).
+    fn offboarded_elsewhere(&self, job: &Job) {
+        if job.node.as_deref() == Some(&self.node)
+            || !self.seen_offboards.lock().insert(job.id.clone())
+        {
+            return;
+        }
+        let finished = job
+            .finished_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(i64::MIN);
+        if finished < self.started_at {
+            return;
+        }
+        let Ok(tenant) = TenantId::new(&job.tenant) else {
+            return;
+        };
+        match self.store.offboarded_elsewhere(&tenant) {
+            Ok(rows) => {
+                tracing::info!(job = %job.id, %tenant, rows, "tenant offboarded by another node; what this node buffered of it is dropped")
+            }
+            Err(e) => {
+                // tried again on the next pass
+                self.seen_offboards.lock().remove(&job.id);
+                tracing::error!(job = %job.id, %tenant, error = %e, "dropping an offboarded tenant's buffers failed");
+            }
+        }
     }
 
     /// Does the job's work; its counts, or why it failed.

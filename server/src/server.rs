@@ -301,6 +301,8 @@ pub async fn start_with(
             crate::config::Backend::S3 => config.flush.max_age.0 + Duration::from_secs(5),
         },
         running: parking_lot::Mutex::new(()),
+        started_at: clock.now_nanos(),
+        seen_offboards: Default::default(),
         paused: Default::default(),
     });
     let api = bulkhead_query::http::router(ApiState {

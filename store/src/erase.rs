@@ -82,32 +82,93 @@ struct OffboardMark {
     before_seq: u64,
 }
 
-fn mark_path(tenant: &TenantId, wal: &str) -> object_store::path::Path {
-    object_store::path::Path::from(format!("{OFFBOARDED_PREFIX}/{tenant}/{wal}.json"))
+/// What offboarding leaves for every node, whichever was running then: rows
+/// of the tenant received before `received_before` (nanoseconds) are not to
+/// be replayed from any log.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OffboardTime {
+    tenant: String,
+    received_before: i64,
 }
 
-/// For write-ahead log `wal_id`: each offboarded tenant, and the sequence
-/// number below which its entries are not to be replayed.
-pub(crate) fn offboarded_before(
-    storage: &crate::objects::Storage,
-    wal_id: &str,
-) -> Result<std::collections::HashMap<TenantId, u64>> {
-    let mut out = std::collections::HashMap::new();
-    for o in storage.list(&object_store::path::Path::from(OFFBOARDED_PREFIX))? {
-        if o.location.filename() != Some(&format!("{wal_id}.json")) {
-            continue;
+const TIME_MARK: &str = "received_before.json";
+
+fn mark_path(tenant: &TenantId, name: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("{OFFBOARDED_PREFIX}/{tenant}/{name}"))
+}
+
+/// What a replay must leave out of offboarded tenants' entries.
+#[derive(Debug, Default)]
+pub(crate) struct Offboarded {
+    /// Per tenant, the sequence number below which its entries in this
+    /// node's log are dropped.
+    pub before_seq: std::collections::HashMap<TenantId, u64>,
+    /// Per tenant, the receive time before which its rows are dropped.
+    pub received_before: std::collections::HashMap<TenantId, i64>,
+}
+
+impl Offboarded {
+    /// The marks that concern write-ahead log `wal_id`.
+    pub(crate) fn load(storage: &crate::objects::Storage, wal_id: &str) -> Result<Offboarded> {
+        let mut out = Offboarded::default();
+        for o in storage.list(&object_store::path::Path::from(OFFBOARDED_PREFIX))? {
+            let name = o.location.filename().unwrap_or_default();
+            let own_log = name == format!("{wal_id}.json");
+            if !own_log && name != TIME_MARK {
+                continue;
+            }
+            let Some(bytes) = storage.get(&o.location)? else {
+                continue;
+            };
+            let bad = |e: serde_json::Error| Error::Storage(format!("{}: {e}", o.location));
+            if own_log {
+                let mark: OffboardMark = serde_json::from_slice(&bytes).map_err(bad)?;
+                if let Ok(t) = TenantId::new(&mark.tenant) {
+                    let v = out.before_seq.entry(t).or_insert(0);
+                    *v = (*v).max(mark.before_seq);
+                }
+            } else {
+                let mark: OffboardTime = serde_json::from_slice(&bytes).map_err(bad)?;
+                if let Ok(t) = TenantId::new(&mark.tenant) {
+                    let v = out.received_before.entry(t).or_insert(i64::MIN);
+                    *v = (*v).max(mark.received_before);
+                }
+            }
         }
-        let Some(bytes) = storage.get(&o.location)? else {
-            continue;
-        };
-        let mark: OffboardMark = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Storage(format!("{}: {e}", o.location)))?;
-        if let Ok(t) = TenantId::new(&mark.tenant) {
-            let before = out.entry(t).or_insert(0);
-            *before = (*before).max(mark.before_seq);
-        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// `batch` of `tenant` (logged as entry `seq`) without what offboarding
+    /// removed; `None` when nothing is left.
+    pub(crate) fn keep(
+        &self,
+        tenant: &TenantId,
+        seq: u64,
+        batch: RecordBatch,
+    ) -> Result<Option<RecordBatch>> {
+        if self.before_seq.get(tenant).is_some_and(|b| seq < *b) {
+            return Ok(None);
+        }
+        let Some(before) = self.received_before.get(tenant) else {
+            return Ok(Some(batch));
+        };
+        let Some(received) = batch
+            .column_by_name("received_at")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
+            // a table without receive times (anomalies): derived data of
+            // the tenant, dropped whole
+            return Ok(None);
+        };
+        let keep: BooleanArray = received
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| t >= *before)))
+            .collect();
+        if keep.true_count() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(filter_record_batch(&batch, &keep)?))
+    }
 }
 
 /// Rows of `batch` to keep: not (in `range` and matched).
@@ -382,6 +443,34 @@ impl Store {
         Ok(Some(Some(entry)))
     }
 
+    /// Leaves this node's log a mark: `tenant`'s entries logged so far are
+    /// not to be replayed.
+    fn mark_log_offboarded(&self, tenant: &TenantId) -> Result<()> {
+        if let Some(wal) = self.wal() {
+            let mark = OffboardMark {
+                tenant: tenant.to_string(),
+                wal: wal.id().to_string(),
+                before_seq: wal.next_seq(),
+            };
+            let bytes = serde_json::to_vec(&mark).map_err(|e| Error::Storage(e.to_string()))?;
+            self.storage().put(
+                &mark_path(tenant, &format!("{}.json", wal.id())),
+                bytes::Bytes::from(bytes),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// What a node does when another node offboarded `tenant`: drops what
+    /// it still buffers of it (its log entries released, and marked not to
+    /// be replayed). Returns the rows dropped.
+    pub fn offboarded_elsewhere(&self, tenant: &TenantId) -> Result<usize> {
+        let _one_rewriter = self.compaction_lock(tenant);
+        let rows = self.forget_tenant(tenant);
+        self.mark_log_offboarded(tenant)?;
+        Ok(rows)
+    }
+
     /// Removes everything of `tenant` from the store: drops what this node
     /// buffers of it (its log entries are released), destroys its keys when
     /// the store encrypts (so no copy anywhere, backups included, can be
@@ -392,18 +481,16 @@ impl Store {
             buffered_rows_dropped: self.forget_tenant(tenant),
             ..Default::default()
         };
-        // the log segments may still hold the tenant's entries (committed
-        // or not): a restart of this node must not replay them
-        if let Some(wal) = self.wal() {
-            let mark = OffboardMark {
-                tenant: tenant.to_string(),
-                wal: wal.id().to_string(),
-                before_seq: wal.next_seq(),
-            };
-            let bytes = serde_json::to_vec(&mark).map_err(|e| Error::Storage(e.to_string()))?;
-            self.storage()
-                .put(&mark_path(tenant, wal.id()), bytes::Bytes::from(bytes))?;
-        }
+        // the log segments of every node may still hold the tenant's
+        // entries (committed or not): no restart may replay them
+        let time = OffboardTime {
+            tenant: tenant.to_string(),
+            received_before: self.clock().now_nanos(),
+        };
+        let bytes = serde_json::to_vec(&time).map_err(|e| Error::Storage(e.to_string()))?;
+        self.storage()
+            .put(&mark_path(tenant, TIME_MARK), bytes::Bytes::from(bytes))?;
+        self.mark_log_offboarded(tenant)?;
         if let Some(keys) = self.keys() {
             match keys.check(tenant) {
                 Ok(()) => stats.data_keys_destroyed = self.shred(tenant)?,

@@ -336,14 +336,15 @@ impl Store {
         // (hour, seq) of this WAL's entries that each touched table holds
         let mut committed: HashMap<(TenantId, Signal), HashSet<(i64, u64)>> = HashMap::new();
         let offboarded = if entries.is_empty() {
-            HashMap::new()
+            crate::erase::Offboarded::default()
         } else {
-            crate::erase::offboarded_before(&self.storage, &wal_id)?
+            crate::erase::Offboarded::load(&self.storage, &wal_id)?
         };
         for entry in entries {
             if offboarded
+                .before_seq
                 .get(&entry.tenant)
-                .is_some_and(|before| entry.seq < *before)
+                .is_some_and(|b| entry.seq < *b)
             {
                 report.entries_offboarded += 1;
                 d.wal.complete(entry.seq);
@@ -375,6 +376,11 @@ impl Store {
                     entry.seq, entry.tenant
                 )))
             })?;
+            let Some(batch) = offboarded.keep(&entry.tenant, entry.seq, batch)? else {
+                report.entries_offboarded += 1;
+                d.wal.complete(entry.seq);
+                continue;
+            };
             let parts = split_by_hour(&entry.tenant, &batch)?;
             let table = (entry.tenant.clone(), entry.signal);
             if !committed.contains_key(&table) {

@@ -325,21 +325,46 @@ fn erased_rows_do_not_come_back_from_the_log_after_a_crash() {
     assert_eq!(values(&store, &t), vec![11]);
 }
 
-/// Without encryption (no shred to make the log unreadable): a tenant
-/// offboarded and the node then stopped dead comes back neither from its
-/// committed nor from its buffered log entries; a tenant of the same name
+/// `timed_batch` with a `received_at` column.
+fn received_batch(tenant: &str, time: i64, value: i64, received_at: i64) -> RecordBatch {
+    let base = timed_batch(tenant, &[time], value);
+    let mut fields: Vec<arrow::datatypes::Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(arrow::datatypes::Field::new(
+        "received_at",
+        arrow::datatypes::DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Nanosecond,
+            Some("UTC".into()),
+        ),
+        false,
+    ));
+    let mut columns = base.columns().to_vec();
+    columns.push(Arc::new(
+        arrow::array::TimestampNanosecondArray::from(vec![received_at]).with_timezone("UTC"),
+    ));
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()
+}
+
+/// Without encryption (no shred to make the logs unreadable): a tenant
+/// offboarded by one node, both nodes then stopped dead, comes back from
+/// neither node's log, committed or buffered; a tenant of the same name
 /// made afterwards keeps what it sends.
 #[test]
-fn an_offboarded_tenant_does_not_come_back_from_the_log_after_a_crash() {
+fn an_offboarded_tenant_does_not_come_back_from_any_log_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::local();
-    let open_durable = || {
+    let clock = Arc::new(ManualClock::new(T0 + 10 * HOUR));
+    let open_durable = |node: &str| {
         Store::open_with_keys(
             &backend.config(),
-            "node-1",
-            Some(bulkhead_store::wal::WalConfig::new(dir.path().join("wal"))),
+            node,
+            Some(bulkhead_store::wal::WalConfig::new(dir.path().join(node))),
             FlushConfig::default(),
-            Arc::new(ManualClock::new(T0 + 10 * HOUR)),
+            clock.clone(),
             None,
         )
         .unwrap()
@@ -348,33 +373,59 @@ fn an_offboarded_tenant_does_not_come_back_from_the_log_after_a_crash() {
         TenantId::new("acme").unwrap(),
         TenantId::new("other").unwrap(),
     );
+    let before = T0 + 10 * HOUR - 1;
     {
-        let (store, _) = open_durable();
-        store
-            .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + 1], 0))
-            .unwrap();
-        store.flush_all().unwrap();
-        store
-            .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + 2], 1))
-            .unwrap();
-        store
-            .append(
-                &other,
-                Signal::Logs,
-                "v1",
-                timed_batch("other", &[T0 + 3], 2),
-            )
-            .unwrap();
-        let stats = store.offboard(&t).unwrap();
+        let (one, _) = open_durable("node-1");
+        let (two, _) = open_durable("node-2");
+        one.append(
+            &t,
+            Signal::Logs,
+            "v1",
+            received_batch("acme", T0 + 1, 0, before),
+        )
+        .unwrap();
+        one.flush_all().unwrap();
+        one.append(
+            &t,
+            Signal::Logs,
+            "v1",
+            received_batch("acme", T0 + 2, 1, before),
+        )
+        .unwrap();
+        one.append(
+            &other,
+            Signal::Logs,
+            "v1",
+            received_batch("other", T0 + 3, 2, before),
+        )
+        .unwrap();
+        // the other node buffers some of the tenant's rows too
+        two.append(
+            &t,
+            Signal::Logs,
+            "v1",
+            received_batch("acme", T0 + 5, 5, before),
+        )
+        .unwrap();
+        let stats = one.offboard(&t).unwrap();
         assert_eq!(stats.buffered_rows_dropped, 1);
         // the same name again, after the offboarding
-        store
-            .append(&t, Signal::Logs, "v1", timed_batch("acme", &[T0 + 4], 3))
-            .unwrap();
-        // dropped without a shutdown
+        clock.advance(std::time::Duration::from_secs(1));
+        one.append(
+            &t,
+            Signal::Logs,
+            "v1",
+            received_batch("acme", T0 + 4, 3, T0 + 10 * HOUR + 1),
+        )
+        .unwrap();
+        // both dropped without a shutdown
     }
-    let (store, report) = open_durable();
+    let (two, report) = open_durable("node-2");
+    assert_eq!(report.entries_offboarded, 1, "{report:?}");
+    assert_eq!(values(&two, &t), Vec::<i64>::new());
+    drop(two);
+    let (one, report) = open_durable("node-1");
     assert_eq!(report.entries_offboarded, 2, "{report:?}");
-    assert_eq!(values(&store, &t), vec![3]);
-    assert_eq!(values(&store, &other), vec![2]);
+    assert_eq!(values(&one, &t), vec![3]);
+    assert_eq!(values(&one, &other), vec![2]);
 }
