@@ -181,7 +181,7 @@ enum AuditCommand {
         /// `SEQ:HASH` of an entry known from elsewhere (catches a cut tail).
         #[arg(long)]
         anchor: Vec<String>,
-        /// Also require the head this node last published to the store.
+        /// Also require every head this node published to the store.
         #[arg(long)]
         published: bool,
     },
@@ -735,17 +735,19 @@ fn main() -> ExitCode {
             if published {
                 let storage = bulkhead_store::objects::Storage::open_beside_server(&c.storage_config())
                     .map_err(|e| format!("opening the store: {e}"))?;
-                match bulkhead_store::audit::latest_published(&storage, &c.node_name)
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(head) => {
-                        println!("published head of node {}: {} (at {})", head.node, head.anchor(), head.at);
-                        anchors.push(head.anchor());
-                    }
-                    None => {
-                        return Err(format!("node {} has published no audit head to the store yet", c.node_name));
-                    }
-                }
+                let heads = bulkhead_store::audit::published_heads(&storage, &c.node_name)
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = heads.last() else {
+                    return Err(format!("node {} has published no audit head to the store yet", c.node_name));
+                };
+                println!(
+                    "{} head(s) node {} published, the last {} (at {})",
+                    heads.len(),
+                    last.node,
+                    last.anchor(),
+                    last.at
+                );
+                anchors.extend(heads.iter().map(|h| h.anchor()));
             }
             let report = verify_with(&c.audit_dir(), &VerifyOptions { anchors }).map_err(|e| e.to_string())?;
             println!("audit trail intact: {} entries, head {}", report.entries, report.head);

@@ -510,4 +510,17 @@ fn a_cut_audit_tail_is_caught_by_the_published_head() {
         stderr.contains("anchor") || stderr.contains("missing"),
         "{stderr}"
     );
+    // written on past the cut (a restart, more queries, a newer head
+    // published): the older head still disagrees
+    let server = start(&config);
+    for _ in 0..3 {
+        common::query_bodies(&server.api, &key);
+    }
+    common::stop(server);
+    let strong = cli(&config, &["audit", "verify", "--published"]);
+    assert!(
+        !strong.status.success(),
+        "{}",
+        String::from_utf8_lossy(&strong.stdout)
+    );
 }

@@ -27,7 +27,7 @@ mod table;
 mod verify;
 
 pub use log::AuditLog;
-pub use publish::{latest_published, publish_head, PublishedHead};
+pub use publish::{latest_published, publish_head, published_heads, PublishedHead};
 pub use refusals::{RefusalAudit, MAX_DISTINCT_REFUSALS};
 pub use table::{audit_schema, to_batch};
 pub use verify::{verify, verify_with, Anchor, Problem, VerifyError, VerifyOptions, VerifyReport};

@@ -59,6 +59,26 @@ pub fn publish_head(storage: &Storage, node: &str, head: &Anchor, at: &str) -> R
     Ok(path)
 }
 
+/// Every head `node` published, oldest first: each must still be in its
+/// log with the same hash (a log cut and then written on past an old head
+/// disagrees with it).
+pub fn published_heads(storage: &Storage, node: &str) -> Result<Vec<PublishedHead>> {
+    let mut paths: Vec<ObjPath> = storage
+        .list(&ObjPath::from(node_dir(node)))?
+        .into_iter()
+        .map(|o| o.location)
+        .collect();
+    paths.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        let Some(bytes) = storage.get(&p)? else {
+            continue;
+        };
+        out.push(serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("{p}: {e}")))?);
+    }
+    Ok(out)
+}
+
 /// The latest head `node` published, if any.
 pub fn latest_published(storage: &Storage, node: &str) -> Result<Option<PublishedHead>> {
     let Some(latest) = storage
@@ -97,6 +117,12 @@ mod tests {
             publish_head(&storage, "node/1", &head, "now").unwrap();
         }
         let latest = latest_published(&storage, "node/1").unwrap().unwrap();
+        let all: Vec<u64> = published_heads(&storage, "node/1")
+            .unwrap()
+            .iter()
+            .map(|h| h.seq)
+            .collect();
+        assert_eq!(all, vec![9, 10, 100]);
         assert_eq!((latest.seq, latest.node.as_str()), (100, "node/1"));
         assert_eq!(latest_published(&storage, "node-2").unwrap(), None);
     }
