@@ -44,6 +44,8 @@ pub struct ComplianceState {
     pub signer: Arc<crate::extract::Signer>,
     /// Where extracts are assembled before they are sent.
     pub scratch: std::path::PathBuf,
+    /// Extracts being made on this node (one at a time).
+    pub extract_slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: ComplianceState) -> Router {
@@ -68,6 +70,7 @@ fn job_error(e: JobError) -> Refusal {
     match e {
         JobError::NotFound(m) => refuse(StatusCode::NOT_FOUND, m),
         JobError::Conflict(m) => refuse(StatusCode::CONFLICT, m),
+        JobError::Busy(m) => refuse(StatusCode::TOO_MANY_REQUESTS, m),
         JobError::Storage(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, m),
     }
 }
@@ -141,6 +144,11 @@ async fn create_erasure(
 async fn submit(state: &ComplianceState, job: Job) -> Answer {
     let (s, j) = (state.clone(), job.clone());
     blocking(move || {
+        if let Ok(t) = TenantId::new(&j.tenant) {
+            if j.kind() == "erasure" {
+                jobs::check_room(s.store.storage(), &t).map_err(job_error)?;
+            }
+        }
         jobs::submit(s.store.storage(), &j).map_err(job_error)?;
         if let Err(e) = s.audit.append(j.requested_event()) {
             tracing::error!(error = %e, "audit trail: an erasure request was not written");
@@ -282,21 +290,46 @@ async fn create_extract(
             format!("scratch space: {e}"),
         )
     })?;
-    let manifest = extract::build(
-        extract::Sources {
-            engine: &state.engine,
-            store: &state.store,
-            signer: &state.signer,
-            audit_head: state.audit.head(),
-            now_nanos: state.clock.now_nanos(),
-        },
-        &p.tenant,
-        &p.key_id,
-        &r,
-        dir.path(),
-        &|_| {},
-    )
+    // one extract at a time per node: it is disk and CPU heavy, and the
+    // rest of the server must keep its share
+    let _slot = state
+        .extract_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "another extract is being made on this node; retry in a minute",
+            )
+        })?;
+    let sources = extract::Sources {
+        engine: state.engine.clone(),
+        store: state.store.clone(),
+        signer: state.signer.clone(),
+        audit_head: state.audit.head(),
+        now_nanos: state.clock.now_nanos(),
+    };
+    // encoding and file writes are blocking work: on a thread of the
+    // blocking pool, driving the query's stream from there
+    let (tenant, key_id, path) = (p.tenant.clone(), p.key_id.clone(), dir.path().to_path_buf());
+    let runtime = tokio::runtime::Handle::current();
+    let manifest = tokio::task::spawn_blocking(move || {
+        runtime.block_on(extract::build(
+            sources,
+            &tenant,
+            &key_id,
+            &r,
+            &path,
+            &|_| {},
+        ))
+    })
     .await
+    .map_err(|e| {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the extract failed: {e}"),
+        )
+    })?
     .map_err(|e| match e {
         BuildError::Request(m) => refuse(StatusCode::BAD_REQUEST, m),
         BuildError::Failed(m) => {

@@ -105,6 +105,7 @@ pub fn erase_create(
     let tenant = TenantId::new(tenant)?;
     check_hold(config, &tenant)?;
     let job = Job::erasure(&tenant, request, "cli", "cli", now_nanos())?;
+    jobs::check_room(&storage(config)?, &tenant).map_err(|e| e.to_string())?;
     submit(config, job, wait)
 }
 

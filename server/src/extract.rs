@@ -265,10 +265,10 @@ impl ExtractRequest {
 }
 
 /// What [`build`] needs of the server.
-pub struct Sources<'a> {
-    pub engine: &'a QueryEngine,
-    pub store: &'a Store,
-    pub signer: &'a Signer,
+pub struct Sources {
+    pub engine: Arc<QueryEngine>,
+    pub store: Arc<Store>,
+    pub signer: Arc<Signer>,
     pub audit_head: Anchor,
     pub now_nanos: i64,
 }
@@ -317,7 +317,7 @@ impl Write for HashingFile {
 /// empty directory `dir`; `progress(rows so far)` is called as rows are
 /// written. The error names what is wrong with the request, or what failed.
 pub async fn build(
-    sources: Sources<'_>,
+    sources: Sources,
     tenant: &TenantId,
     requested_by: &str,
     request: &ExtractRequest,

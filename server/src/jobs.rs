@@ -283,13 +283,18 @@ pub enum JobError {
     NotFound(String),
     /// The job is not in a state that allows the change.
     Conflict(String),
+    /// Too many jobs already (429).
+    Busy(String),
     Storage(String),
 }
 
 impl std::fmt::Display for JobError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            JobError::NotFound(m) | JobError::Conflict(m) | JobError::Storage(m) => f.write_str(m),
+            JobError::NotFound(m)
+            | JobError::Conflict(m)
+            | JobError::Busy(m)
+            | JobError::Storage(m) => f.write_str(m),
         }
     }
 }
@@ -354,7 +359,34 @@ pub fn list(storage: &Storage) -> Result<Vec<Job>, JobError> {
             }
         }
     }
-    latest.values().map(|p| read(storage, p)).collect()
+    // one unreadable state must not stop every other job
+    Ok(latest
+        .values()
+        .filter_map(|p| match read(storage, p) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!(error = %e, "a job state cannot be read; the job is skipped");
+                None
+            }
+        })
+        .collect())
+}
+
+/// At most this many unfinished erasure jobs per tenant.
+pub const MAX_PENDING_PER_TENANT: usize = 8;
+
+/// Refuses a new erasure of `tenant` when it has too many unfinished ones.
+pub fn check_room(storage: &Storage, tenant: &TenantId) -> Result<(), JobError> {
+    let open = list(storage)?
+        .iter()
+        .filter(|j| j.tenant == tenant.as_str() && !j.status.finished())
+        .count();
+    if open >= MAX_PENDING_PER_TENANT {
+        return Err(JobError::Busy(format!(
+            "tenant {tenant} has {open} erasure jobs not finished yet (at most {MAX_PENDING_PER_TENANT}); wait for them, or cancel pending ones"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the next state of `job`, made by `change`; `Ok(None)` when

@@ -331,6 +331,7 @@ pub async fn start_with(
             engine: engine.clone(),
             signer: signer.clone(),
             scratch: config.data_dir.join("tmp").join("extracts"),
+            extract_slots: Arc::new(tokio::sync::Semaphore::new(1)),
         },
     ))
     .route("/healthz", get(|| async { "ok\n" }))

@@ -477,6 +477,11 @@ impl Store {
     /// read again), and deletes every object under its prefix, whether a
     /// manifest names it or not. Safe to run again after an interruption.
     pub fn offboard(&self, tenant: &TenantId) -> Result<OffboardStats> {
+        // no flush or merge of the tenant puts an object after the listing
+        self.with_tenant_still(tenant, || self.offboard_still(tenant))
+    }
+
+    fn offboard_still(&self, tenant: &TenantId) -> Result<OffboardStats> {
         let mut stats = OffboardStats {
             buffered_rows_dropped: self.forget_tenant(tenant),
             ..Default::default()

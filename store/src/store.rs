@@ -761,6 +761,14 @@ impl Store {
         self.shards.read().keys().cloned().collect()
     }
 
+    /// Runs `f` while no flush and no merge of `tenant` runs on this node.
+    pub(crate) fn with_tenant_still<T>(&self, tenant: &TenantId, f: impl FnOnce() -> T) -> T {
+        let shard = self.shard(tenant);
+        let _merges = shard.compacting.lock();
+        let _flushes = shard.flushing.lock();
+        f()
+    }
+
     pub(crate) fn compaction_lock(
         &self,
         tenant: &TenantId,

@@ -290,6 +290,44 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
         .await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
+    // at most 8 unfinished jobs per tenant
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        let (status, job) = api
+            .send(
+                Method::POST,
+                "/api/v1/erasures",
+                &admin,
+                Some(request.clone()),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        queued.push(job["id"].as_str().unwrap().to_string());
+    }
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/erasures",
+            &admin,
+            Some(request.clone()),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("at most 8"),
+        "{body}"
+    );
+    for q in &queued {
+        let (status, _) = api
+            .send(
+                Method::POST,
+                &format!("/api/v1/erasures/{q}/cancel"),
+                &admin,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
     drop(paused);
     srv.server().run_jobs().await.unwrap();
     let (_, still) = api
