@@ -352,7 +352,10 @@ impl Store {
 
     /// Writes a copy of `f` without the rows to erase and returns its entry:
     /// `None` when no row matches (nothing to do), `Some(None)` when every
-    /// row does (the file goes, no copy).
+    /// row does (the file goes, no copy). Two passes over the file: the
+    /// first only counts what matches (most files of a narrow erasure hold
+    /// nothing to remove, and are not re-encoded); the second streams the
+    /// kept rows into the copy, so memory holds one batch, not the file.
     fn rewrite_without(
         &self,
         tenant: &TenantId,
@@ -371,57 +374,84 @@ impl Store {
             path: f.path.clone(),
             source: e,
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
-            bytes,
-            self.reader_options(tenant)?,
-        )
-        .map_err(decode)?;
-        let file_schema = crate::schema::file_schema(builder.schema());
-        let reader = builder.with_batch_size(64 * 1024).build().map_err(decode)?;
-        let mut kept = Vec::new();
+        let open = || -> Result<_> {
+            let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                bytes.clone(),
+                self.reader_options(tenant)?,
+            )
+            .map_err(decode)?;
+            let schema = crate::schema::file_schema(builder.schema());
+            let reader = builder.with_batch_size(64 * 1024).build().map_err(decode)?;
+            Ok((schema, reader))
+        };
+        let (schema, reader) = open()?;
         let mut removed = 0usize;
         for b in reader {
             let b = crate::schema::without_tenant(&b?)?;
             let keep = keep_mask(&b, range, matches, &f.path)?;
             removed += keep.len() - keep.true_count();
-            if keep.true_count() > 0 {
-                kept.push(filter_record_batch(&b, &keep)?);
-            }
         }
         if removed == 0 {
             return Ok(None);
         }
-        if kept.is_empty() && f.wals.is_empty() {
+        let kept_rows = f.rows.saturating_sub(removed as u64);
+        if kept_rows == 0 && f.wals.is_empty() {
             return Ok(Some(None));
         }
         // A file emptied of every row is still replaced by a copy, with no
         // rows, when it names write-ahead log entries: a restart replays
         // the entries no live file names, and would bring the erased rows
         // back from a log segment not yet deleted.
-        let hour = f.partition_hour();
-        let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
-        let schema = kept.first().map_or(file_schema, |b| b.schema());
+        let path = ParquetFilePath::new(tenant, signal, f.partition_hour(), uuid::Uuid::now_v7());
         let key = self.writing_key(tenant)?;
         let props = if f.level == 0 {
             writer::flush_properties()
         } else {
             writer::compacted_properties(&schema)
         };
-        let bytes = writer::encode_parquet(
-            path.path().as_ref(),
-            &schema,
-            &kept,
-            writer::encrypted(props, key.as_deref())?,
-        )?;
-        let (min_time, max_time) = if kept.is_empty() {
-            (f.min_time, f.max_time)
-        } else {
-            crate::store::time_bounds(&kept)
+        let encode = |e| Error::Encode {
+            what: path.path().to_string(),
+            source: e,
         };
+        // encoding is CPU work: a turn of the tenant's, as for merges
+        let _turn = self.cpu_turn(tenant);
+        let mut out = parquet::arrow::ArrowWriter::try_new(
+            Vec::new(),
+            schema.clone(),
+            Some(writer::encrypted(props, key.as_deref())?),
+        )
+        .map_err(encode)?;
+        let (mut rows, mut removed_again) = (0u64, 0usize);
+        let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+        let (_, reader) = open()?;
+        for b in reader {
+            let b = crate::schema::without_tenant(&b?)?;
+            let keep = keep_mask(&b, range, matches, &f.path)?;
+            removed_again += keep.len() - keep.true_count();
+            if keep.true_count() == 0 {
+                continue;
+            }
+            let kept = filter_record_batch(&b, &keep)?;
+            let (lo, hi) = crate::store::time_bounds(std::slice::from_ref(&kept));
+            min_time = min_time.min(lo);
+            max_time = max_time.max(hi);
+            rows += kept.num_rows() as u64;
+            out.write(&kept).map_err(encode)?;
+        }
+        if removed_again != removed {
+            return Err(Error::Erasure(format!(
+                "{}: the predicate matched {removed} rows, then {removed_again}: it must give the same answer every time",
+                f.path
+            )));
+        }
+        let bytes = bytes::Bytes::from(out.into_inner().map_err(encode)?);
+        if rows == 0 {
+            (min_time, max_time) = (f.min_time, f.max_time);
+        }
         let entry = FileEntry {
             path: path.path().to_string(),
             size: bytes.len() as u64,
-            rows: kept.iter().map(|b| b.num_rows() as u64).sum(),
+            rows,
             hour: f.hour,
             min_time,
             max_time,
