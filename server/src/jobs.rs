@@ -32,6 +32,10 @@ use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// A running job whose node has not finished it this long after it
+/// started is taken over by another node.
+pub const JOB_LEASE: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// Where job states live in the storage.
 pub const JOBS_PREFIX: &str = "_jobs";
 
@@ -548,6 +552,34 @@ impl JobRunner {
                 continue;
             }
             let mine = job.status == Status::Running && job.node.as_deref() == Some(&self.node);
+            // a node that took a job and never came back: after the lease
+            // another node runs it again (harmless: erasure and offboarding
+            // both finish what an earlier run left)
+            let abandoned = job.status == Status::Running && !mine && {
+                let started = job
+                    .started_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .and_then(|t| t.timestamp_nanos_opt())
+                    .unwrap_or(i64::MIN);
+                let lease = i64::try_from(JOB_LEASE.as_nanos()).unwrap_or(i64::MAX);
+                self.clock.now_nanos() >= started.saturating_add(lease)
+            };
+            if abandoned {
+                if let Some(j) = advance(self.storage(), &job, |j| {
+                    j.node = Some(self.node.clone());
+                    j.started_at = Some(self.now());
+                })? {
+                    tracing::warn!(job = %j.id, tenant = %j.tenant, from = ?job.node, "taking over a job its node left running past the lease");
+                    self.audit(
+                        j.event(EventKind::ErasureStarted)
+                            .detail("kind", j.kind())
+                            .detail("taken_over_from", job.node.as_deref().unwrap_or("")),
+                    );
+                }
+                // run on the next pass, as this node's own
+                continue;
+            }
             if job.status != Status::Pending && !mine {
                 continue;
             }

@@ -458,3 +458,61 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
     assert_eq!(status, 202, "{body}");
     srv.shutdown().await;
 }
+
+/// A job left `running` by a node that never came back is taken over by
+/// another node once the lease (an hour) has passed, and finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_abandoned_by_its_node_is_taken_over_after_the_lease() {
+    use bulkhead::jobs::{self, ErasureRequest, Job, Status};
+    let now = now_nanos();
+    let clock = std::sync::Arc::new(bulkhead_rules::ManualClock::new(now as i64));
+    let mut srv = TestServer::builder()
+        .tenant("acme", "ingest,query,admin")
+        .clock(clock.clone())
+        .start()
+        .await;
+    let key = srv.key("acme", "ingest,query,admin");
+    srv.post_logs(&key, records(now, 10)).await;
+    let storage = srv.server().store().storage();
+    let tenant = bulkhead_rules::TenantId::new("acme").unwrap();
+    let job = Job::erasure(
+        &tenant,
+        &ErasureRequest {
+            table: "logs".into(),
+            from: rfc3339(now - HOUR),
+            to: rfc3339(now + HOUR),
+            predicate: "attr(attributes, 'user.id') = 'u1'".into(),
+        },
+        "k",
+        "api",
+        now as i64,
+    )
+    .unwrap();
+    jobs::submit(storage, &job).unwrap();
+    // another node took it, and died
+    let taken = jobs::advance(storage, &job, |j| {
+        j.status = Status::Running;
+        j.node = Some("dead-node".into());
+        j.started_at = Some(rfc3339(now));
+    })
+    .unwrap()
+    .unwrap();
+    srv.server().run_jobs().await.unwrap();
+    assert_eq!(
+        jobs::get(storage, &job.id).unwrap(),
+        taken,
+        "within the lease"
+    );
+    clock.advance(bulkhead::jobs::JOB_LEASE);
+    srv.server().run_jobs().await.unwrap();
+    srv.server().run_jobs().await.unwrap();
+    let done = jobs::get(storage, &job.id).unwrap();
+    assert_eq!(done.status, Status::Done, "{done:?}");
+    assert_eq!(done.node.as_deref(), Some("test-node"));
+    assert_eq!(done.counts["rows_removed"], 2);
+    assert_eq!(
+        count(&srv, &key, "attr(attributes, 'user.id') = 'u1'").await,
+        0
+    );
+    srv.shutdown().await;
+}
