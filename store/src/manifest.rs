@@ -229,6 +229,16 @@ pub struct Manifest {
     state: TableState,
 }
 
+/// Puts a commit object if absent; true when the object there is this
+/// commit. "Taken" may be this very commit: a put that landed but whose
+/// answer was lost, then retried and refused as existing. The bytes tell
+/// (they name the node and the time); taking it for another node's would
+/// make the caller undo a commit in force.
+fn put_commit(storage: &Storage, path: &ObjPath, bytes: Bytes) -> Result<bool> {
+    Ok(storage.put_if_absent(path, bytes.clone())?
+        || storage.get(path)?.is_some_and(|there| there == bytes))
+}
+
 fn version_path(dir: &ObjPath, version: u64) -> ObjPath {
     dir.clone().join(format!("{version:020}.json"))
 }
@@ -340,8 +350,11 @@ impl Manifest {
                 at: now,
                 actions,
             };
-            let bytes = serde_json::to_vec(&commit).map_err(|e| Error::Manifest(e.to_string()))?;
-            if storage.put_if_absent(&version_path(&self.dir, version), Bytes::from(bytes))? {
+            let bytes = Bytes::from(
+                serde_json::to_vec(&commit).map_err(|e| Error::Manifest(e.to_string()))?,
+            );
+            let path = version_path(&self.dir, version);
+            if put_commit(storage, &path, bytes)? {
                 self.state.apply(&commit.actions);
                 self.state.version = version;
                 if version.is_multiple_of(CHECKPOINT_EVERY) {
@@ -392,5 +405,34 @@ impl Manifest {
         for p in paths {
             self.state.removed.remove(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit whose put landed but whose answer was lost, retried and
+    /// refused as existing, is this commit, not another node's: the caller
+    /// must not take it for a conflict (and undo what is in force).
+    #[test]
+    fn a_commit_that_landed_unseen_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&crate::StorageConfig::Local {
+            root: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        let path = ObjPath::from("t/_manifest/00000000000000000001.json");
+        let mine = Bytes::from_static(b"{\"node\":\"node-1\"}");
+        assert!(put_commit(&storage, &path, mine.clone()).unwrap());
+        // the same bytes again (the lost answer's retry): still ours
+        assert!(put_commit(&storage, &path, mine).unwrap());
+        // another node's commit there: not ours
+        assert!(!put_commit(
+            &storage,
+            &path,
+            Bytes::from_static(b"{\"node\":\"node-2\"}")
+        )
+        .unwrap());
     }
 }
