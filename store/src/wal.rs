@@ -9,8 +9,13 @@
 //! it is durable and [`Wal::complete`] releases it. Concurrent appends share
 //! one write and one fdatasync (group commit): each appender encodes its
 //! batch (Arrow IPC) on its own thread, queues the bytes, and one of the
-//! waiting appenders (the leader) writes and syncs the whole queue without
-//! holding the queue lock while the others wait.
+//! waiting appenders (the leader) writes and syncs the queue without
+//! holding the queue lock while the others wait. Seqs are given as a group
+//! is taken, in write order. A tenant has at most a quarter megabyte (or one
+//! entry) waiting for a group, and while entries of tenants with little
+//! waiting queue beside a heavy tenant's, they go first as a group of their
+//! own (for at most a few milliseconds), so a small entry's wait is for a
+//! small write and fsync.
 //!
 //! Completion is not itself logged: a segment file is deleted once it is
 //! sealed and all its entries are completed, and that deletion is what makes
@@ -83,7 +88,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use bulkhead_rules::TenantId;
@@ -332,11 +337,17 @@ pub struct WalStats {
     pub truncated_bytes: AtomicU64,
 }
 
-/// A queued, sealed entry.
+/// An entry of a group: its appender's ticket, its seq and its sealed frame.
+type Numbered = (u64, u64, Vec<u8>);
+
+/// A queued entry, encoded; sealed with its seq when a group takes it.
 #[derive(Debug)]
 struct Pending {
-    seq: u64,
-    frame: Vec<u8>,
+    /// The appender's ticket, under which its result is left.
+    ticket: u64,
+    tenant: TenantId,
+    entry: EncodedEntry,
+    queued: Instant,
 }
 
 /// Why a group commit failed, handed to each of its appenders.
@@ -372,17 +383,20 @@ impl FailedWrite {
 #[derive(Debug)]
 struct Queue {
     next_seq: u64,
+    next_ticket: u64,
     pending: Vec<Pending>,
-    /// Generation the pending entries belong to; a leader takes one whole.
-    generation: u64,
-    /// Every generation below this one is written (or failed).
-    finished: u64,
     /// A leader is writing.
     writing: bool,
-    /// Seqs whose write failed, each removed by its appender.
-    failed: HashMap<u64, FailedWrite>,
+    /// Each written (or failed) entry's seq, by ticket, until its appender
+    /// takes it.
+    results: HashMap<u64, std::result::Result<u64, FailedWrite>>,
     /// Bytes each tenant has in `pending` (tenants with none are absent).
     pending_bytes: HashMap<TenantId, usize>,
+    /// Appenders waiting for room in their tenant's share, by tenant (how
+    /// many, and where they wait): woken when a group takes that tenant's
+    /// entries, not at the end of every write, so a flood's backlog is not
+    /// a herd that every other appender's wake-up queues behind.
+    share_waiters: HashMap<TenantId, (usize, Arc<Condvar>)>,
 }
 
 /// The most bytes one tenant may have waiting for the next group write
@@ -390,6 +404,17 @@ struct Queue {
 /// make every group, and so every other tenant's wait for its fsync, as
 /// large as its backlog. Its further appends wait for the group under way.
 const TENANT_PENDING_BYTES: usize = 256 << 10;
+
+/// A tenant with at least this much waiting is *heavy* for the next group:
+/// while lighter entries wait too, they are written and synced as a group
+/// of their own first, so an entry of a few kilobytes waits for a small
+/// write's fsync, not for a flood's quarter megabyte.
+const LIGHT_TENANT_BYTES: usize = 64 << 10;
+
+/// How long a heavy tenant's entries are left for lighter ones at most: past
+/// it they go with the next group whatever waits, so a steady stream of
+/// light entries cannot hold them back.
+const HEAVY_DEFER_MAX: Duration = Duration::from_millis(5);
 
 /// The segment being written, only touched by the leader.
 #[derive(Debug)]
@@ -508,12 +533,12 @@ impl Wal {
             disk,
             queue: Mutex::new(Queue {
                 next_seq: active.first_seq,
+                next_ticket: 0,
                 pending: Vec::new(),
-                generation: 0,
-                finished: 0,
                 writing: false,
-                failed: HashMap::new(),
+                results: HashMap::new(),
                 pending_bytes: HashMap::new(),
+                share_waiters: HashMap::new(),
             }),
             written: Condvar::new(),
             segments: Mutex::new(Segments {
@@ -577,27 +602,37 @@ impl Wal {
                 break;
             }
             if queue.writing {
-                self.written.wait(&mut queue);
+                let room = {
+                    let waiting = queue
+                        .share_waiters
+                        .entry(tenant.clone())
+                        .or_insert_with(|| (0, Arc::new(Condvar::new())));
+                    waiting.0 += 1;
+                    waiting.1.clone()
+                };
+                room.wait(&mut queue);
+                if let Some(waiting) = queue.share_waiters.get_mut(tenant) {
+                    waiting.0 -= 1;
+                    if waiting.0 == 0 {
+                        queue.share_waiters.remove(tenant);
+                    }
+                }
             } else {
                 self.lead(&mut queue);
             }
         }
         *queue.pending_bytes.entry(tenant.clone()).or_default() += encoded.len();
-        let seq = queue.next_seq;
-        queue.next_seq = seq
-            .checked_add(1)
-            .ok_or_else(|| WalError::Invalid("sequence numbers exhausted".into()))?;
+        let ticket = queue.next_ticket;
+        queue.next_ticket = ticket.wrapping_add(1);
         queue.pending.push(Pending {
-            seq,
-            frame: encoded.seal(seq),
+            ticket,
+            tenant: tenant.clone(),
+            entry: encoded,
+            queued: Instant::now(),
         });
-        let generation = queue.generation;
         loop {
-            if queue.finished > generation {
-                return match queue.failed.remove(&seq) {
-                    Some(failed) => Err(failed.to_error()),
-                    None => Ok(seq),
-                };
+            if let Some(result) = queue.results.remove(&ticket) {
+                return result.map_err(|failed| failed.to_error());
             }
             if queue.writing {
                 self.written.wait(&mut queue);
@@ -607,36 +642,85 @@ impl Wal {
         }
     }
 
-    /// Writes everything queued as one group; the queue lock is released
-    /// while writing.
+    /// Writes the next group ([`Wal::take_group`]); the queue lock is
+    /// released while writing.
     fn lead(&self, queue: &mut MutexGuard<'_, Queue>) {
         queue.writing = true;
         if let Some(faults) = &self.disk.faults {
             MutexGuard::unlocked(queue, || faults.wait_for_release());
         }
-        let group = std::mem::take(&mut queue.pending);
-        queue.pending_bytes.clear();
-        let generation = queue.generation;
-        queue.generation += 1;
-        let outcome = MutexGuard::unlocked(queue, || self.write_group(&group));
-        if let Err(failed) = outcome {
-            for p in &group {
-                queue.failed.insert(p.seq, failed.clone());
-            }
+        let (group, unnumbered) = Self::take_group(queue, Instant::now());
+        for ticket in unnumbered {
+            let failed = FailedWrite::new(&WalError::Invalid("sequence numbers exhausted".into()));
+            queue.results.insert(ticket, Err(failed));
         }
-        queue.finished = generation + 1;
+        let outcome = MutexGuard::unlocked(queue, || self.write_group(&group));
+        for (ticket, seq, _) in group {
+            queue
+                .results
+                .insert(ticket, outcome.as_ref().map(|()| seq).map_err(Clone::clone));
+        }
         queue.writing = false;
         self.written.notify_all();
     }
 
-    fn write_group(&self, group: &[Pending]) -> std::result::Result<(), FailedWrite> {
-        let Some(first) = group.first() else {
+    /// Takes the next group out of the queue, in the order queued, each
+    /// entry sealed with its seq (so seqs increase in write order): every
+    /// entry, unless entries of light tenants wait beside those of heavy
+    /// ones (see [`LIGHT_TENANT_BYTES`]) and no heavy entry has waited
+    /// [`HEAVY_DEFER_MAX`] yet: then the light ones alone. Also the tickets
+    /// left without a seq (none unless seqs ran out).
+    fn take_group(queue: &mut Queue, now: Instant) -> (Vec<Numbered>, Vec<u64>) {
+        let heavy = |q: &Queue, t: &TenantId| {
+            q.pending_bytes.get(t).copied().unwrap_or(0) >= LIGHT_TENANT_BYTES
+        };
+        let any_light = queue.pending.iter().any(|p| !heavy(queue, &p.tenant));
+        let heavy_waited = queue
+            .pending
+            .iter()
+            .filter(|p| heavy(queue, &p.tenant))
+            .map(|p| now.saturating_duration_since(p.queued))
+            .max();
+        let light_alone = any_light && heavy_waited.is_some_and(|w| w < HEAVY_DEFER_MAX);
+        let pending = std::mem::take(&mut queue.pending);
+        let (taken, left): (Vec<Pending>, Vec<Pending>) = if light_alone {
+            pending.into_iter().partition(|p| !heavy(queue, &p.tenant))
+        } else {
+            (pending, Vec::new())
+        };
+        queue.pending = left;
+        let mut group = Vec::with_capacity(taken.len());
+        let mut unnumbered = Vec::new();
+        for p in taken {
+            if let Some(bytes) = queue.pending_bytes.get_mut(&p.tenant) {
+                *bytes = bytes.saturating_sub(p.entry.len());
+                if *bytes == 0 {
+                    queue.pending_bytes.remove(&p.tenant);
+                }
+            }
+            if let Some((_, room)) = queue.share_waiters.get(&p.tenant) {
+                room.notify_all();
+            }
+            let seq = queue.next_seq;
+            match seq.checked_add(1) {
+                Some(next) => {
+                    queue.next_seq = next;
+                    group.push((p.ticket, seq, p.entry.seal(seq)));
+                }
+                None => unnumbered.push(p.ticket),
+            }
+        }
+        (group, unnumbered)
+    }
+
+    fn write_group(&self, group: &[Numbered]) -> std::result::Result<(), FailedWrite> {
+        let Some((_, first_seq, first_frame)) = group.first() else {
             return Ok(());
         };
         let mut writer = self.writer.lock();
         let full = writer.active.len >= self.segment_bytes && writer.active.len > HEADER_LEN;
         if writer.needs_roll || full {
-            if let Err(e) = self.roll(&mut writer, first.seq) {
+            if let Err(e) = self.roll(&mut writer, *first_seq) {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "write-ahead log could not start a new segment");
                 return Err(FailedWrite::new(&e));
@@ -644,12 +728,13 @@ impl Wal {
         }
         let joined;
         let bytes: &[u8] = if group.len() == 1 {
-            &first.frame
+            first_frame
         } else {
-            joined = group
-                .iter()
-                .flat_map(|p| p.frame.iter().copied())
-                .collect::<Vec<u8>>();
+            let mut all = Vec::with_capacity(group.iter().map(|(_, _, f)| f.len()).sum());
+            for (_, _, frame) in group {
+                all.extend_from_slice(frame);
+            }
+            joined = all;
             &joined
         };
         let active = &mut writer.active;
@@ -694,7 +779,7 @@ impl Wal {
             let mut segments = self.segments.lock();
             if let Some(seg) = segments.by_first_seq.get_mut(&first_seq) {
                 seg.bytes += added;
-                seg.outstanding.extend(group.iter().map(|p| p.seq));
+                seg.outstanding.extend(group.iter().map(|(_, seq, _)| *seq));
             }
         }
         self.stats.bytes_on_disk.fetch_add(added, Ordering::Relaxed);
@@ -815,5 +900,95 @@ impl Wal {
 
     pub fn stats(&self) -> &WalStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn entry(tenant: &str, bytes: usize) -> (TenantId, EncodedEntry) {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(vec!["x".repeat(bytes)]))],
+        )
+        .unwrap();
+        let tenant = TenantId::new(tenant).unwrap();
+        let e = EncodedEntry::new(&tenant, Signal::Logs, "v1", &batch, None).unwrap();
+        (tenant, e)
+    }
+
+    fn queue_of(entries: &[(&str, usize)], queued: Instant) -> Queue {
+        let mut q = Queue {
+            next_seq: 10,
+            next_ticket: 0,
+            pending: Vec::new(),
+            writing: false,
+            results: HashMap::new(),
+            pending_bytes: HashMap::new(),
+            share_waiters: HashMap::new(),
+        };
+        for (i, (t, bytes)) in entries.iter().enumerate() {
+            let (tenant, entry) = entry(t, *bytes);
+            *q.pending_bytes.entry(tenant.clone()).or_default() += entry.len();
+            q.pending.push(Pending {
+                ticket: i as u64,
+                tenant,
+                entry,
+                queued,
+            });
+        }
+        q
+    }
+
+    fn tickets(group: &[Numbered]) -> Vec<u64> {
+        group.iter().map(|(t, _, _)| *t).collect()
+    }
+
+    #[test]
+    fn light_entries_go_first_as_a_group_of_their_own_for_a_while() {
+        let start = Instant::now();
+        let entries = [
+            ("flood", 150_000),
+            ("small", 100),
+            ("flood", 100),
+            ("b", 200),
+        ];
+        // the flood has 150 KB waiting: heavy; the others light
+        let mut q = queue_of(&entries, start);
+        let (group, none) = Wal::take_group(&mut q, start + Duration::from_millis(1));
+        assert!(none.is_empty());
+        assert_eq!(tickets(&group), vec![1, 3], "the light ones alone");
+        // seqs in write order, and each frame sealed with its own
+        assert_eq!(
+            group.iter().map(|(_, s, _)| *s).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        for (_, seq, frame) in &group {
+            assert_eq!(&frame[8..16], &seq.to_le_bytes());
+        }
+        assert_eq!(q.pending.len(), 2);
+        assert!(!q
+            .pending_bytes
+            .contains_key(&TenantId::new("small").unwrap()));
+        // then the heavy ones, numbered after
+        let (group, _) = Wal::take_group(&mut q, start + Duration::from_millis(1));
+        assert_eq!(tickets(&group), vec![0, 2]);
+        assert_eq!(group[0].1, 12);
+        assert!(q.pending.is_empty() && q.pending_bytes.is_empty());
+
+        // once a heavy entry has waited its most, everything goes together
+        let mut q = queue_of(&entries, start);
+        let (group, _) = Wal::take_group(&mut q, start + HEAVY_DEFER_MAX);
+        assert_eq!(tickets(&group), vec![0, 1, 2, 3]);
+
+        // light tenants alone, or heavy ones alone: one group of all
+        let mut q = queue_of(&[("a", 100), ("b", 100)], start);
+        assert_eq!(tickets(&Wal::take_group(&mut q, start).0), vec![0, 1]);
+        let mut q = queue_of(&[("a", 100_000), ("b", 100_000)], start);
+        assert_eq!(tickets(&Wal::take_group(&mut q, start).0), vec![0, 1]);
     }
 }
