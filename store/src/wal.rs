@@ -875,13 +875,16 @@ impl Wal {
         }
     }
 
-    /// Entries queued for the next group commit (for tests and metrics).
-    /// The sequence number the next entry will get: every entry appended
-    /// so far has a lower one.
+    /// A sequence number above that of every entry appended so far, those
+    /// still queued included (they are numbered when a group takes them,
+    /// and may be taken after entries appended later, which can then get a
+    /// lower seq than this).
     pub fn next_seq(&self) -> u64 {
-        self.queue.lock().next_seq
+        let queue = self.queue.lock();
+        queue.next_seq.saturating_add(queue.pending.len() as u64)
     }
 
+    /// Entries queued for the next group commit (for tests and metrics).
     pub fn queued(&self) -> usize {
         self.queue.lock().pending.len()
     }

@@ -764,3 +764,38 @@ fn heavy_and_light_appenders_all_finish_with_their_own_seqs() {
         assert_eq!(by_seq[&e.seq], n, "entry and seq belong together");
     }
 }
+
+/// `next_seq` is above every entry appended so far, those still queued for
+/// a group included (offboarding marks the log with it: entries of the
+/// tenant below it are not replayed).
+#[test]
+fn next_seq_is_above_entries_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
+    let (mark, seqs) = std::thread::scope(|s| {
+        let hold = faults.hold_writes();
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let wal = &wal;
+                s.spawn(move || {
+                    wal.append(
+                        &tenant("acme"),
+                        Signal::Logs,
+                        "v1",
+                        &small_batch(&[(i, "x")]),
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        while wal.queued() < 3 {
+            std::thread::yield_now();
+        }
+        let mark = wal.next_seq();
+        drop(hold);
+        let seqs: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (mark, seqs)
+    });
+    assert!(seqs.iter().all(|s| *s < mark), "{seqs:?} against {mark}");
+}
