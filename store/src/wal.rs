@@ -356,6 +356,8 @@ struct FailedWrite {
     path: PathBuf,
     kind: io::ErrorKind,
     message: String,
+    /// Not an i/o failure that a retry may get past.
+    lasting: bool,
 }
 
 impl FailedWrite {
@@ -365,17 +367,41 @@ impl FailedWrite {
                 path: path.clone(),
                 kind: source.kind(),
                 message: source.to_string(),
+                lasting: false,
             },
             other => Self {
                 path: PathBuf::new(),
                 kind: io::ErrorKind::Other,
                 message: other.to_string(),
+                lasting: false,
             },
         }
     }
 
+    /// No seq is left to give (not transient: a retry cannot help).
+    fn exhausted() -> Self {
+        Self {
+            path: PathBuf::new(),
+            kind: io::ErrorKind::Other,
+            message: "sequence numbers exhausted".into(),
+            lasting: true,
+        }
+    }
+
     fn to_error(&self) -> WalError {
+        if self.lasting {
+            return WalError::Invalid(self.message.clone());
+        }
         WalError::io(&self.path, io::Error::new(self.kind, self.message.clone()))
+    }
+}
+
+impl Queue {
+    /// See [`Wal::next_seq`]: the entries waiting are numbered, in one
+    /// group, before any queued after this call.
+    fn mark(&mut self) -> u64 {
+        self.marked_below = self.next_ticket;
+        self.next_seq.saturating_add(self.pending.len() as u64)
     }
 }
 
@@ -392,6 +418,10 @@ struct Queue {
     results: HashMap<u64, std::result::Result<u64, FailedWrite>>,
     /// Bytes each tenant has in `pending` (tenants with none are absent).
     pending_bytes: HashMap<TenantId, usize>,
+    /// Entries of a lower ticket were queued before the last
+    /// [`Wal::next_seq`]: while any of them waits, groups take everything
+    /// in queue order (no light group first), so each gets a seq below it.
+    marked_below: u64,
     /// Appenders waiting for room in their tenant's share, by tenant (how
     /// many, and where they wait): woken when a group takes that tenant's
     /// entries, not at the end of every write, so a flood's backlog is not
@@ -538,6 +568,7 @@ impl Wal {
                 writing: false,
                 results: HashMap::new(),
                 pending_bytes: HashMap::new(),
+                marked_below: 0,
                 share_waiters: HashMap::new(),
             }),
             written: Condvar::new(),
@@ -651,8 +682,7 @@ impl Wal {
         }
         let (group, unnumbered) = Self::take_group(queue, Instant::now());
         for ticket in unnumbered {
-            let failed = FailedWrite::new(&WalError::Invalid("sequence numbers exhausted".into()));
-            queue.results.insert(ticket, Err(failed));
+            queue.results.insert(ticket, Err(FailedWrite::exhausted()));
         }
         let outcome = MutexGuard::unlocked(queue, || self.write_group(&group));
         for (ticket, seq, _) in group {
@@ -681,7 +711,9 @@ impl Wal {
             .filter(|p| heavy(queue, &p.tenant))
             .map(|p| now.saturating_duration_since(p.queued))
             .max();
-        let light_alone = any_light && heavy_waited.is_some_and(|w| w < HEAVY_DEFER_MAX);
+        let marked_waiting = queue.pending.iter().any(|p| p.ticket < queue.marked_below);
+        let light_alone =
+            any_light && !marked_waiting && heavy_waited.is_some_and(|w| w < HEAVY_DEFER_MAX);
         let pending = std::mem::take(&mut queue.pending);
         let (taken, left): (Vec<Pending>, Vec<Pending>) = if light_alone {
             pending.into_iter().partition(|p| !heavy(queue, &p.tenant))
@@ -876,12 +908,11 @@ impl Wal {
     }
 
     /// A sequence number above that of every entry appended so far, those
-    /// still queued included (they are numbered when a group takes them,
-    /// and may be taken after entries appended later, which can then get a
-    /// lower seq than this).
+    /// still queued included, and at or below that of every entry appended
+    /// later: entries are numbered when a group takes them, and until the
+    /// ones queued now are taken no light group goes ahead of them.
     pub fn next_seq(&self) -> u64 {
-        let queue = self.queue.lock();
-        queue.next_seq.saturating_add(queue.pending.len() as u64)
+        self.queue.lock().mark()
     }
 
     /// Entries queued for the next group commit (for tests and metrics).
@@ -932,6 +963,7 @@ mod tests {
             writing: false,
             results: HashMap::new(),
             pending_bytes: HashMap::new(),
+            marked_below: 0,
             share_waiters: HashMap::new(),
         };
         for (i, (t, bytes)) in entries.iter().enumerate() {
@@ -944,7 +976,41 @@ mod tests {
                 queued,
             });
         }
+        q.next_ticket = entries.len() as u64;
         q
+    }
+
+    fn push(q: &mut Queue, tenant: &str, bytes: usize, queued: Instant) {
+        let (tenant, entry) = entry(tenant, bytes);
+        *q.pending_bytes.entry(tenant.clone()).or_default() += entry.len();
+        q.pending.push(Pending {
+            ticket: q.next_ticket,
+            tenant,
+            entry,
+            queued,
+        });
+        q.next_ticket += 1;
+    }
+
+    /// An offboarding mark (`next_seq`) is above every entry queued before
+    /// it: a light entry queued after it does not go ahead of them.
+    #[test]
+    fn entries_queued_after_a_mark_do_not_go_ahead_of_those_before() {
+        let start = Instant::now();
+        let soon = start + Duration::from_millis(1);
+        let mut q = queue_of(&[("flood", 150_000), ("flood", 100)], start);
+        let mark = q.mark();
+        assert_eq!(mark, 12);
+        push(&mut q, "small", 100, start);
+        let (group, _) = Wal::take_group(&mut q, soon);
+        assert_eq!(tickets(&group), vec![0, 1, 2], "all, in queue order");
+        assert!(group[0].1 < mark && group[1].1 < mark);
+        assert!(group[2].1 >= mark);
+        // the marked entries gone, light entries go first again
+        push(&mut q, "flood", 150_000, start);
+        push(&mut q, "small", 100, start);
+        let (group, _) = Wal::take_group(&mut q, soon);
+        assert_eq!(tickets(&group), vec![4]);
     }
 
     fn tickets(group: &[Numbered]) -> Vec<u64> {
