@@ -397,6 +397,20 @@ impl FailedWrite {
 }
 
 impl Queue {
+    /// An empty queue whose next entry gets `next_seq`.
+    fn new(next_seq: u64) -> Self {
+        Self {
+            next_seq,
+            next_ticket: 0,
+            pending: Vec::new(),
+            writing: false,
+            results: HashMap::new(),
+            pending_bytes: HashMap::new(),
+            marked_below: 0,
+            share_waiters: HashMap::new(),
+        }
+    }
+
     /// See [`Wal::next_seq`]: the entries waiting are numbered, in one
     /// group, before any queued after this call.
     fn mark(&mut self) -> u64 {
@@ -561,16 +575,7 @@ impl Wal {
             wal_id,
             segment_bytes: config.segment_bytes,
             disk,
-            queue: Mutex::new(Queue {
-                next_seq: active.first_seq,
-                next_ticket: 0,
-                pending: Vec::new(),
-                writing: false,
-                results: HashMap::new(),
-                pending_bytes: HashMap::new(),
-                marked_below: 0,
-                share_waiters: HashMap::new(),
-            }),
+            queue: Mutex::new(Queue::new(active.first_seq)),
             written: Condvar::new(),
             segments: Mutex::new(Segments {
                 by_first_seq,
@@ -956,16 +961,7 @@ mod tests {
     }
 
     fn queue_of(entries: &[(&str, usize)], queued: Instant) -> Queue {
-        let mut q = Queue {
-            next_seq: 10,
-            next_ticket: 0,
-            pending: Vec::new(),
-            writing: false,
-            results: HashMap::new(),
-            pending_bytes: HashMap::new(),
-            marked_below: 0,
-            share_waiters: HashMap::new(),
-        };
+        let mut q = Queue::new(10);
         for (i, (t, bytes)) in entries.iter().enumerate() {
             let (tenant, entry) = entry(t, *bytes);
             *q.pending_bytes.entry(tenant.clone()).or_default() += entry.len();
