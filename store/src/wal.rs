@@ -396,29 +396,6 @@ impl FailedWrite {
     }
 }
 
-impl Queue {
-    /// An empty queue whose next entry gets `next_seq`.
-    fn new(next_seq: u64) -> Self {
-        Self {
-            next_seq,
-            next_ticket: 0,
-            pending: Vec::new(),
-            writing: false,
-            results: HashMap::new(),
-            pending_bytes: HashMap::new(),
-            marked_below: 0,
-            share_waiters: HashMap::new(),
-        }
-    }
-
-    /// See [`Wal::next_seq`]: the entries waiting are numbered, in one
-    /// group, before any queued after this call.
-    fn mark(&mut self) -> u64 {
-        self.marked_below = self.next_ticket;
-        self.next_seq.saturating_add(self.pending.len() as u64)
-    }
-}
-
 /// Group-commit state, under [`Wal::queue`].
 #[derive(Debug)]
 struct Queue {
@@ -441,6 +418,29 @@ struct Queue {
     /// entries, not at the end of every write, so a flood's backlog is not
     /// a herd that every other appender's wake-up queues behind.
     share_waiters: HashMap<TenantId, (usize, Arc<Condvar>)>,
+}
+
+impl Queue {
+    /// An empty queue whose next entry gets `next_seq`.
+    fn new(next_seq: u64) -> Self {
+        Self {
+            next_seq,
+            next_ticket: 0,
+            pending: Vec::new(),
+            writing: false,
+            results: HashMap::new(),
+            pending_bytes: HashMap::new(),
+            marked_below: 0,
+            share_waiters: HashMap::new(),
+        }
+    }
+
+    /// See [`Wal::next_seq`]: the entries waiting are numbered, in one
+    /// group, before any queued after this call.
+    fn mark(&mut self) -> u64 {
+        self.marked_below = self.next_ticket;
+        self.next_seq.saturating_add(self.pending.len() as u64)
+    }
 }
 
 /// The most bytes one tenant may have waiting for the next group write
@@ -962,17 +962,9 @@ mod tests {
 
     fn queue_of(entries: &[(&str, usize)], queued: Instant) -> Queue {
         let mut q = Queue::new(10);
-        for (i, (t, bytes)) in entries.iter().enumerate() {
-            let (tenant, entry) = entry(t, *bytes);
-            *q.pending_bytes.entry(tenant.clone()).or_default() += entry.len();
-            q.pending.push(Pending {
-                ticket: i as u64,
-                tenant,
-                entry,
-                queued,
-            });
+        for (t, bytes) in entries {
+            push(&mut q, t, *bytes, queued);
         }
-        q.next_ticket = entries.len() as u64;
         q
     }
 

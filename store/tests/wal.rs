@@ -79,6 +79,51 @@ fn stat(a: &std::sync::atomic::AtomicU64) -> u64 {
     a.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// `n` appends for tenant acme from threads of their own (thread `i`
+/// appends row `i`), queued while writes are held; `held` runs once all are
+/// queued, then the hold is released. The appends' results in thread
+/// order, and what `held` returned.
+fn append_while_held<R>(
+    wal: &Wal,
+    faults: &WriteFaults,
+    n: i64,
+    held: impl FnOnce() -> R,
+) -> (Vec<Result<u64, WalError>>, R) {
+    std::thread::scope(|s| {
+        let hold = faults.hold_writes();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                s.spawn(move || {
+                    wal.append(
+                        &tenant("acme"),
+                        Signal::Logs,
+                        "v1",
+                        &small_batch(&[(i, "x")]),
+                    )
+                })
+            })
+            .collect();
+        // The first appender leads and waits for the hold; the others queue.
+        while wal.queued() < n as usize {
+            std::thread::yield_now();
+        }
+        let r = held();
+        drop(hold);
+        (handles.into_iter().map(|h| h.join().unwrap()).collect(), r)
+    })
+}
+
+/// The first value of an entry's first column (the row id of `small_batch`).
+fn first_id(e: &WalEntry) -> i64 {
+    e.batch()
+        .expect("in the clear")
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
 #[test]
 fn append_and_reopen_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,25 +225,11 @@ fn concurrent_appends_share_one_fsync() {
     let faults = WriteFaults::new();
     let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
     let threads = 16;
-    let seqs: Vec<u64> = std::thread::scope(|s| {
-        let hold = faults.hold_writes();
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let wal = &wal;
-                s.spawn(move || {
-                    append(wal, "acme", Signal::Logs, "v1", &[(i, "x")])
-                        .entry
-                        .seq
-                })
-            })
-            .collect();
-        // The first appender leads and waits for the hold; the others queue.
-        while wal.queued() < threads as usize {
-            std::thread::yield_now();
-        }
-        drop(hold);
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let seqs: Vec<u64> = append_while_held(&wal, &faults, threads, || ())
+        .0
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let unique: HashSet<u64> = seqs.iter().copied().collect();
     assert_eq!(unique.len(), threads as usize);
     assert_eq!(stat(&wal.stats().appends), threads as u64);
@@ -213,16 +244,9 @@ fn concurrent_appends_share_one_fsync() {
     sorted.sort_unstable();
     assert_eq!(seqs_of(&recovered), sorted);
     for e in &recovered {
-        let n = e
-            .batch()
-            .expect("in the clear")
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
         assert_eq!(
             e.seq,
-            seqs[n.value(0) as usize],
+            seqs[first_id(e) as usize],
             "entry and seq belong together"
         );
     }
@@ -468,27 +492,7 @@ fn every_entry_of_a_failed_group_fails() {
     let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
     let before = disk_bytes(dir.path());
     faults.set_failing(true);
-    let results: Vec<Result<u64, WalError>> = std::thread::scope(|s| {
-        let hold = faults.hold_writes();
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                let wal = &wal;
-                s.spawn(move || {
-                    wal.append(
-                        &tenant("acme"),
-                        Signal::Logs,
-                        "v1",
-                        &small_batch(&[(i, "x")]),
-                    )
-                })
-            })
-            .collect();
-        while wal.queued() < 8 {
-            std::thread::yield_now();
-        }
-        drop(hold);
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let (results, ()) = append_while_held(&wal, &faults, 8, || ());
     assert!(results
         .iter()
         .all(|r| r.as_ref().is_err_and(|e| e.is_transient())));
@@ -753,15 +757,7 @@ fn heavy_and_light_appenders_all_finish_with_their_own_seqs() {
     assert_eq!(recovered.len(), seqs.len());
     let by_seq: std::collections::HashMap<u64, i64> = seqs.into_iter().collect();
     for e in &recovered {
-        let n = e
-            .batch()
-            .expect("in the clear")
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0);
-        assert_eq!(by_seq[&e.seq], n, "entry and seq belong together");
+        assert_eq!(by_seq[&e.seq], first_id(e), "entry and seq belong together");
     }
 }
 
@@ -773,29 +769,7 @@ fn next_seq_is_above_entries_still_queued() {
     let dir = tempfile::tempdir().unwrap();
     let faults = WriteFaults::new();
     let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
-    let (mark, seqs) = std::thread::scope(|s| {
-        let hold = faults.hold_writes();
-        let handles: Vec<_> = (0..3)
-            .map(|i| {
-                let wal = &wal;
-                s.spawn(move || {
-                    wal.append(
-                        &tenant("acme"),
-                        Signal::Logs,
-                        "v1",
-                        &small_batch(&[(i, "x")]),
-                    )
-                    .unwrap()
-                })
-            })
-            .collect();
-        while wal.queued() < 3 {
-            std::thread::yield_now();
-        }
-        let mark = wal.next_seq();
-        drop(hold);
-        let seqs: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        (mark, seqs)
-    });
+    let (results, mark) = append_while_held(&wal, &faults, 3, || wal.next_seq());
+    let seqs: Vec<u64> = results.into_iter().map(Result::unwrap).collect();
     assert!(seqs.iter().all(|s| *s < mark), "{seqs:?} against {mark}");
 }
