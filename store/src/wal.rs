@@ -17,6 +17,15 @@
 //! own (for at most a few milliseconds), so a small entry's wait is for a
 //! small write and fsync.
 //!
+//! The log has two *lanes*, each a chain of segment files with a leader of
+//! its own, written and synced side by side: the main lane, which takes
+//! every group while it is free, and the side lane, which takes the entries
+//! of light tenants (less than 64 KiB waiting) while the main lane is busy.
+//! So a small entry arriving while a flood's group is being written and
+//! synced does not wait for that group: it goes out in the side lane at
+//! once. Seqs come from one count for both lanes, so they increase within
+//! each lane but interleave between them.
+//!
 //! Completion is not itself logged: a segment file is deleted once it is
 //! sealed and all its entries are completed, and that deletion is what makes
 //! completions durable. After a restart, completed entries whose segment is
@@ -26,10 +35,13 @@
 //!
 //! # On-disk format
 //!
-//! A directory holds the id file `wal.id` (the WAL's uuid v7 as text) and
-//! segment files named
-//! `<first seq, 20 digits zero-padded>.wal`. A segment starts with a 52-byte
-//! header, all integers little-endian:
+//! A directory holds the id file `wal.id` (the WAL's uuid v7 as text), the
+//! main lane's segment files named
+//! `<first seq, 20 digits zero-padded>.wal`, and the directory `side`
+//! ([`SIDE_DIR`]) with the side lane's segment files, named the same way
+//! (a directory written before there were lanes has none: it reads the
+//! same). A segment starts with a 52-byte header, all integers
+//! little-endian:
 //!
 //! | bytes | field |
 //! | --- | --- |
@@ -52,30 +64,34 @@
 //! | batch | the rest: an Arrow IPC stream (schema, one batch, end marker) |
 //!
 //! A payload is at most 1 GiB. Seqs start at 1 and strictly increase within
-//! and across segments; they may have gaps (a failed append uses up its seq,
-//! a restart skips one). Entries are only ever appended to the newest
-//! segment, which is never deleted while it is active; a new segment starts
-//! once the active one reaches [`WalConfig::segment_bytes`], after a failed
-//! write, and at every open. The directory is fsynced after a segment file
-//! is created or deleted.
+//! and across the segments of a lane; they may have gaps (a failed append
+//! uses up its seq, a restart skips one, and the other lane has the seqs in
+//! between). No seq is in both lanes. Entries are only ever appended to a
+//! lane's newest segment, which is never deleted while it is active; a new
+//! segment starts once the active one reaches [`WalConfig::segment_bytes`],
+//! after a failed write, and at every open (in both lanes). The "previous
+//! segment" of a header is the previous one of its lane. A lane's directory
+//! is fsynced after a segment file is created or deleted in it.
 //!
 //! Seqs continue from the segments, so the id changes whenever an open finds
 //! none (a new or wiped directory): (WAL id, seq) never names two entries.
 //!
 //! # Recovery
 //!
-//! At open every segment is read in seq order and its longest valid prefix
-//! kept: an entry ends the prefix if it runs past the end of the file (or
-//! past the durable length a later segment's header recorded for it), has an
-//! absurd length, a wrong checksum, a seq not above the previous one, an
-//! invalid tenant, an unknown signal, or an IPC stream that does not decode
-//! to exactly one batch. The rest of the file is cut (truncate + fsync), a
-//! warning logged and a [`Truncation`] reported; later segments are still
-//! read. A segment whose header is torn (a crash while it was created) is
-//! deleted. A header that is whole but names another WAL, another seq or an
-//! unknown format refuses the open instead ([`WalError::Corrupt`]), as do
-//! segments without an id file: that is not a crash but a mix-up, and the
-//! data is not ours to delete.
+//! At open each lane's segments are read in seq order and the longest
+//! valid prefix of each kept: an entry ends the prefix if it runs past the
+//! end of the file (or past the durable length a later segment's header
+//! recorded for it), has an absurd length, a wrong checksum, a seq not
+//! above the previous one of its lane, an invalid tenant, an unknown
+//! signal, or an IPC stream that does not decode to exactly one batch. The
+//! rest of the file is cut (truncate + fsync), a warning logged and a
+//! [`Truncation`] reported; later segments are still read. A segment whose
+//! header is torn (a crash while it was created) is deleted. A header that
+//! is whole but names another WAL, another seq or an unknown format refuses
+//! the open instead ([`WalError::Corrupt`]), as do segments without an id
+//! file and a seq found in both lanes: that is not a crash but a mix-up,
+//! and the data is not ours to delete. The entries of both lanes are given
+//! back together, in seq order.
 //!
 //! A failed write is cut back off its segment at once, and the next segment's
 //! header records where that segment ends, so it is cut at recovery even if
@@ -170,6 +186,7 @@ pub struct WriteFaults {
     cut_back_failing: AtomicBool,
     skip_sync: AtomicBool,
     hold: Mutex<()>,
+    main_hold: Mutex<()>,
 }
 
 /// While held (see [`WriteFaults::hold_writes`]), appends queue up but no
@@ -238,6 +255,18 @@ impl WriteFaults {
 
     fn wait_for_release(&self) {
         drop(self.hold.lock());
+    }
+
+    /// Holds the main lane's group writes once taken (the side lane's go
+    /// on): a write in progress that lasts until the guard is dropped.
+    pub fn hold_main_lane(&self) -> WriteHold<'_> {
+        WriteHold {
+            _guard: self.main_hold.lock(),
+        }
+    }
+
+    fn wait_for_main_lane(&self) {
+        drop(self.main_hold.lock());
     }
 }
 
@@ -402,8 +431,8 @@ struct Queue {
     next_seq: u64,
     next_ticket: u64,
     pending: Vec<Pending>,
-    /// A leader is writing.
-    writing: bool,
+    /// A leader is writing, by lane.
+    writing: [bool; LANES],
     /// Each written (or failed) entry's seq, by ticket, until its appender
     /// takes it.
     results: HashMap<u64, std::result::Result<u64, FailedWrite>>,
@@ -427,7 +456,7 @@ impl Queue {
             next_seq,
             next_ticket: 0,
             pending: Vec::new(),
-            writing: false,
+            writing: [false; LANES],
             results: HashMap::new(),
             pending_bytes: HashMap::new(),
             marked_below: 0,
@@ -435,8 +464,26 @@ impl Queue {
         }
     }
 
-    /// See [`Wal::next_seq`]: the entries waiting are numbered, in one
-    /// group, before any queued after this call.
+    /// Whether the side lane takes `p`: an entry of a light tenant, and
+    /// while entries queued before the last mark wait (`marked_waiting`),
+    /// one of them.
+    fn side_takes(&self, p: &Pending, marked_waiting: bool) -> bool {
+        let light = self.pending_bytes.get(&p.tenant).copied().unwrap_or(0) < LIGHT_TENANT_BYTES;
+        light && (p.ticket < self.marked_below || !marked_waiting)
+    }
+
+    fn side_has_work(&self) -> bool {
+        let marked = self.marked_waiting();
+        self.pending.iter().any(|p| self.side_takes(p, marked))
+    }
+
+    /// Entries queued before the last [`Wal::next_seq`] are still waiting.
+    fn marked_waiting(&self) -> bool {
+        self.pending.iter().any(|p| p.ticket < self.marked_below)
+    }
+
+    /// See [`Wal::next_seq`]: the entries waiting are numbered before any
+    /// queued after this call.
     fn mark(&mut self) -> u64 {
         self.marked_below = self.next_ticket;
         self.next_seq.saturating_add(self.pending.len() as u64)
@@ -460,9 +507,24 @@ const LIGHT_TENANT_BYTES: usize = 64 << 10;
 /// light entries cannot hold them back.
 const HEAVY_DEFER_MAX: Duration = Duration::from_millis(5);
 
-/// The segment being written, only touched by the leader.
+/// The lanes of the log: chains of segments written and synced side by
+/// side, each by a leader of its own, seqs given from one count (see the
+/// module docs).
+const LANES: usize = 2;
+/// The lane every group goes to while it is free, in the WAL directory.
+const MAIN: usize = 0;
+/// The lane that takes light tenants' entries while the main lane is
+/// writing, in [`SIDE_DIR`].
+const SIDE: usize = 1;
+
+/// The side lane's directory, under the WAL directory.
+pub const SIDE_DIR: &str = "side";
+
+/// A lane's segment being written, only touched by its leader.
 #[derive(Debug)]
 struct Writer {
+    /// The lane's directory.
+    dir: PathBuf,
     active: ActiveSegment,
     /// Start a new segment before the next write (after a failed one).
     needs_roll: bool,
@@ -492,8 +554,9 @@ pub struct Wal {
     disk: Disk,
     queue: Mutex<Queue>,
     written: Condvar,
-    writer: Mutex<Writer>,
-    segments: Mutex<Segments>,
+    writers: [Mutex<Writer>; LANES],
+    /// Each lane's segments.
+    segments: Mutex<[Segments; LANES]>,
     stats: WalStats,
 }
 
@@ -507,88 +570,128 @@ impl Wal {
         };
         let dir = config.dir;
         files::create_dir(&dir, &disk)?;
-        let found = files::list_segments(&dir)?;
-        let wal_id = files::load_or_create_id(&dir, !found.is_empty(), &disk)?;
-        let recovered = recovery::recover(wal_id, &found, &disk)?;
-
-        let header = SegmentHeader {
-            wal_id,
-            first_seq: recovered.next_seq,
-            previous: recovered.previous,
-        };
-        let active = files::create_segment(&dir, &header, &disk)?;
+        let lane_dirs = [dir.clone(), dir.join(SIDE_DIR)];
+        let mut found = Vec::with_capacity(LANES);
+        for lane_dir in &lane_dirs {
+            found.push(if lane_dir.is_dir() {
+                files::list_segments(lane_dir)?
+            } else {
+                Vec::new()
+            });
+        }
+        let any = found.iter().any(|f| !f.is_empty());
+        let wal_id = files::load_or_create_id(&dir, any, &disk)?;
+        let mut recovered = Vec::with_capacity(LANES);
+        for lane in &found {
+            recovered.push(recovery::recover(wal_id, lane, &disk)?);
+        }
+        let mut seen = HashSet::new();
+        for (lane_dir, lane) in lane_dirs.iter().zip(&recovered) {
+            if let Some(twice) = lane.entries.iter().find(|e| !seen.insert(e.seq)) {
+                return Err(WalError::Corrupt {
+                    path: lane_dir.clone(),
+                    reason: format!(
+                        "seq {} is in both lanes (a segment copied into the other lane?)",
+                        twice.seq
+                    ),
+                });
+            }
+        }
+        let next_seq = recovered.iter().map(|r| r.next_seq).max().unwrap_or(1);
+        files::create_dir(&lane_dirs[SIDE], &disk)?;
 
         let stats = WalStats::default();
-        let mut by_first_seq = BTreeMap::new();
-        let mut doomed = recovered.discard;
-        for seg in recovered.segments {
-            if seg.seqs.is_empty() {
-                doomed.push(seg.path);
-            } else {
-                by_first_seq.insert(
-                    seg.first_seq,
-                    SegmentState {
-                        path: seg.path,
-                        bytes: seg.len,
-                        outstanding: seg.seqs.into_iter().collect(),
-                    },
-                );
+        let mut report = RecoveryReport::default();
+        let mut entries = Vec::new();
+        let mut writers = Vec::with_capacity(LANES);
+        let mut segments = Vec::with_capacity(LANES);
+        for (lane_dir, lane) in lane_dirs.iter().zip(recovered) {
+            let header = SegmentHeader {
+                wal_id,
+                first_seq: next_seq,
+                previous: lane.previous,
+            };
+            let active = files::create_segment(lane_dir, &header, &disk)?;
+            let mut by_first_seq = BTreeMap::new();
+            let mut doomed = lane.discard;
+            for seg in lane.segments {
+                if seg.seqs.is_empty() {
+                    doomed.push(seg.path);
+                } else {
+                    by_first_seq.insert(
+                        seg.first_seq,
+                        SegmentState {
+                            path: seg.path,
+                            bytes: seg.len,
+                            outstanding: seg.seqs.into_iter().collect(),
+                        },
+                    );
+                }
             }
-        }
-        by_first_seq.insert(
-            active.first_seq,
-            SegmentState {
-                path: active.path.clone(),
-                bytes: active.len,
-                outstanding: HashSet::new(),
-            },
-        );
-        for path in &doomed {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(WalError::io(path, e)),
+            by_first_seq.insert(
+                active.first_seq,
+                SegmentState {
+                    path: active.path.clone(),
+                    bytes: active.len,
+                    outstanding: HashSet::new(),
+                },
+            );
+            for path in &doomed {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(WalError::io(path, e)),
+                }
             }
+            if !doomed.is_empty() {
+                disk.sync_dir(lane_dir)?;
+            }
+            report.segments += lane.report.segments;
+            report.truncated.extend(lane.report.truncated);
+            entries.extend(lane.entries);
+            segments.push(Segments {
+                by_first_seq,
+                active: active.first_seq,
+            });
+            writers.push(Mutex::new(Writer {
+                dir: lane_dir.clone(),
+                active,
+                needs_roll: false,
+            }));
         }
-        if !doomed.is_empty() {
-            disk.sync_dir(&dir)?;
-        }
+        entries.sort_by_key(|e| e.seq);
+        report.entries = entries.len();
         let store = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        store(&stats.segments, by_first_seq.len() as u64);
-        store(
-            &stats.bytes_on_disk,
-            by_first_seq.values().map(|s| s.bytes).sum(),
-        );
+        let all = || segments.iter().flat_map(|s| s.by_first_seq.values());
+        store(&stats.segments, all().count() as u64);
+        store(&stats.bytes_on_disk, all().map(|s| s.bytes).sum());
         store(
             &stats.truncated_bytes,
-            recovered.report.truncated.iter().map(|t| t.bytes_cut).sum(),
+            report.truncated.iter().map(|t| t.bytes_cut).sum(),
         );
         tracing::info!(
             dir = %dir.display(),
-            segments = recovered.report.segments,
-            entries = recovered.report.entries,
-            truncated = recovered.report.truncated.len(),
+            segments = report.segments,
+            entries = report.entries,
+            truncated = report.truncated.len(),
             "write-ahead log opened"
         );
+        let (Ok(writers), Ok(segments)) = (writers.try_into(), segments.try_into()) else {
+            unreachable!("one writer and one segment chain per lane");
+        };
         let wal = Wal {
             id: wal_id.hyphenated().to_string(),
             wal_id,
             segment_bytes: config.segment_bytes,
             disk,
-            queue: Mutex::new(Queue::new(active.first_seq)),
+            queue: Mutex::new(Queue::new(next_seq)),
             written: Condvar::new(),
-            segments: Mutex::new(Segments {
-                by_first_seq,
-                active: active.first_seq,
-            }),
-            writer: Mutex::new(Writer {
-                active,
-                needs_roll: false,
-            }),
+            segments: Mutex::new(segments),
+            writers,
             stats,
             dir,
         };
-        Ok((wal, recovered.entries, recovered.report))
+        Ok((wal, entries, report))
     }
 
     /// Identity of this WAL (uuid v7 text): created with the directory,
@@ -637,7 +740,7 @@ impl Wal {
             if mine == 0 || mine.saturating_add(encoded.len()) <= TENANT_PENDING_BYTES {
                 break;
             }
-            if queue.writing {
+            if queue.writing[MAIN] {
                 let room = {
                     let waiting = queue
                         .share_waiters
@@ -654,7 +757,7 @@ impl Wal {
                     }
                 }
             } else {
-                self.lead(&mut queue);
+                self.lead(&mut queue, MAIN);
             }
         }
         *queue.pending_bytes.entry(tenant.clone()).or_default() += encoded.len();
@@ -670,32 +773,44 @@ impl Wal {
             if let Some(result) = queue.results.remove(&ticket) {
                 return result.map_err(|failed| failed.to_error());
             }
-            if queue.writing {
-                self.written.wait(&mut queue);
+            if !queue.writing[MAIN] && !queue.pending.is_empty() {
+                self.lead(&mut queue, MAIN);
+            } else if !queue.writing[SIDE] && queue.side_has_work() {
+                self.lead(&mut queue, SIDE);
             } else {
-                self.lead(&mut queue);
+                self.written.wait(&mut queue);
             }
         }
     }
 
-    /// Writes the next group ([`Wal::take_group`]); the queue lock is
+    /// Writes the next group of `lane` ([`Wal::take_group`] for the main
+    /// lane, [`Wal::take_side_group`] for the side one); the queue lock is
     /// released while writing.
-    fn lead(&self, queue: &mut MutexGuard<'_, Queue>) {
-        queue.writing = true;
+    fn lead(&self, queue: &mut MutexGuard<'_, Queue>, lane: usize) {
+        queue.writing[lane] = true;
         if let Some(faults) = &self.disk.faults {
             MutexGuard::unlocked(queue, || faults.wait_for_release());
         }
-        let (group, unnumbered) = Self::take_group(queue, Instant::now());
+        let (group, unnumbered) = if lane == MAIN {
+            Self::take_group(queue, Instant::now())
+        } else {
+            Self::take_side_group(queue)
+        };
         for ticket in unnumbered {
             queue.results.insert(ticket, Err(FailedWrite::exhausted()));
         }
-        let outcome = MutexGuard::unlocked(queue, || self.write_group(&group));
+        let outcome = MutexGuard::unlocked(queue, || {
+            if let Some(faults) = self.disk.faults.as_ref().filter(|_| lane == MAIN) {
+                faults.wait_for_main_lane();
+            }
+            self.write_group(lane, &group)
+        });
         for (ticket, seq, _) in group {
             queue
                 .results
                 .insert(ticket, outcome.as_ref().map(|()| seq).map_err(Clone::clone));
         }
-        queue.writing = false;
+        queue.writing[lane] = false;
         self.written.notify_all();
     }
 
@@ -716,7 +831,7 @@ impl Wal {
             .filter(|p| heavy(queue, &p.tenant))
             .map(|p| now.saturating_duration_since(p.queued))
             .max();
-        let marked_waiting = queue.pending.iter().any(|p| p.ticket < queue.marked_below);
+        let marked_waiting = queue.marked_waiting();
         let light_alone =
             any_light && !marked_waiting && heavy_waited.is_some_and(|w| w < HEAVY_DEFER_MAX);
         let pending = std::mem::take(&mut queue.pending);
@@ -726,6 +841,25 @@ impl Wal {
             (pending, Vec::new())
         };
         queue.pending = left;
+        Self::number(queue, taken)
+    }
+
+    /// Takes the side lane's group: the entries of light tenants (see
+    /// [`LIGHT_TENANT_BYTES`]), in the order queued; while entries queued
+    /// before a [`Wal::next_seq`] wait, only those of them.
+    fn take_side_group(queue: &mut Queue) -> (Vec<Numbered>, Vec<u64>) {
+        let marked = queue.marked_waiting();
+        let pending = std::mem::take(&mut queue.pending);
+        let (taken, left): (Vec<Pending>, Vec<Pending>) = pending
+            .into_iter()
+            .partition(|p| queue.side_takes(p, marked));
+        queue.pending = left;
+        Self::number(queue, taken)
+    }
+
+    /// Gives `taken` their seqs in order and seals them; tells their
+    /// tenants' share waiters.
+    fn number(queue: &mut Queue, taken: Vec<Pending>) -> (Vec<Numbered>, Vec<u64>) {
         let mut group = Vec::with_capacity(taken.len());
         let mut unnumbered = Vec::new();
         for p in taken {
@@ -750,14 +884,14 @@ impl Wal {
         (group, unnumbered)
     }
 
-    fn write_group(&self, group: &[Numbered]) -> std::result::Result<(), FailedWrite> {
+    fn write_group(&self, lane: usize, group: &[Numbered]) -> std::result::Result<(), FailedWrite> {
         let Some((_, first_seq, first_frame)) = group.first() else {
             return Ok(());
         };
-        let mut writer = self.writer.lock();
+        let mut writer = self.writers[lane].lock();
         let full = writer.active.len >= self.segment_bytes && writer.active.len > HEADER_LEN;
         if writer.needs_roll || full {
-            if let Err(e) = self.roll(&mut writer, *first_seq) {
+            if let Err(e) = self.roll(lane, &mut writer, *first_seq) {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "write-ahead log could not start a new segment");
                 return Err(FailedWrite::new(&e));
@@ -814,7 +948,7 @@ impl Wal {
         let first_seq = active.first_seq;
         {
             let mut segments = self.segments.lock();
-            if let Some(seg) = segments.by_first_seq.get_mut(&first_seq) {
+            if let Some(seg) = segments[lane].by_first_seq.get_mut(&first_seq) {
                 seg.bytes += added;
                 seg.outstanding.extend(group.iter().map(|(_, seq, _)| *seq));
             }
@@ -826,9 +960,9 @@ impl Wal {
         Ok(())
     }
 
-    /// Seals the active segment and starts one at `first_seq`; the old one
-    /// goes if none of its entries is outstanding.
-    fn roll(&self, writer: &mut Writer, first_seq: u64) -> Result<()> {
+    /// Seals the lane's active segment and starts one at `first_seq`; the
+    /// old one goes if none of its entries is outstanding.
+    fn roll(&self, lane: usize, writer: &mut Writer, first_seq: u64) -> Result<()> {
         let header = SegmentHeader {
             wal_id: self.wal_id,
             first_seq,
@@ -837,7 +971,7 @@ impl Wal {
                 durable_len: writer.active.len,
             }),
         };
-        let new = files::create_segment(&self.dir, &header, &self.disk)?;
+        let new = files::create_segment(&writer.dir, &header, &self.disk)?;
         let old = std::mem::replace(&mut writer.active, new);
         writer.needs_roll = false;
         self.stats.segments.fetch_add(1, Ordering::Relaxed);
@@ -845,7 +979,8 @@ impl Wal {
             .bytes_on_disk
             .fetch_add(HEADER_LEN, Ordering::Relaxed);
         let doomed = {
-            let mut segments = self.segments.lock();
+            let mut all = self.segments.lock();
+            let segments = &mut all[lane];
             segments.by_first_seq.insert(
                 first_seq,
                 SegmentState {
@@ -875,7 +1010,15 @@ impl Wal {
     /// outstanding entries is deleted. Unknown or completed seqs are ignored.
     pub fn complete(&self, seq: u64) {
         let doomed = {
-            let mut segments = self.segments.lock();
+            let mut all = self.segments.lock();
+            let Some(segments) = all.iter_mut().find(|s| {
+                s.by_first_seq
+                    .range(..=seq)
+                    .next_back()
+                    .is_some_and(|(_, seg)| seg.outstanding.contains(&seq))
+            }) else {
+                return;
+            };
             let active = segments.active;
             let Some((&first, seg)) = segments.by_first_seq.range_mut(..=seq).next_back() else {
                 return;
@@ -898,7 +1041,7 @@ impl Wal {
                 self.stats
                     .bytes_on_disk
                     .fetch_sub(seg.bytes, Ordering::Relaxed);
-                self.disk.sync_dir(&self.dir)
+                self.disk.sync_dir(seg.path.parent().unwrap_or(&self.dir))
             });
         match removed {
             Ok(()) => {
@@ -925,12 +1068,17 @@ impl Wal {
         self.queue.lock().pending.len()
     }
 
+    /// Lanes with a group write in progress (for tests and metrics).
+    pub fn lanes_writing(&self) -> usize {
+        self.queue.lock().writing.iter().filter(|w| **w).count()
+    }
+
     /// Seqs not completed yet, in order.
     pub fn outstanding(&self) -> Vec<u64> {
         let segments = self.segments.lock();
         let mut out: Vec<u64> = segments
-            .by_first_seq
-            .values()
+            .iter()
+            .flat_map(|lane| lane.by_first_seq.values())
             .flat_map(|s| s.outstanding.iter().copied())
             .collect();
         out.sort_unstable();
@@ -999,6 +1147,31 @@ mod tests {
         push(&mut q, "small", 100, start);
         let (group, _) = Wal::take_group(&mut q, soon);
         assert_eq!(tickets(&group), vec![4]);
+    }
+
+    #[test]
+    fn the_side_lane_takes_light_entries_and_respects_a_mark() {
+        let start = Instant::now();
+        let mut q = queue_of(&[("flood", 150_000), ("small", 100), ("b", 200)], start);
+        assert!(q.side_has_work());
+        let (group, _) = Wal::take_side_group(&mut q);
+        assert_eq!(tickets(&group), vec![1, 2], "never the heavy one");
+        assert_eq!(group[0].1, 10);
+        assert!(!q.side_has_work(), "only the flood's entry is left");
+        // entries queued before a mark wait: only those of them
+        push(&mut q, "c", 100, start);
+        let mark = q.mark();
+        push(&mut q, "d", 100, start);
+        let (group, _) = Wal::take_side_group(&mut q);
+        assert_eq!(tickets(&group), vec![3], "c, queued before the mark");
+        assert!(group[0].1 < mark);
+        assert!(
+            !q.side_has_work(),
+            "d waits for the flood's entry to be numbered"
+        );
+        let (group, _) = Wal::take_group(&mut q, start + HEAVY_DEFER_MAX);
+        assert_eq!(tickets(&group), vec![0, 4]);
+        assert!(group[0].1 < mark && group[1].1 >= mark);
     }
 
     fn tickets(group: &[Numbered]) -> Vec<u64> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 
 use arrow::array::Int64Array;
 use bulkhead_rules::TenantId;
-use bulkhead_store::wal::{RecoveryReport, WalError};
+use bulkhead_store::wal::{RecoveryReport, WalError, SIDE_DIR};
 use bulkhead_store::{Signal, Wal, WalBody, WalConfig, WalEntry, WriteFaults};
 
 const HEADER_LEN: u64 = 52;
@@ -34,8 +34,14 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 
+/// Segment files of both lanes: the main lane's (in `dir`) and the side
+/// lane's.
+fn all_segment_files(dir: &Path) -> Vec<PathBuf> {
+    [segment_files(dir), segment_files(&dir.join(SIDE_DIR))].concat()
+}
+
 fn disk_bytes(dir: &Path) -> u64 {
-    segment_files(dir).iter().map(|p| file_len(p)).sum()
+    all_segment_files(dir).iter().map(|p| file_len(p)).sum()
 }
 
 fn seqs(entries: &[WalEntry]) -> Vec<u64> {
@@ -151,7 +157,10 @@ fn append_and_reopen_round_trip() {
     let (wal, recovered, report) = open(WalConfig::new(dir.path()));
     assert_eq!(recovered, written);
     assert_eq!(report.entries, 4);
-    assert_eq!(report.segments, 1);
+    assert_eq!(
+        report.segments, 2,
+        "the main lane's and the side lane's (empty)"
+    );
     assert!(report.truncated.is_empty());
     assert_eq!(wal.id(), id, "the id survives a reopen");
     assert_eq!(
@@ -192,7 +201,7 @@ fn seqs_are_never_reused_even_when_everything_was_completed() {
     let id = wal.id().to_string();
     drop(wal);
     // Without any segment nothing carries the seqs forward: a new identity.
-    for f in segment_files(dir.path()) {
+    for f in all_segment_files(dir.path()) {
         fs::remove_file(f).unwrap();
     }
     let (wal, recovered, _) = open(cfg());
@@ -343,7 +352,7 @@ fn segments_roll_over_and_go_once_all_their_entries_are_completed() {
         .collect();
     assert_eq!(names[1], format!("{:020}.wal", s[2]));
     assert_eq!(names[2], format!("{:020}.wal", s[4]));
-    assert_eq!(stat(&wal.stats().segments), 3);
+    assert_eq!(stat(&wal.stats().segments), 4, "and the side lane's");
     assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
 
     wal.complete(s[0]);
@@ -362,14 +371,14 @@ fn segments_roll_over_and_go_once_all_their_entries_are_completed() {
     wal.complete(0);
     assert_eq!(segment_files(dir.path()), files[1..]);
     assert_eq!(wal.outstanding(), vec![s[3]]);
-    assert_eq!(stat(&wal.stats().segments), 2);
+    assert_eq!(stat(&wal.stats().segments), 3);
     assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
     drop(wal);
 
     // s3 is outstanding; s4 was completed but its segment was the active one.
     let (wal, recovered, report) = open(cfg());
     assert_eq!(seqs(&recovered), vec![s[2], s[3], s[4]]);
-    assert_eq!(report.segments, 2);
+    assert_eq!(report.segments, 3, "and the side lane's, empty");
     assert_eq!(
         segment_files(dir.path()).len(),
         3,
@@ -384,7 +393,7 @@ fn segments_roll_over_and_go_once_all_their_entries_are_completed() {
     assert!(wal.outstanding().is_empty());
     let next = append(&wal, "acme", Signal::Logs, "v1", &rows).entry.seq;
     assert!(next > s[4]);
-    assert_eq!(stat(&wal.stats().segments), 1);
+    assert_eq!(stat(&wal.stats().segments), 2);
     assert_eq!(stat(&wal.stats().bytes_on_disk), disk_bytes(dir.path()));
 }
 
@@ -550,7 +559,7 @@ fn a_torn_header_loses_that_segment_only() {
         [&entries[0..2], &entries[4..6]].concat(),
         "later segments are still read"
     );
-    assert_eq!(report.segments, 3);
+    assert_eq!(report.segments, 4, "and the side lane's, empty");
     assert_eq!(report.truncated.len(), 1);
     assert_eq!(report.truncated[0].segment, files[1]);
     assert_eq!(report.truncated[0].offset, 0);
@@ -626,7 +635,11 @@ fn unrelated_files_are_left_alone() {
         2,
         "1.wal and the active segment"
     );
-    assert_eq!(stat(&wal.stats().segments), 1);
+    assert_eq!(
+        stat(&wal.stats().segments),
+        2,
+        "a lane's active segment each"
+    );
 }
 
 /// A tenant appending as fast as it can has at most a bounded share (one
@@ -772,4 +785,104 @@ fn next_seq_is_above_entries_still_queued() {
     let (results, mark) = append_while_held(&wal, &faults, 3, || wal.next_seq());
     let seqs: Vec<u64> = results.into_iter().map(Result::unwrap).collect();
     assert!(seqs.iter().all(|s| *s < mark), "{seqs:?} against {mark}");
+}
+
+/// While the main lane writes a heavy group, a light tenant's entry is
+/// written and synced in the side lane and acknowledged without waiting for
+/// it; after a restart the entries of both lanes come back in seq order,
+/// and a torn tail in the side lane is cut without touching the main lane.
+#[test]
+fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
+    let deadline = || std::time::Duration::from_secs(60);
+    let (heavy, small) = {
+        let hold = faults.hold_main_lane();
+        let (heavy_tx, heavy_rx) = std::sync::mpsc::channel();
+        let w = wal.clone();
+        std::thread::spawn(move || {
+            let big = "x".repeat(100_000);
+            let b = small_batch(&[(1, big.as_str())]);
+            heavy_tx
+                .send(w.append(&tenant("flood"), Signal::Logs, "v1", &b))
+                .unwrap();
+        });
+        let start = std::time::Instant::now();
+        while wal.lanes_writing() == 0 || wal.queued() > 0 {
+            assert!(
+                start.elapsed() < deadline(),
+                "the flood's group never started"
+            );
+            std::thread::yield_now();
+        }
+        let (small_tx, small_rx) = std::sync::mpsc::channel();
+        let w = wal.clone();
+        std::thread::spawn(move || {
+            let b = small_batch(&[(2, "s")]);
+            small_tx
+                .send(w.append(&tenant("small"), Signal::Logs, "v1", &b))
+                .unwrap();
+        });
+        let small = small_rx
+            .recv_timeout(deadline())
+            .expect("the light entry is acknowledged while the main lane writes")
+            .unwrap();
+        assert!(
+            heavy_rx.try_recv().is_err(),
+            "the flood's group is still being written"
+        );
+        drop(hold);
+        (heavy_rx.recv_timeout(deadline()).unwrap().unwrap(), small)
+    };
+    assert!(heavy < small, "numbered when taken: {heavy} then {small}");
+    let side = segment_files(&dir.path().join(SIDE_DIR));
+    assert_eq!(side.len(), 1);
+    let side_len = file_len(&side[0]);
+    assert!(side_len > HEADER_LEN, "the light entry is in the side lane");
+    assert_eq!(wal.outstanding(), vec![heavy, small]);
+    drop(Arc::try_unwrap(wal).expect("both appenders are done"));
+
+    let (wal, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(seqs(&recovered), vec![heavy, small]);
+    assert_eq!(
+        recovered.iter().map(first_id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(report.truncated.is_empty(), "{report:?}");
+    let next = append(&wal, "acme", Signal::Logs, "v1", &[(3, "c")])
+        .entry
+        .seq;
+    assert!(next > small, "seqs continue above both lanes");
+    drop(wal);
+
+    // tear the side lane's entry: only it is lost
+    let f = fs::OpenOptions::new().write(true).open(&side[0]).unwrap();
+    f.set_len(side_len - 3).unwrap();
+    drop(f);
+    let (_, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(seqs(&recovered), vec![heavy, next]);
+    assert_eq!(report.truncated.len(), 1);
+    assert_eq!(report.truncated[0].segment, side[0]);
+    assert_eq!(report.truncated[0].offset, HEADER_LEN);
+}
+
+/// A seq in both lanes is a mix-up (a segment copied into the other lane),
+/// not a crash: the open is refused and nothing is deleted.
+#[test]
+fn a_seq_in_both_lanes_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(WalConfig::new(dir.path()));
+    append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")]);
+    drop(wal);
+    let main = segment_files(dir.path()).pop().unwrap();
+    let copy = dir.path().join(SIDE_DIR).join(main.file_name().unwrap());
+    fs::copy(&main, &copy).unwrap();
+    let err = Wal::open(WalConfig::new(dir.path())).unwrap_err();
+    assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("in both lanes"), "{err}");
+    assert!(copy.exists() && main.exists(), "not ours to delete");
+    fs::remove_file(&copy).unwrap();
+    let (_, recovered, _) = open(WalConfig::new(dir.path()));
+    assert_eq!(recovered.len(), 1);
 }

@@ -9,7 +9,8 @@
 //! newest goes once all its entries are completed (or at an open, if it has
 //! none). An open gives back every entry still in a segment, in order
 //! (completion is only made durable by deleting the segment), and those are
-//! outstanding again.
+//! outstanding again. Appends come one at a time, so all go to the main
+//! lane; the side lane only ever holds its empty active segment.
 mod common;
 use common::{segment_files, small_batch};
 use std::fs;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use bulkhead_rules::TenantId;
+use bulkhead_store::wal::SIDE_DIR;
 use bulkhead_store::{Signal, Wal, WalBody, WalConfig, WalEntry, WriteFaults};
 use proptest::prelude::*;
 
@@ -232,12 +234,17 @@ impl Harness {
             .collect();
         let want: Vec<u64> = self.model.segments.iter().map(|s| s.len).collect();
         assert_eq!(lens, want, "step {step} {op:?}: segment files {files:?}");
+        // One appender at a time: every group goes to the main lane, and the
+        // side lane holds only its active segment, empty.
+        let side = segment_files(&self.dir.path().join(SIDE_DIR));
+        assert_eq!(side.len(), 1, "step {step}: {side:?}");
+        assert_eq!(fs::metadata(&side[0]).unwrap().len(), HEADER_LEN);
         let stats = self.wal().stats();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(load(&stats.segments), files.len() as u64, "step {step}");
+        assert_eq!(load(&stats.segments), files.len() as u64 + 1, "step {step}");
         assert_eq!(
             load(&stats.bytes_on_disk),
-            lens.iter().sum::<u64>(),
+            lens.iter().sum::<u64>() + HEADER_LEN,
             "step {step}"
         );
         assert_eq!(
