@@ -570,21 +570,24 @@ impl Wal {
         };
         let dir = config.dir;
         files::create_dir(&dir, &disk)?;
-        let lane_dirs = [dir.clone(), dir.join(SIDE_DIR)];
-        let mut found = Vec::with_capacity(LANES);
-        for lane_dir in &lane_dirs {
-            found.push(if lane_dir.is_dir() {
-                files::list_segments(lane_dir)?
+        let lane_dirs: [PathBuf; LANES] = [dir.clone(), dir.join(SIDE_DIR)];
+        let lane_segments = |d: &Path| {
+            if d.is_dir() {
+                files::list_segments(d)
             } else {
-                Vec::new()
-            });
-        }
+                Ok(Vec::new())
+            }
+        };
+        let found = [
+            lane_segments(&lane_dirs[MAIN])?,
+            lane_segments(&lane_dirs[SIDE])?,
+        ];
         let any = found.iter().any(|f| !f.is_empty());
         let wal_id = files::load_or_create_id(&dir, any, &disk)?;
-        let mut recovered = Vec::with_capacity(LANES);
-        for lane in &found {
-            recovered.push(recovery::recover(wal_id, lane, &disk)?);
-        }
+        let mut recovered = [
+            recovery::recover(wal_id, &found[MAIN], &disk)?,
+            recovery::recover(wal_id, &found[SIDE], &disk)?,
+        ];
         let mut seen = HashSet::new();
         for (lane_dir, lane) in lane_dirs.iter().zip(&recovered) {
             if let Some(twice) = lane.entries.iter().find(|e| !seen.insert(e.seq)) {
@@ -598,69 +601,24 @@ impl Wal {
             }
         }
         let next_seq = recovered.iter().map(|r| r.next_seq).max().unwrap_or(1);
-        files::create_dir(&lane_dirs[SIDE], &disk)?;
-
-        let stats = WalStats::default();
         let mut report = RecoveryReport::default();
         let mut entries = Vec::new();
-        let mut writers = Vec::with_capacity(LANES);
-        let mut segments = Vec::with_capacity(LANES);
-        for (lane_dir, lane) in lane_dirs.iter().zip(recovered) {
-            let header = SegmentHeader {
-                wal_id,
-                first_seq: next_seq,
-                previous: lane.previous,
-            };
-            let active = files::create_segment(lane_dir, &header, &disk)?;
-            let mut by_first_seq = BTreeMap::new();
-            let mut doomed = lane.discard;
-            for seg in lane.segments {
-                if seg.seqs.is_empty() {
-                    doomed.push(seg.path);
-                } else {
-                    by_first_seq.insert(
-                        seg.first_seq,
-                        SegmentState {
-                            path: seg.path,
-                            bytes: seg.len,
-                            outstanding: seg.seqs.into_iter().collect(),
-                        },
-                    );
-                }
-            }
-            by_first_seq.insert(
-                active.first_seq,
-                SegmentState {
-                    path: active.path.clone(),
-                    bytes: active.len,
-                    outstanding: HashSet::new(),
-                },
-            );
-            for path in &doomed {
-                match fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(WalError::io(path, e)),
-                }
-            }
-            if !doomed.is_empty() {
-                disk.sync_dir(lane_dir)?;
-            }
+        for lane in &mut recovered {
             report.segments += lane.report.segments;
-            report.truncated.extend(lane.report.truncated);
-            entries.extend(lane.entries);
-            segments.push(Segments {
-                by_first_seq,
-                active: active.first_seq,
-            });
-            writers.push(Mutex::new(Writer {
-                dir: lane_dir.clone(),
-                active,
-                needs_roll: false,
-            }));
+            report.truncated.append(&mut lane.report.truncated);
+            entries.append(&mut lane.entries);
         }
         entries.sort_by_key(|e| e.seq);
         report.entries = entries.len();
+
+        files::create_dir(&lane_dirs[SIDE], &disk)?;
+        let [main, side] = recovered;
+        let [main_dir, side_dir] = lane_dirs;
+        let (main_writer, main_segments) = start_lane(main_dir, main, wal_id, next_seq, &disk)?;
+        let (side_writer, side_segments) = start_lane(side_dir, side, wal_id, next_seq, &disk)?;
+        let segments = [main_segments, side_segments];
+
+        let stats = WalStats::default();
         let store = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
         let all = || segments.iter().flat_map(|s| s.by_first_seq.values());
         store(&stats.segments, all().count() as u64);
@@ -676,9 +634,6 @@ impl Wal {
             truncated = report.truncated.len(),
             "write-ahead log opened"
         );
-        let (Ok(writers), Ok(segments)) = (writers.try_into(), segments.try_into()) else {
-            unreachable!("one writer and one segment chain per lane");
-        };
         let wal = Wal {
             id: wal_id.hyphenated().to_string(),
             wal_id,
@@ -687,7 +642,7 @@ impl Wal {
             queue: Mutex::new(Queue::new(next_seq)),
             written: Condvar::new(),
             segments: Mutex::new(segments),
-            writers,
+            writers: [Mutex::new(main_writer), Mutex::new(side_writer)],
             stats,
             dir,
         };
@@ -1011,22 +966,19 @@ impl Wal {
     pub fn complete(&self, seq: u64) {
         let doomed = {
             let mut all = self.segments.lock();
-            let Some(segments) = all.iter_mut().find(|s| {
-                s.by_first_seq
-                    .range(..=seq)
-                    .next_back()
-                    .is_some_and(|(_, seg)| seg.outstanding.contains(&seq))
-            }) else {
-                return;
-            };
-            let active = segments.active;
-            let Some((&first, seg)) = segments.by_first_seq.range_mut(..=seq).next_back() else {
-                return;
-            };
-            if !seg.outstanding.remove(&seq) || !seg.outstanding.is_empty() || first == active {
-                return;
+            let mut doomed = None;
+            for lane in all.iter_mut() {
+                let Some((&first, seg)) = lane.by_first_seq.range_mut(..=seq).next_back() else {
+                    continue;
+                };
+                if seg.outstanding.remove(&seq) {
+                    if seg.outstanding.is_empty() && first != lane.active {
+                        doomed = lane.by_first_seq.remove(&first);
+                    }
+                    break;
+                }
             }
-            segments.by_first_seq.remove(&first)
+            doomed
         };
         if let Some(seg) = doomed {
             self.delete_segment(seg);
@@ -1088,6 +1040,68 @@ impl Wal {
     pub fn stats(&self) -> &WalStats {
         &self.stats
     }
+}
+
+/// Starts a lane after recovery (its entries and report taken): a new
+/// active segment at `next_seq` after the lane's last one, and the
+/// recovered segments without entries (or with a torn header) deleted.
+fn start_lane(
+    dir: PathBuf,
+    lane: recovery::Recovered,
+    wal_id: uuid::Uuid,
+    next_seq: u64,
+    disk: &Disk,
+) -> Result<(Writer, Segments)> {
+    let header = SegmentHeader {
+        wal_id,
+        first_seq: next_seq,
+        previous: lane.previous,
+    };
+    let active = files::create_segment(&dir, &header, disk)?;
+    let mut by_first_seq = BTreeMap::new();
+    let mut doomed = lane.discard;
+    for seg in lane.segments {
+        if seg.seqs.is_empty() {
+            doomed.push(seg.path);
+        } else {
+            by_first_seq.insert(
+                seg.first_seq,
+                SegmentState {
+                    path: seg.path,
+                    bytes: seg.len,
+                    outstanding: seg.seqs.into_iter().collect(),
+                },
+            );
+        }
+    }
+    by_first_seq.insert(
+        active.first_seq,
+        SegmentState {
+            path: active.path.clone(),
+            bytes: active.len,
+            outstanding: HashSet::new(),
+        },
+    );
+    for path in &doomed {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WalError::io(path, e)),
+        }
+    }
+    if !doomed.is_empty() {
+        disk.sync_dir(&dir)?;
+    }
+    let segments = Segments {
+        by_first_seq,
+        active: active.first_seq,
+    };
+    let writer = Writer {
+        dir,
+        active,
+        needs_roll: false,
+    };
+    Ok((writer, segments))
 }
 
 #[cfg(test)]
