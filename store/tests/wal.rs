@@ -5,6 +5,7 @@ use common::{segment_files, small_batch};
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 
 use arrow::array::Int64Array;
@@ -22,6 +23,7 @@ fn config(dir: &Path, segment_bytes: u64, faults: Option<Arc<WriteFaults>>) -> W
     WalConfig {
         dir: dir.to_path_buf(),
         segment_bytes,
+        side_zero_fill_bytes: WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
         faults,
     }
 }
@@ -838,12 +840,31 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
     assert!(heavy < small, "numbered when taken: {heavy} then {small}");
     let side = segment_files(&dir.path().join(SIDE_DIR));
     assert_eq!(side.len(), 1);
-    let side_len = file_len(&side[0]);
-    assert!(side_len > HEADER_LEN, "the light entry is in the side lane");
+    let side_len_open = file_len(&side[0]);
+    let all_files = |d: &Path| -> u64 {
+        [segment_files(d), segment_files(&d.join(SIDE_DIR))]
+            .concat()
+            .iter()
+            .map(|f| file_len(f))
+            .sum()
+    };
+    assert_eq!(
+        wal.stats().bytes_on_disk.load(Ordering::SeqCst),
+        all_files(dir.path()),
+        "the gauge counts the zeros written ahead"
+    );
     assert_eq!(wal.outstanding(), vec![heavy, small]);
     drop(Arc::try_unwrap(wal).expect("both appenders are done"));
 
     let (wal, recovered, report) = open(WalConfig::new(dir.path()));
+    // the side lane wrote zeros ahead of its entry; they are the segment's
+    // end, cut at the open without a report
+    let side_len = file_len(&side[0]);
+    assert!(side_len > HEADER_LEN, "the light entry is in the side lane");
+    assert_eq!(
+        side_len_open,
+        side_len + WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES
+    );
     assert_eq!(seqs(&recovered), vec![heavy, small]);
     assert_eq!(
         recovered.iter().map(first_id).collect::<Vec<_>>(),

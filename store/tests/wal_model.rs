@@ -193,6 +193,7 @@ impl Harness {
         let (wal, recovered, report) = Wal::open(WalConfig {
             dir: self.dir.path().to_path_buf(),
             segment_bytes: self.segment_bytes,
+            side_zero_fill_bytes: WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
             faults: Some(self.faults.clone()),
         })
         .unwrap();

@@ -157,8 +157,12 @@ pub(super) struct ActiveSegment {
     pub(super) file: File,
     pub(super) path: PathBuf,
     pub(super) first_seq: u64,
-    /// Bytes known durable (header and fsynced entries).
+    /// Bytes known durable (header and fsynced entries): where the next
+    /// entry goes.
     pub(super) len: u64,
+    /// The file's length: past `len` it holds only zeros written ahead
+    /// (see [`super::WalConfig::side_zero_fill_bytes`]).
+    pub(super) zeroed_to: u64,
 }
 
 /// Creates a segment file holding only `header`, durable (file and
@@ -190,6 +194,7 @@ pub(super) fn create_segment(
         path,
         first_seq: header.first_seq,
         len: HEADER_LEN,
+        zeroed_to: HEADER_LEN,
     })
 }
 

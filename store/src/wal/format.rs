@@ -235,7 +235,10 @@ pub(super) struct Scan {
 
 /// Reads entries from `HEADER_LEN` up to `limit` (at most the data's
 /// length), stopping at the first invalid one. Seqs must be at least
-/// `first_seq` and greater than `after` and each other.
+/// `first_seq` and greater than `after` and each other. Where only zeros
+/// are left before `limit` (written ahead of the next entry), the scan ends
+/// there as at `limit`: `stop` is `None` and `valid_end` is where they start.
+/// A torn entry followed by zeros is still torn.
 pub(super) fn scan_entries(data: &Buffer, limit: u64, first_seq: u64, after: Option<u64>) -> Scan {
     let limit = (limit as usize).min(data.len());
     let bytes = data.as_slice();
@@ -244,6 +247,10 @@ pub(super) fn scan_entries(data: &Buffer, limit: u64, first_seq: u64, after: Opt
     let mut entries = Vec::new();
     let stop = loop {
         if pos >= limit {
+            break None;
+        }
+        if is_zeros(&bytes[pos..limit]) {
+            // Zeros written ahead of the next entry: the end, not damage.
             break None;
         }
         let left = limit - pos;
@@ -285,6 +292,11 @@ pub(super) fn scan_entries(data: &Buffer, limit: u64, first_seq: u64, after: Opt
         valid_end: pos as u64,
         stop,
     }
+}
+
+/// Whether `bytes` holds only zeros.
+pub(super) fn is_zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 struct Reader<'a> {
@@ -530,6 +542,52 @@ mod tests {
             0,
             "5 was already seen in an earlier segment"
         );
+    }
+
+    /// Zeros written ahead of the next entry end a segment cleanly; an
+    /// entry torn anywhere before them, or bytes after them, do not.
+    #[test]
+    fn zeros_after_the_last_entry_are_the_end_and_a_torn_entry_before_them_is_not() {
+        let whole = segment(1, &[1, 2, 3]);
+        let two = segment(1, &[1, 2]).len();
+        let ends = [
+            HEADER_LEN as usize,
+            segment(1, &[1]).len(),
+            two,
+            whole.len(),
+        ];
+        for zeros in [0, 1, 7, 8, 4096] {
+            let mut data = whole.clone();
+            data.resize(whole.len() + zeros, 0);
+            let scan = scan_entries(&Buffer::from_vec(data.clone()), u64::MAX, 1, None);
+            assert_eq!((scan.entries.len(), scan.stop), (3, None), "{zeros} zeros");
+            assert_eq!(scan.valid_end, whole.len() as u64);
+
+            // the third entry's bytes from `at` on never reached the disk
+            // (its last bytes are zeros anyway: the IPC stream's end marker)
+            let last_nonzero = whole.iter().rposition(|&b| b != 0).unwrap();
+            for at in two..=last_nonzero {
+                let mut torn = data.clone();
+                torn[at..whole.len()].fill(0);
+                let scan = scan_entries(&Buffer::from_vec(torn), u64::MAX, 1, None);
+                assert_eq!(scan.entries.len(), 2, "zeroed from {at}");
+                assert_eq!(scan.valid_end, two as u64);
+                assert_eq!(
+                    scan.stop.is_none(),
+                    at == two,
+                    "zeroed from {at}: only a frame never begun is a clean end"
+                );
+            }
+        }
+        // something after the zeros: not written ahead by us
+        for end in ends {
+            let mut data = whole[..end].to_vec();
+            data.resize(end + 64, 0);
+            data.push(1);
+            let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None);
+            assert_eq!(scan.valid_end, end as u64);
+            assert!(scan.stop.unwrap().contains("invalid entry length 0"));
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@ use arrow::buffer::Buffer;
 use uuid::Uuid;
 
 use super::files::{self, Disk};
-use super::format::{scan_entries, HeaderProblem, PreviousSegment, SegmentHeader, HEADER_LEN};
+use super::format::{
+    is_zeros, scan_entries, HeaderProblem, PreviousSegment, SegmentHeader, HEADER_LEN,
+};
 use super::{RecoveryReport, Truncation, WalEntry, WalError};
 
 /// A segment with a usable header, after its invalid tail was cut.
@@ -105,8 +107,20 @@ pub(super) fn recover(
         };
         let claim = claims.get(name_seq).map(|&c| c.max(HEADER_LEN));
         let limit = claim.map_or(file_len, |c| c.min(file_len));
-        let scan = scan_entries(&Buffer::from_vec(data), limit, header.first_seq, last_seq);
-        if scan.valid_end < file_len {
+        let data = Buffer::from_vec(data);
+        let scan = scan_entries(&data, limit, header.first_seq, last_seq);
+        let zero_tail =
+            scan.stop.is_none() && is_zeros(&data.as_slice()[scan.valid_end as usize..]);
+        if scan.valid_end < file_len && zero_tail {
+            // Zeros written ahead of the next entry: no damage, nothing lost.
+            files::cut(path, scan.valid_end, disk)?;
+            tracing::debug!(
+                segment = %path.display(),
+                offset = scan.valid_end,
+                bytes = file_len - scan.valid_end,
+                "write-ahead log segment's zeros written ahead cut"
+            );
+        } else if scan.valid_end < file_len {
             let reason = scan.stop.unwrap_or_else(|| {
                 format!(
                     "bytes past the durable length {} recorded when the segment was sealed \
