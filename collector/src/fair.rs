@@ -13,14 +13,32 @@
 //! one slot fewer than all (the pipeline has one slot more than cores):
 //! alone it keeps every core busy, and another tenant's request finds the
 //! last slot free instead of waiting for the flood's work in progress.
+//! While other tenants are sending (one asked for a slot within the last
+//! [`BESIDE_OTHERS`]), a tenant holds at most one slot fewer than the cores
+//! (one at least): its work then leaves a core to the others' requests and
+//! to what the server does around all requests (reading them off the
+//! network, writing the log, answering), which otherwise queue behind it
+//! in the operating system's run queue. On two cores that halves what a
+//! flood holds beside others; it costs the flood less than that, since the
+//! server's own work for its requests needs the other core anyway (see
+//! docs/performance.md, "Fairness").
+//!
+//! Beside those, a few *spare* slots (the pipeline has one a core) are for
+//! requests of tenants that hold no slot and have none waiting: a tenant
+//! with one request at a time does not queue behind the other small
+//! tenants for the one slot the flood leaves, its one request shares the
+//! cores with the rest as a thread of its own. A spare slot counts towards
+//! its tenant's most, so the flood gains no more by them than one slot fewer
+//! than all, and they are bounded, so a crowd of tenants is still queued.
 //!
 //! The wait for the write-ahead log's fsync holds no slot (the pipeline
 //! gives its turn back once the entry is encoded), so few slots cost no
 //! throughput. A tenant's flushes and merges take their turns here too.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bulkhead_rules::TenantId;
+use bulkhead_rules::{Clock, SystemClock, TenantId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -28,9 +46,35 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub struct FairGate {
     slots: usize,
-    /// The most slots one tenant holds at once.
+    /// The most slots one tenant holds at once while no other tenant has
+    /// asked for one lately.
     per_tenant: usize,
+    /// The most while another tenant has asked for one in the last
+    /// [`BESIDE_OTHERS`].
+    per_tenant_beside_others: usize,
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
+}
+
+/// How long after another tenant's last request a tenant keeps to
+/// [`GateLimits::per_tenant_beside_others`].
+pub const BESIDE_OTHERS: Duration = Duration::from_secs(1);
+
+/// The slots of a [`FairGate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Slots of the CPU stage (at least one).
+    pub slots: usize,
+    /// The most one tenant holds at once (at least one, at most `slots`).
+    pub per_tenant: usize,
+    /// The most one tenant holds at once while another tenant has asked
+    /// for a slot within the last [`BESIDE_OTHERS`] (at least one, at most
+    /// `per_tenant`): what the others' work and the server's own (the
+    /// runtime that reads requests, the log's writes) have left of the
+    /// cores then.
+    pub per_tenant_beside_others: usize,
+    /// Slots beside `slots` for requests of tenants that hold none.
+    pub spare: usize,
 }
 
 #[derive(Debug, Default)]
@@ -38,19 +82,50 @@ struct State {
     /// Slots nobody holds. Above zero while someone waits only when every
     /// waiting tenant holds its most.
     free: usize,
+    /// Spare slots nobody holds. Above zero while someone waits only when
+    /// every waiting tenant holds a slot.
+    spare_free: usize,
     /// Slots held, per tenant holding any.
     held: HashMap<TenantId, usize>,
     /// Tenants with a request waiting, in the order their turns come.
     ring: VecDeque<TenantId>,
-    /// Each waiting tenant's requests, oldest first.
-    queues: HashMap<TenantId, VecDeque<oneshot::Sender<()>>>,
+    /// Each waiting tenant's requests, oldest first; each is sent whether
+    /// its turn is a spare slot.
+    queues: HashMap<TenantId, VecDeque<oneshot::Sender<bool>>>,
     waiting: usize,
+    /// The two tenants that asked for a slot last (distinct, the latest
+    /// first), with when.
+    recent: [Option<(TenantId, i64)>; 2],
+}
+
+impl State {
+    /// `tenant` asks for a slot at `now`.
+    fn note(&mut self, tenant: &TenantId, now: i64) {
+        match &mut self.recent[0] {
+            Some((t, at)) if t == tenant => *at = now,
+            _ => {
+                self.recent[1] = self.recent[0].take();
+                self.recent[0] = Some((tenant.clone(), now));
+            }
+        }
+    }
+
+    /// Whether a tenant other than `tenant` asked for a slot within
+    /// [`BESIDE_OTHERS`] of `now`.
+    fn others_active(&self, tenant: &TenantId, now: i64) -> bool {
+        self.recent
+            .iter()
+            .flatten()
+            .find(|(t, _)| t != tenant)
+            .is_some_and(|(_, at)| now.saturating_sub(*at) < BESIDE_OTHERS.as_nanos() as i64)
+    }
 }
 
 /// One slot of the CPU stage, held until released or dropped.
 #[derive(Debug)]
 pub struct Turn {
-    gate: Option<(Arc<FairGate>, TenantId)>,
+    /// The gate, the tenant, and whether the slot is a spare one.
+    gate: Option<(Arc<FairGate>, TenantId, bool)>,
 }
 
 impl Turn {
@@ -61,8 +136,8 @@ impl Turn {
 
     /// Gives the slot to whoever is next; the work goes on without it.
     pub fn release(&mut self) {
-        if let Some((gate, tenant)) = self.gate.take() {
-            gate.hand_over(&tenant);
+        if let Some((gate, tenant, spare)) = self.gate.take() {
+            gate.hand_over(&tenant, spare);
         }
     }
 }
@@ -76,7 +151,7 @@ impl Drop for Turn {
 /// A request in its tenant's queue; if it is given up (the client went
 /// away) after its turn was handed to it, the turn goes on to the next.
 struct Waiting {
-    rx: oneshot::Receiver<()>,
+    rx: oneshot::Receiver<bool>,
     gate: Arc<FairGate>,
     tenant: TenantId,
     granted: bool,
@@ -88,8 +163,8 @@ impl Drop for Waiting {
             return;
         }
         self.rx.close();
-        if self.rx.try_recv().is_ok() {
-            self.gate.hand_over(&self.tenant);
+        if let Ok(spare) = self.rx.try_recv() {
+            self.gate.hand_over(&self.tenant, spare);
         }
     }
 }
@@ -98,6 +173,7 @@ impl Drop for Waiting {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct GateLoad {
     pub free: usize,
+    pub spare_free: usize,
     pub waiting: usize,
     pub tenants_waiting: usize,
 }
@@ -113,15 +189,41 @@ impl FairGate {
     /// one is always left for the other tenants, so a small tenant's request
     /// need not wait for a flood's work in progress to finish.
     pub fn with_tenant_limit(slots: usize, per_tenant: usize) -> Arc<Self> {
-        let slots = slots.max(1);
+        Self::with_limits(
+            GateLimits {
+                slots,
+                per_tenant,
+                per_tenant_beside_others: per_tenant,
+                spare: 0,
+            },
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// A gate of these limits (clamped to their bounds), on `clock`.
+    pub fn with_limits(limits: GateLimits, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let slots = limits.slots.max(1);
+        let per_tenant = limits.per_tenant.clamp(1, slots);
         Arc::new(Self {
             slots,
-            per_tenant: per_tenant.clamp(1, slots),
+            per_tenant,
+            per_tenant_beside_others: limits.per_tenant_beside_others.clamp(1, per_tenant),
+            clock,
             state: Mutex::new(State {
                 free: slots,
+                spare_free: limits.spare,
                 ..State::default()
             }),
         })
+    }
+
+    /// The most `tenant` may hold now.
+    fn most(&self, s: &State, tenant: &TenantId, now: i64) -> usize {
+        if s.others_active(tenant, now) {
+            self.per_tenant_beside_others
+        } else {
+            self.per_tenant
+        }
     }
 
     pub fn slots(&self) -> usize {
@@ -131,15 +233,28 @@ impl FairGate {
     /// Waits (without holding a thread) for a slot for `tenant`'s request.
     pub async fn turn(self: &Arc<Self>, tenant: &TenantId) -> Turn {
         let rx = {
+            let now = self.clock.now_nanos();
             let mut s = self.state.lock();
+            s.note(tenant, now);
+            // waiting tenants whose most rose since (no one else sent
+            // lately) go first
+            while self.hand_one(&mut s, false, now) || self.hand_one(&mut s, true, now) {}
             let holds = s.held.get(tenant).copied().unwrap_or(0);
-            if s.free > 0 && holds < self.per_tenant {
+            if s.free > 0 && holds < self.most(&s, tenant, now) {
                 // a free slot means every tenant waiting holds its most:
                 // no one who could take it is passed over
                 s.free -= 1;
                 s.held.insert(tenant.clone(), holds + 1);
                 return Turn {
-                    gate: Some((self.clone(), tenant.clone())),
+                    gate: Some((self.clone(), tenant.clone(), false)),
+                };
+            }
+            if s.spare_free > 0 && holds == 0 && !s.queues.contains_key(tenant) {
+                // likewise: every tenant waiting holds a slot
+                s.spare_free -= 1;
+                s.held.insert(tenant.clone(), 1);
+                return Turn {
+                    gate: Some((self.clone(), tenant.clone(), true)),
                 };
             }
             let (tx, rx) = oneshot::channel();
@@ -160,10 +275,10 @@ impl FairGate {
         };
         // the sender is only ever dropped after sending, or with the gate
         // (which this future holds): the result is always Ok
-        let _ = (&mut waiting.rx).await;
+        let spare = (&mut waiting.rx).await.unwrap_or(false);
         waiting.granted = true;
         Turn {
-            gate: Some((self.clone(), tenant.clone())),
+            gate: Some((self.clone(), tenant.clone(), spare)),
         }
     }
 
@@ -172,9 +287,8 @@ impl FairGate {
         futures::executor::block_on(self.turn(tenant))
     }
 
-    /// Takes back the slot `from` held and hands it to the next tenant in
-    /// turn that holds fewer than its most, or frees it.
-    fn hand_over(&self, from: &TenantId) {
+    /// Takes back the slot `from` held and hands out what is free.
+    fn hand_over(&self, from: &TenantId, spare: bool) {
         let mut s = self.state.lock();
         let left = s.held.get(from).copied().unwrap_or(1).saturating_sub(1);
         if left == 0 {
@@ -182,19 +296,34 @@ impl FairGate {
         } else {
             s.held.insert(from.clone(), left);
         }
+        if spare {
+            s.spare_free += 1;
+        } else {
+            s.free += 1;
+        }
+        let now = self.clock.now_nanos();
+        while self.hand_one(&mut s, false, now) || self.hand_one(&mut s, true, now) {}
+    }
+
+    /// Gives a free slot (a spare one if `spare`) to the first tenant in
+    /// turn that may take it (a spare one: that holds none; else: that
+    /// holds fewer than its most); whether one was given.
+    fn hand_one(&self, s: &mut State, spare: bool, now: i64) -> bool {
+        let free = if spare { s.spare_free } else { s.free };
+        if free == 0 {
+            return false;
+        }
         loop {
-            // the first tenant in turn that may take one more
-            let eligible = s
-                .ring
-                .iter()
-                .position(|t| s.held.get(t).copied().unwrap_or(0) < self.per_tenant);
-            let Some(at) = eligible else {
-                s.free += 1;
-                return;
-            };
-            let Some(tenant) = s.ring.remove(at) else {
-                s.free += 1;
-                return;
+            let eligible = s.ring.iter().position(|t| {
+                let holds = s.held.get(t).copied().unwrap_or(0);
+                if spare {
+                    holds == 0
+                } else {
+                    holds < self.most(s, t, now)
+                }
+            });
+            let Some(tenant) = eligible.and_then(|at| s.ring.remove(at)) else {
+                return false;
             };
             let (tx, more) = match s.queues.get_mut(&tenant) {
                 Some(q) => (q.pop_front(), !q.is_empty()),
@@ -207,20 +336,19 @@ impl FairGate {
             }
             let Some(tx) = tx else { continue };
             s.waiting -= 1;
-            // counted as the tenant's before it can run, so it cannot be
-            // handed past the tenant's most meanwhile
-            *s.held.entry(tenant.clone()).or_default() += 1;
             // a request given up before its turn came is passed over (a
             // send only schedules the waiting task: no lock of ours is
             // taken by it)
-            if tx.send(()).is_ok() {
-                return;
-            }
-            let left = s.held.get(&tenant).copied().unwrap_or(1).saturating_sub(1);
-            if left == 0 {
-                s.held.remove(&tenant);
-            } else {
-                s.held.insert(tenant, left);
+            if tx.send(spare).is_ok() {
+                // counted as the tenant's before it can run, so it cannot
+                // be handed past the tenant's most meanwhile
+                *s.held.entry(tenant).or_default() += 1;
+                if spare {
+                    s.spare_free -= 1;
+                } else {
+                    s.free -= 1;
+                }
+                return true;
             }
         }
     }
@@ -230,6 +358,7 @@ impl FairGate {
         let s = self.state.lock();
         GateLoad {
             free: s.free,
+            spare_free: s.spare_free,
             waiting: s.waiting,
             tenants_waiting: s.ring.len(),
         }
@@ -326,6 +455,7 @@ mod tests {
                 gate.load(),
                 GateLoad {
                     free: 2,
+                    spare_free: 0,
                     waiting: 0,
                     tenants_waiting: 0
                 }
@@ -396,6 +526,7 @@ mod tests {
                 gate.load(),
                 GateLoad {
                     free: 3,
+                    spare_free: 0,
                     waiting: 0,
                     tenants_waiting: 0
                 }
@@ -404,6 +535,255 @@ mod tests {
             let b: Vec<Turn> = vec![gate.turn(&t("b")).await, gate.turn(&t("b")).await];
             assert_eq!(gate.load().free, 1);
             drop(b);
+        });
+    }
+
+    /// A gate of these limits on a clock of the test's.
+    fn limits_gate(
+        slots: usize,
+        per_tenant: usize,
+        per_tenant_beside_others: usize,
+        spare: usize,
+    ) -> (Arc<FairGate>, Arc<bulkhead_rules::ManualClock>) {
+        let clock = Arc::new(bulkhead_rules::ManualClock::new(1_000_000_000));
+        let gate = FairGate::with_limits(
+            GateLimits {
+                slots,
+                per_tenant,
+                per_tenant_beside_others,
+                spare,
+            },
+            clock.clone(),
+        );
+        (gate, clock)
+    }
+
+    /// While another tenant sends, a tenant holds at most its most beside
+    /// others; a second after the others' last request, its most again.
+    #[test]
+    fn beside_other_tenants_a_tenant_holds_fewer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (gate, clock) = limits_gate(3, 2, 1, 0);
+            let settle = || async {
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            let waiter = |name: &'static str| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.turn(&t(name)).await })
+            };
+            // alone, the flood takes two
+            let f1 = gate.turn(&t("flood")).await;
+            let f2 = gate.turn(&t("flood")).await;
+            let small = gate.turn(&t("small")).await;
+            drop(small);
+            // a small tenant has just sent: one flood slot given back is
+            // not the flood's again while it holds one
+            let f3 = waiter("flood");
+            settle().await;
+            drop(f1);
+            settle().await;
+            assert_eq!(gate.load().waiting, 1);
+            assert_eq!(gate.load().free, 2);
+            assert!(!f3.is_finished());
+            // nor just before the second is up...
+            clock.advance(BESIDE_OTHERS - Duration::from_millis(1));
+            let f4 = waiter("flood");
+            settle().await;
+            assert_eq!(gate.load().waiting, 2);
+            // ... but after it: the next event lets the flood take two
+            clock.advance(Duration::from_millis(1));
+            let f5 = waiter("flood");
+            settle().await;
+            let f3 = served(f3).await;
+            assert_eq!(gate.load().waiting, 2, "the flood holds two again");
+            assert_eq!(gate.load().free, 1);
+            drop((f2, f3));
+            let f4 = served(f4).await;
+            let f5 = served(f5).await;
+            drop((f4, f5));
+            settle().await;
+            assert_eq!(gate.load().free, 3);
+        });
+    }
+
+    /// The turn of a waiting request that must be served by now.
+    async fn served(task: tokio::task::JoinHandle<Turn>) -> Turn {
+        for _ in 0..64 {
+            if task.is_finished() {
+                return task.await.unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("a request that may take a free slot is still waiting");
+    }
+
+    #[test]
+    fn spare_slots_go_to_tenants_holding_none() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = limits_gate(3, 2, 2, 2).0;
+            let waiter = |name: &'static str| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.turn(&t(name)).await })
+            };
+            let settle = || async {
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            let f1 = gate.turn(&t("flood")).await;
+            let f2 = gate.turn(&t("flood")).await;
+            let a = gate.turn(&t("a")).await;
+            assert_eq!((gate.load().free, gate.load().spare_free), (0, 2));
+            // the flood holds its most: no spare slot for it
+            let f3 = waiter("flood");
+            settle().await;
+            assert_eq!(gate.load().waiting, 1);
+            assert_eq!(gate.load().spare_free, 2);
+            // a tenant holding none takes a spare slot at once...
+            let b = gate.turn(&t("b")).await;
+            let c = gate.turn(&t("c")).await;
+            assert_eq!(gate.load().spare_free, 0);
+            // ... while there is one; and one holding a slot does not
+            let d = waiter("d");
+            let a2 = waiter("a");
+            settle().await;
+            assert_eq!(gate.load().waiting, 3);
+            // a spare slot given back goes to d (holding none), not to a or
+            // the flood (holding some)
+            drop(b);
+            let d = served(d).await;
+            assert_eq!(gate.load().waiting, 2);
+            assert_eq!(gate.load().spare_free, 0);
+            drop(c);
+            settle().await;
+            assert_eq!(gate.load().spare_free, 1, "no one waiting may take it");
+            // a's slot given back: a's second request is next in turn; then
+            // the flood's, as its own come back
+            drop(a);
+            let a2 = served(a2).await;
+            drop(f1);
+            let f3 = served(f3).await;
+            drop((f2, f3, a2, d));
+            settle().await;
+            assert_eq!(
+                gate.load(),
+                GateLoad {
+                    free: 3,
+                    spare_free: 2,
+                    waiting: 0,
+                    tenants_waiting: 0
+                }
+            );
+        });
+    }
+
+    /// A request waiting for a turn, or holding one.
+    struct Request {
+        tenant: usize,
+        task: Option<tokio::task::JoinHandle<Turn>>,
+        turn: Option<Turn>,
+    }
+
+    /// Random arrivals and releases against a gate with spare slots: after
+    /// each step no tenant holds more than its most, at most the slots are
+    /// held, no request waits while a slot it may take is free, and at the
+    /// end every slot is back.
+    fn check_spare_gate(
+        (slots, per_tenant, beside, spare): (usize, usize, usize, usize),
+        steps: &[(bool, usize)],
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // the clock stands still: once another tenant asked, a tenant
+            // keeps to its most beside others
+            let gate = limits_gate(slots, per_tenant, beside, spare).0;
+            let per_tenant = per_tenant.clamp(1, slots);
+            let beside = beside.clamp(1, per_tenant);
+            let mut asked = [false; 4];
+            let mut requests: Vec<Request> = Vec::new();
+            for (step, &(arrive, n)) in steps.iter().enumerate() {
+                if arrive || requests.is_empty() {
+                    let tenant = n % 4;
+                    asked[tenant] = true;
+                    let gate = gate.clone();
+                    let task = tokio::spawn(async move { gate.turn(&t(&format!("t{tenant}"))).await });
+                    requests.push(Request { tenant, task: Some(task), turn: None });
+                } else {
+                    let held: Vec<usize> = (0..requests.len()).filter(|i| requests[*i].turn.is_some()).collect();
+                    if !held.is_empty() {
+                        requests.remove(held[n % held.len()]);
+                    }
+                }
+                for _ in 0..16 {
+                    tokio::task::yield_now().await;
+                }
+                for r in &mut requests {
+                    if r.task.as_ref().is_some_and(|t| t.is_finished()) {
+                        r.turn = Some(r.task.take().unwrap().await.unwrap());
+                    }
+                }
+                let mut holds = [0usize; 4];
+                let mut waits = [false; 4];
+                for r in &requests {
+                    if r.turn.is_some() {
+                        holds[r.tenant] += 1;
+                    } else {
+                        waits[r.tenant] = true;
+                    }
+                }
+                let load = gate.load();
+                let total: usize = holds.iter().sum();
+                assert!(holds.iter().all(|h| *h <= per_tenant), "step {step}: {holds:?}");
+                assert_eq!(total + load.free + load.spare_free, slots + spare, "step {step}");
+                for tenant in 0..4 {
+                    if waits[tenant] {
+                        let others = (0..4).any(|o| o != tenant && asked[o]);
+                        let most = if others { beside } else { per_tenant };
+                        let may_take = (load.free > 0 && holds[tenant] < most)
+                            || (load.spare_free > 0 && holds[tenant] == 0);
+                        assert!(
+                            !may_take,
+                            "step {step}: t{tenant} waits beside a slot it may take: {load:?} {holds:?}"
+                        );
+                    }
+                }
+            }
+            // everything served and given back
+            for round in 0.. {
+                if !requests.iter().any(|r| r.task.is_some()) {
+                    break;
+                }
+                assert!(round < 1000, "requests still waiting with nothing held");
+                requests.retain(|r| r.task.is_some());
+                for _ in 0..16 {
+                    tokio::task::yield_now().await;
+                }
+                for r in &mut requests {
+                    if r.task.as_ref().is_some_and(|t| t.is_finished()) {
+                        r.turn = Some(r.task.take().unwrap().await.unwrap());
+                    }
+                }
+            }
+            requests.clear();
+            assert_eq!(
+                gate.load(),
+                GateLoad {
+                    free: slots,
+                    spare_free: spare,
+                    waiting: 0,
+                    tenants_waiting: 0
+                }
+            );
         });
     }
 
@@ -436,6 +816,17 @@ mod tests {
                     prop_assert!(n <= 1, "{y} served {n} times between two turns of {x}: {order:?}");
                 }
             }
+        }
+
+        #[test]
+        fn spare_slots_keep_the_limits(
+            steps in proptest::collection::vec((any::<bool>(), 0usize..64), 1..60),
+            slots in 1usize..4,
+            per_tenant in 1usize..4,
+            beside in 1usize..4,
+            spare in 0usize..3,
+        ) {
+            check_spare_gate((slots, per_tenant, beside, spare), &steps);
         }
     }
 }

@@ -27,9 +27,20 @@ pub fn default_ingest_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
 }
 
-/// The CPU stage's gate of `n` slots: one tenant holds at most `n - 1`.
-fn gate_of(n: usize) -> Arc<crate::fair::FairGate> {
-    crate::fair::FairGate::with_tenant_limit(n, n.saturating_sub(1))
+/// The CPU stage's gate of `n` slots: one tenant holds at most `n - 1`,
+/// and `n - 2` while other tenants send; `n - 1` spare slots more are for
+/// tenants holding none (see [`crate::fair`]).
+fn gate_of(n: usize, clock: Arc<dyn Clock>) -> Arc<crate::fair::FairGate> {
+    let rest = n.saturating_sub(1);
+    crate::fair::FairGate::with_limits(
+        crate::fair::GateLimits {
+            slots: n,
+            per_tenant: rest,
+            per_tenant_beside_others: n.saturating_sub(2),
+            spare: rest,
+        },
+        clock,
+    )
 }
 
 /// Bytes counted as in flight (in all, and for their tenant) until dropped.
@@ -139,6 +150,7 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
         anomalies: Arc<AnomalyEngine>,
     ) -> Self {
+        let gate_clock = clock.clone();
         Self {
             store,
             tenants,
@@ -155,7 +167,7 @@ impl Pipeline {
             in_flight: Default::default(),
             in_flight_by_tenant: Default::default(),
             max_in_flight: u64::MAX,
-            workers: gate_of(default_ingest_workers()),
+            workers: gate_of(default_ingest_workers(), gate_clock),
             fault_hook: None,
             max_event_age: None,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
@@ -258,7 +270,7 @@ impl Pipeline {
     /// redacted at once; more wait in their tenant's queue (without holding
     /// a thread) and are let in round-robin across tenants.
     pub fn with_workers(mut self, n: usize) -> Self {
-        self.workers = gate_of(n);
+        self.workers = gate_of(n, self.clock.clone());
         self
     }
 
