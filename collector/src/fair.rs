@@ -14,7 +14,7 @@
 //! alone it keeps every core busy, and another tenant's request finds the
 //! last slot free instead of waiting for the flood's work in progress.
 //! While other tenants are sending (one asked for a slot within the last
-//! [`BESIDE_OTHERS`]), a tenant holds at most one slot fewer than the cores
+//! [`BESIDE_OTHERS`], for a request or for a flush or merge of its data), a tenant holds at most one slot fewer than the cores
 //! (one at least): its work then leaves a core to the others' requests and
 //! to what the server does around all requests (reading them off the
 //! network, writing the log, answering), which otherwise queue behind it
@@ -36,9 +36,9 @@
 //! throughput. A tenant's flushes and merges take their turns here too.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bulkhead_rules::{Clock, SystemClock, TenantId};
+use bulkhead_rules::{Clock, TenantId};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -57,8 +57,33 @@ pub struct FairGate {
 }
 
 /// How long after another tenant's last request a tenant keeps to
-/// [`GateLimits::per_tenant_beside_others`].
+/// [`GateLimits::per_tenant_beside_others`]. Its most rises again at the
+/// next request or slot given back after that (nothing wakes the gate
+/// when the time is up).
 pub const BESIDE_OTHERS: Duration = Duration::from_secs(1);
+
+/// The gate's clock: monotonic, so a step of the wall clock does not hold
+/// a tenant to its most beside others (or free it from it).
+#[derive(Debug)]
+pub struct MonotonicClock(Instant);
+
+impl MonotonicClock {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_nanos(&self) -> i64 {
+        i64::try_from(self.0.elapsed().as_nanos()).unwrap_or(i64::MAX)
+    }
+}
 
 /// The slots of a [`FairGate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +221,7 @@ impl FairGate {
                 per_tenant_beside_others: per_tenant,
                 spare: 0,
             },
-            Arc::new(SystemClock),
+            Arc::new(MonotonicClock::new()),
         )
     }
 

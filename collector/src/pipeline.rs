@@ -30,7 +30,7 @@ pub fn default_ingest_workers() -> usize {
 /// The CPU stage's gate of `n` slots: one tenant holds at most `n - 1`,
 /// and `n - 2` while other tenants send; `n - 1` spare slots more are for
 /// tenants holding none (see [`crate::fair`]).
-fn gate_of(n: usize, clock: Arc<dyn Clock>) -> Arc<crate::fair::FairGate> {
+fn gate_of(n: usize) -> Arc<crate::fair::FairGate> {
     let rest = n.saturating_sub(1);
     crate::fair::FairGate::with_limits(
         crate::fair::GateLimits {
@@ -39,7 +39,7 @@ fn gate_of(n: usize, clock: Arc<dyn Clock>) -> Arc<crate::fair::FairGate> {
             per_tenant_beside_others: n.saturating_sub(2),
             spare: rest,
         },
-        clock,
+        Arc::new(crate::fair::MonotonicClock::new()),
     )
 }
 
@@ -150,7 +150,6 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
         anomalies: Arc<AnomalyEngine>,
     ) -> Self {
-        let gate_clock = clock.clone();
         Self {
             store,
             tenants,
@@ -167,7 +166,7 @@ impl Pipeline {
             in_flight: Default::default(),
             in_flight_by_tenant: Default::default(),
             max_in_flight: u64::MAX,
-            workers: gate_of(default_ingest_workers(), gate_clock),
+            workers: gate_of(default_ingest_workers()),
             fault_hook: None,
             max_event_age: None,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
@@ -270,7 +269,7 @@ impl Pipeline {
     /// redacted at once; more wait in their tenant's queue (without holding
     /// a thread) and are let in round-robin across tenants.
     pub fn with_workers(mut self, n: usize) -> Self {
-        self.workers = gate_of(n, self.clock.clone());
+        self.workers = gate_of(n);
         self
     }
 

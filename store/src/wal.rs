@@ -92,9 +92,11 @@
 //! above the previous one of its lane, an invalid tenant, an unknown
 //! signal, or an IPC stream that does not decode to exactly one batch. The
 //! rest of the file is cut (truncate + fsync), a warning logged and a
-//! [`Truncation`] reported; later segments are still read. Only zeros left
-//! after the last valid entry are zeros written ahead, not damage: they are
-//! cut without a report (an entry torn before them is still torn). A segment whose
+//! [`Truncation`] reported; later segments are still read. In the side
+//! lane, zeros left after the last valid entry are zeros written ahead, not
+//! damage: they are cut without a report (an entry torn before them is still
+//! torn, and zeros within the durable length a later segment recorded are
+//! damage like any other bytes). A segment whose
 //! header is torn (a crash while it was created) is deleted. A header that
 //! is whole but names another WAL, another seq or an unknown format refuses
 //! the open instead ([`WalError::Corrupt`]), as do segments without an id
@@ -608,8 +610,8 @@ impl Wal {
         let any = found.iter().any(|f| !f.is_empty());
         let wal_id = files::load_or_create_id(&dir, any, &disk)?;
         let mut recovered = [
-            recovery::recover(wal_id, &found[MAIN], &disk)?,
-            recovery::recover(wal_id, &found[SIDE], &disk)?,
+            recovery::recover(wal_id, &found[MAIN], false, &disk)?,
+            recovery::recover(wal_id, &found[SIDE], true, &disk)?,
         ];
         let mut seen = HashSet::new();
         for (lane_dir, lane) in lane_dirs.iter().zip(&recovered) {
@@ -896,7 +898,7 @@ impl Wal {
         let end = writer.active.len + bytes.len() as u64;
         // Zeros after the entries when they would reach past those written
         // ahead: the file grows by a chunk at once, not at every sync.
-        let zero_to = if writer.zero_fill > 0 && end > writer.active.zeroed_to {
+        let mut zero_to = if writer.zero_fill > 0 && end > writer.active.zeroed_to {
             let to = end.saturating_add(writer.zero_fill).min(self.segment_bytes);
             if writer.zeros.len() as u64 != writer.zero_fill {
                 writer.zeros = vec![0; usize::try_from(writer.zero_fill).unwrap_or(usize::MAX)];
@@ -911,8 +913,15 @@ impl Wal {
             .seek(SeekFrom::Start(active.len))
             .and_then(|_| active.file.write_all(bytes))
             .and_then(|()| {
+                // best effort: on a disk too full for them the entries go
+                // out without zeros ahead (cut back to their end)
                 let ahead = usize::try_from(zero_to - end).expect("at most zero_fill");
-                active.file.write_all(&zeros[..ahead])
+                if let Err(e) = active.file.write_all(&zeros[..ahead]) {
+                    tracing::debug!(error = %e, "write-ahead log could not write zeros ahead");
+                    active.file.set_len(end)?;
+                    zero_to = end;
+                }
+                Ok(())
             })
             .and_then(|()| {
                 let started = Instant::now();
@@ -929,6 +938,16 @@ impl Wal {
             let err = WalError::io(&active.path, e);
             match self.disk.cut_back(&active.file, &active.path, active.len) {
                 Ok(()) => {
+                    // the zeros written ahead went with it
+                    let gone = active.zeroed_to - active.len;
+                    if let Some(seg) = self.segments.lock()[lane]
+                        .by_first_seq
+                        .get_mut(&active.first_seq)
+                    {
+                        seg.bytes -= gone;
+                    }
+                    self.stats.bytes_on_disk.fetch_sub(gone, Ordering::Relaxed);
+                    active.zeroed_to = active.len;
                     tracing::warn!(error = %err, entries = group.len(), "write-ahead log write failed; cut back")
                 }
                 Err(cut) => tracing::error!(
@@ -941,7 +960,6 @@ impl Wal {
             }
             // Continue in a fresh file: after a failed fsync the kernel's view of
             // this one is not to be trusted.
-            active.zeroed_to = active.len;
             writer.needs_roll = true;
             return Err(FailedWrite::new(&err));
         }

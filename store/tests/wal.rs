@@ -888,6 +888,130 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
     assert_eq!(report.truncated[0].offset, HEADER_LEN);
 }
 
+/// The side lane's zeros written ahead are counted in the gauge of bytes on
+/// disk while they are there, and taken out with a failed write cut back.
+#[test]
+fn a_failed_side_lane_write_takes_its_zeros_out_of_the_gauge() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
+    let on_disk = |d: &Path| -> u64 {
+        [segment_files(d), segment_files(&d.join(SIDE_DIR))]
+            .concat()
+            .iter()
+            .map(|f| file_len(f))
+            .sum()
+    };
+    let gauge = |w: &Wal| w.stats().bytes_on_disk.load(Ordering::SeqCst);
+    let hold = faults.hold_main_lane();
+    let w = wal.clone();
+    let heavy = std::thread::spawn(move || {
+        let big = "x".repeat(100_000);
+        w.append(
+            &tenant("flood"),
+            Signal::Logs,
+            "v1",
+            &small_batch(&[(1, big.as_str())]),
+        )
+    });
+    let start = std::time::Instant::now();
+    while wal.lanes_writing() == 0 || wal.queued() > 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::yield_now();
+    }
+    // the main lane is held with the flood's group: light entries go to the side
+    let first = wal.append(
+        &tenant("small"),
+        Signal::Logs,
+        "v1",
+        &small_batch(&[(2, "s")]),
+    );
+    assert!(first.is_ok());
+    let side = segment_files(&dir.path().join(SIDE_DIR));
+    let side_len = file_len(&side[0]);
+    assert!(
+        side_len > WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
+        "zeros written ahead"
+    );
+    assert_eq!(gauge(&wal), on_disk(dir.path()));
+
+    faults.set_failing(true);
+    let failed = wal.append(
+        &tenant("small"),
+        Signal::Logs,
+        "v1",
+        &small_batch(&[(3, "t")]),
+    );
+    assert!(failed.is_err());
+    faults.set_failing(false);
+    assert!(
+        file_len(&side[0]) < side_len - WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES / 2,
+        "cut back to its last entry"
+    );
+    assert_eq!(
+        gauge(&wal),
+        on_disk(dir.path()),
+        "the gauge follows the cut"
+    );
+    drop(hold);
+    heavy.join().unwrap().unwrap();
+    assert_eq!(gauge(&wal), on_disk(dir.path()));
+}
+
+/// Zeros where a later segment recorded durable entries are damage, not
+/// zeros written ahead: the loss is reported, not cut quietly.
+#[test]
+fn zeros_inside_a_recorded_durable_length_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
+    let hold = faults.hold_main_lane();
+    let w = wal.clone();
+    let heavy = std::thread::spawn(move || {
+        let big = "x".repeat(100_000);
+        w.append(
+            &tenant("flood"),
+            Signal::Logs,
+            "v1",
+            &small_batch(&[(1, big.as_str())]),
+        )
+    });
+    let start = std::time::Instant::now();
+    while wal.lanes_writing() == 0 || wal.queued() > 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::yield_now();
+    }
+    let small = wal
+        .append(
+            &tenant("small"),
+            Signal::Logs,
+            "v1",
+            &small_batch(&[(2, "s")]),
+        )
+        .unwrap();
+    drop(hold);
+    let heavy = heavy.join().unwrap().unwrap();
+    drop(Arc::try_unwrap(wal).expect("both appenders are done"));
+    // reopened: the side segment is sealed, its length recorded in the next
+    let (_, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(seqs(&recovered), vec![heavy, small]);
+    assert!(report.truncated.is_empty(), "{report:?}");
+    let side = segment_files(&dir.path().join(SIDE_DIR));
+    assert_eq!(side.len(), 2, "{side:?}");
+    let len = file_len(&side[0]);
+
+    // the sealed segment's entry reads back as zeros (storage lost it)
+    let mut bytes = fs::read(&side[0]).unwrap();
+    bytes[HEADER_LEN as usize..].fill(0);
+    fs::write(&side[0], &bytes).unwrap();
+    let (_, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(seqs(&recovered), vec![heavy]);
+    assert_eq!(report.truncated.len(), 1, "{report:?}");
+    assert_eq!(report.truncated[0].segment, side[0]);
+    assert_eq!(report.truncated[0].offset, HEADER_LEN);
+    assert_eq!(report.truncated[0].bytes_cut, len - HEADER_LEN);
+}
+
 /// A seq in both lanes is a mix-up (a segment copied into the other lane),
 /// not a crash: the open is refused and nothing is deleted.
 #[test]

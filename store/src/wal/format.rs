@@ -235,11 +235,18 @@ pub(super) struct Scan {
 
 /// Reads entries from `HEADER_LEN` up to `limit` (at most the data's
 /// length), stopping at the first invalid one. Seqs must be at least
-/// `first_seq` and greater than `after` and each other. Where only zeros
-/// are left before `limit` (written ahead of the next entry), the scan ends
-/// there as at `limit`: `stop` is `None` and `valid_end` is where they start.
-/// A torn entry followed by zeros is still torn.
-pub(super) fn scan_entries(data: &Buffer, limit: u64, first_seq: u64, after: Option<u64>) -> Scan {
+/// `first_seq` and greater than `after` and each other. With `zeros_end`,
+/// where only zeros are left before `limit` (written ahead of the next
+/// entry), the scan ends there as at `limit`: `stop` is `None` and
+/// `valid_end` is where they start. A torn entry followed by zeros is still
+/// torn, and without `zeros_end` zeros are an invalid entry like any other.
+pub(super) fn scan_entries(
+    data: &Buffer,
+    limit: u64,
+    first_seq: u64,
+    after: Option<u64>,
+    zeros_end: bool,
+) -> Scan {
     let limit = (limit as usize).min(data.len());
     let bytes = data.as_slice();
     let mut pos = HEADER_LEN as usize;
@@ -249,7 +256,7 @@ pub(super) fn scan_entries(data: &Buffer, limit: u64, first_seq: u64, after: Opt
         if pos >= limit {
             break None;
         }
-        if is_zeros(&bytes[pos..limit]) {
+        if zeros_end && is_zeros(&bytes[pos..limit]) {
             // Zeros written ahead of the next entry: the end, not damage.
             break None;
         }
@@ -482,7 +489,7 @@ mod tests {
             assert_eq!(frame.len(), len);
             data.extend(frame);
         }
-        let scan = scan_entries(&Buffer::from_vec(data.clone()), u64::MAX, 1, None);
+        let scan = scan_entries(&Buffer::from_vec(data.clone()), u64::MAX, 1, None, false);
         assert_eq!(scan.stop, None);
         assert_eq!(scan.valid_end, data.len() as u64);
         assert_eq!(scan.entries.len(), 4);
@@ -508,7 +515,7 @@ mod tests {
             "plaintext in a sealed entry"
         );
         data.extend(frame);
-        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None);
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None, false);
         assert_eq!(scan.stop, None);
         let entry = &scan.entries[0];
         assert_eq!(entry.batch(), None);
@@ -526,17 +533,17 @@ mod tests {
     #[test]
     fn seqs_must_increase_and_respect_the_segment_start() {
         let data = segment(5, &[5, 6, 6, 7]);
-        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 5, None);
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 5, None, false);
         assert_eq!(scan.entries.len(), 2);
         assert!(scan.stop.unwrap().contains("seq 6"));
 
         let data = segment(5, &[4]);
-        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 5, None);
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 5, None, false);
         assert!(scan.entries.is_empty());
         assert_eq!(scan.valid_end, HEADER_LEN);
 
         let data = segment(5, &[5, 6]);
-        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 5, Some(5));
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 5, Some(5), false);
         assert_eq!(
             scan.entries.len(),
             0,
@@ -559,7 +566,7 @@ mod tests {
         for zeros in [0, 1, 7, 8, 4096] {
             let mut data = whole.clone();
             data.resize(whole.len() + zeros, 0);
-            let scan = scan_entries(&Buffer::from_vec(data.clone()), u64::MAX, 1, None);
+            let scan = scan_entries(&Buffer::from_vec(data.clone()), u64::MAX, 1, None, true);
             assert_eq!((scan.entries.len(), scan.stop), (3, None), "{zeros} zeros");
             assert_eq!(scan.valid_end, whole.len() as u64);
 
@@ -569,7 +576,7 @@ mod tests {
             for at in two..=last_nonzero {
                 let mut torn = data.clone();
                 torn[at..whole.len()].fill(0);
-                let scan = scan_entries(&Buffer::from_vec(torn), u64::MAX, 1, None);
+                let scan = scan_entries(&Buffer::from_vec(torn), u64::MAX, 1, None, true);
                 assert_eq!(scan.entries.len(), 2, "zeroed from {at}");
                 assert_eq!(scan.valid_end, two as u64);
                 assert_eq!(
@@ -584,10 +591,17 @@ mod tests {
             let mut data = whole[..end].to_vec();
             data.resize(end + 64, 0);
             data.push(1);
-            let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None);
+            let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None, true);
             assert_eq!(scan.valid_end, end as u64);
             assert!(scan.stop.unwrap().contains("invalid entry length 0"));
         }
+        // where no zeros are written ahead (the main lane, or inside a
+        // length a later segment recorded as durable), zeros are damage
+        let mut data = whole.clone();
+        data.resize(whole.len() + 4096, 0);
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None, false);
+        assert_eq!(scan.valid_end, whole.len() as u64);
+        assert!(scan.stop.unwrap().contains("invalid entry length 0"));
     }
 
     #[test]
@@ -597,7 +611,7 @@ mod tests {
         data.extend_from_slice(&u32::MAX.to_le_bytes());
         data.extend_from_slice(&[0u8; 4]);
         data.extend_from_slice(&[7u8; 64]);
-        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None);
+        let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None, false);
         assert_eq!(scan.entries.len(), 1);
         assert_eq!(scan.valid_end, good_end as u64);
         assert!(scan.stop.unwrap().contains("invalid entry length"));
@@ -639,7 +653,7 @@ mod tests {
             mutate(&mut p);
             let mut data = header(1).encode().to_vec();
             data.extend(frame_with(&p));
-            let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None);
+            let scan = scan_entries(&Buffer::from_vec(data), u64::MAX, 1, None, false);
             assert!(scan.entries.is_empty(), "{want}");
             let stop = scan.stop.unwrap();
             assert!(stop.contains(want), "{want}: {stop}");

@@ -34,9 +34,13 @@ pub(super) struct Recovered {
     pub(super) previous: Option<PreviousSegment>,
 }
 
+/// Recovers one lane's `segments`; `zeros_ahead`: the lane writes zeros
+/// ahead of its entries, so zeros after a segment's last entry are its end
+/// (within a length a later segment recorded as durable they are damage).
 pub(super) fn recover(
     wal_id: Uuid,
     segments: &[(u64, PathBuf)],
+    zeros_ahead: bool,
     disk: &Disk,
 ) -> Result<Recovered, WalError> {
     // Headers first: a segment's durable length may be recorded in a later one's.
@@ -108,9 +112,16 @@ pub(super) fn recover(
         let claim = claims.get(name_seq).map(|&c| c.max(HEADER_LEN));
         let limit = claim.map_or(file_len, |c| c.min(file_len));
         let data = Buffer::from_vec(data);
-        let scan = scan_entries(&data, limit, header.first_seq, last_seq);
-        let zero_tail =
-            scan.stop.is_none() && is_zeros(&data.as_slice()[scan.valid_end as usize..]);
+        let scan = scan_entries(
+            &data,
+            limit,
+            header.first_seq,
+            last_seq,
+            zeros_ahead && claim.is_none(),
+        );
+        let zero_tail = zeros_ahead
+            && scan.stop.is_none()
+            && is_zeros(&data.as_slice()[scan.valid_end as usize..]);
         if scan.valid_end < file_len && zero_tail {
             // Zeros written ahead of the next entry: no damage, nothing lost.
             files::cut(path, scan.valid_end, disk)?;
