@@ -14,11 +14,12 @@
 //! alone it keeps every core busy, and another tenant's request finds the
 //! last slot free instead of waiting for the flood's work in progress.
 //! While other tenants are sending (one asked for a slot within the last
-//! [`BESIDE_OTHERS`], for a request or for a flush or merge of its data), a tenant holds at most one slot fewer than the cores
-//! (one at least): its work then leaves a core to the others' requests and
-//! to what the server does around all requests (reading them off the
-//! network, writing the log, answering), which otherwise queue behind it
-//! in the operating system's run queue. On two cores that halves what a
+//! [`BESIDE_OTHERS`], for a request or for a flush or merge of its data), a
+//! tenant holds at most one slot fewer than the cores (one at least): its
+//! work then leaves a core to the others' requests and to what the server
+//! does around all requests (reading them off the network, writing the
+//! log, answering), which otherwise queue behind it in the operating
+//! system's run queue. On two cores that halves what a
 //! flood holds beside others; it costs the flood less than that, since the
 //! server's own work for its requests needs the other core anyway (see
 //! docs/performance.md, "Fairness").
@@ -263,7 +264,7 @@ impl FairGate {
             s.note(tenant, now);
             // waiting tenants whose most rose since (no one else sent
             // lately) go first
-            while self.hand_one(&mut s, false, now) || self.hand_one(&mut s, true, now) {}
+            self.hand_out(&mut s, now);
             let holds = s.held.get(tenant).copied().unwrap_or(0);
             if s.free > 0 && holds < self.most(&s, tenant, now) {
                 // a free slot means every tenant waiting holds its most:
@@ -326,8 +327,13 @@ impl FairGate {
         } else {
             s.free += 1;
         }
-        let now = self.clock.now_nanos();
-        while self.hand_one(&mut s, false, now) || self.hand_one(&mut s, true, now) {}
+        self.hand_out(&mut s, self.clock.now_nanos());
+    }
+
+    /// Gives free slots to waiting requests that may take them, regular
+    /// ones first, until none is left or no one may take one.
+    fn hand_out(&self, s: &mut State, now: i64) {
+        while self.hand_one(s, false, now) || self.hand_one(s, true, now) {}
     }
 
     /// Gives a free slot (a spare one if `spare`) to the first tenant in
@@ -592,11 +598,6 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (gate, clock) = limits_gate(3, 2, 1, 0);
-            let settle = || async {
-                for _ in 0..8 {
-                    tokio::task::yield_now().await;
-                }
-            };
             let waiter = |name: &'static str| {
                 let gate = gate.clone();
                 tokio::spawn(async move { gate.turn(&t(name)).await })
@@ -636,6 +637,13 @@ mod tests {
         });
     }
 
+    /// Lets every spawned request run as far as it can.
+    async fn settle() {
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// The turn of a waiting request that must be served by now.
     async fn served(task: tokio::task::JoinHandle<Turn>) -> Turn {
         for _ in 0..64 {
@@ -657,11 +665,6 @@ mod tests {
             let waiter = |name: &'static str| {
                 let gate = gate.clone();
                 tokio::spawn(async move { gate.turn(&t(name)).await })
-            };
-            let settle = || async {
-                for _ in 0..8 {
-                    tokio::task::yield_now().await;
-                }
             };
             let f1 = gate.turn(&t("flood")).await;
             let f2 = gate.turn(&t("flood")).await;
@@ -717,6 +720,18 @@ mod tests {
         turn: Option<Turn>,
     }
 
+    /// Lets the requests run, then takes the turns of those served.
+    async fn take_turns(requests: &mut [Request]) {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+        for r in requests {
+            if r.task.as_ref().is_some_and(|t| t.is_finished()) {
+                r.turn = Some(r.task.take().unwrap().await.unwrap());
+            }
+        }
+    }
+
     /// Random arrivals and releases against a gate with spare slots: after
     /// each step no tenant holds more than its most, at most the slots are
     /// held, no request waits while a slot it may take is free, and at the
@@ -749,14 +764,7 @@ mod tests {
                         requests.remove(held[n % held.len()]);
                     }
                 }
-                for _ in 0..16 {
-                    tokio::task::yield_now().await;
-                }
-                for r in &mut requests {
-                    if r.task.as_ref().is_some_and(|t| t.is_finished()) {
-                        r.turn = Some(r.task.take().unwrap().await.unwrap());
-                    }
-                }
+                take_turns(&mut requests).await;
                 let mut holds = [0usize; 4];
                 let mut waits = [false; 4];
                 for r in &requests {
@@ -790,14 +798,7 @@ mod tests {
                 }
                 assert!(round < 1000, "requests still waiting with nothing held");
                 requests.retain(|r| r.task.is_some());
-                for _ in 0..16 {
-                    tokio::task::yield_now().await;
-                }
-                for r in &mut requests {
-                    if r.task.as_ref().is_some_and(|t| t.is_finished()) {
-                        r.turn = Some(r.task.take().unwrap().await.unwrap());
-                    }
-                }
+                take_turns(&mut requests).await;
             }
             requests.clear();
             assert_eq!(

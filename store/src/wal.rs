@@ -548,10 +548,8 @@ struct Writer {
     active: ActiveSegment,
     /// Start a new segment before the next write (after a failed one).
     needs_roll: bool,
-    /// Zeros written ahead of the last entry (see
-    /// [`WalConfig::side_zero_fill_bytes`]; the main lane's is 0).
-    zero_fill: u64,
-    /// `zero_fill` zero bytes once the lane has written ahead.
+    /// The zeros written ahead of the last entry (see
+    /// [`WalConfig::side_zero_fill_bytes`]; the main lane has none).
     zeros: Vec<u8>,
 }
 
@@ -645,7 +643,8 @@ impl Wal {
             side,
             wal_id,
             next_seq,
-            config.side_zero_fill_bytes,
+            // zeros past a segment's size would never be written
+            config.side_zero_fill_bytes.min(config.segment_bytes),
             &disk,
         )?;
         let segments = [main_segments, side_segments];
@@ -898,12 +897,11 @@ impl Wal {
         let end = writer.active.len + bytes.len() as u64;
         // Zeros after the entries when they would reach past those written
         // ahead: the file grows by a chunk at once, not at every sync.
-        let mut zero_to = if writer.zero_fill > 0 && end > writer.active.zeroed_to {
-            let to = end.saturating_add(writer.zero_fill).min(self.segment_bytes);
-            if writer.zeros.len() as u64 != writer.zero_fill {
-                writer.zeros = vec![0; usize::try_from(writer.zero_fill).unwrap_or(usize::MAX)];
-            }
-            to.max(end)
+        let zero_fill = writer.zeros.len() as u64;
+        let mut zero_to = if zero_fill > 0 && end > writer.active.zeroed_to {
+            end.saturating_add(zero_fill)
+                .min(self.segment_bytes)
+                .max(end)
         } else {
             end
         };
@@ -915,7 +913,7 @@ impl Wal {
             .and_then(|()| {
                 // best effort: on a disk too full for them the entries go
                 // out without zeros ahead (cut back to their end)
-                let ahead = usize::try_from(zero_to - end).expect("at most zero_fill");
+                let ahead = usize::try_from(zero_to - end).expect("at most zeros.len()");
                 if let Err(e) = active.file.write_all(&zeros[..ahead]) {
                     tracing::debug!(error = %e, "write-ahead log could not write zeros ahead");
                     active.file.set_len(end)?;
@@ -1169,8 +1167,7 @@ fn start_lane(
         dir,
         active,
         needs_roll: false,
-        zero_fill,
-        zeros: Vec::new(),
+        zeros: vec![0; usize::try_from(zero_fill).unwrap_or(usize::MAX)],
     };
     Ok((writer, segments))
 }

@@ -841,16 +841,9 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
     let side = segment_files(&dir.path().join(SIDE_DIR));
     assert_eq!(side.len(), 1);
     let side_len_open = file_len(&side[0]);
-    let all_files = |d: &Path| -> u64 {
-        [segment_files(d), segment_files(&d.join(SIDE_DIR))]
-            .concat()
-            .iter()
-            .map(|f| file_len(f))
-            .sum()
-    };
     assert_eq!(
         wal.stats().bytes_on_disk.load(Ordering::SeqCst),
-        all_files(dir.path()),
+        disk_bytes(dir.path()),
         "the gauge counts the zeros written ahead"
     );
     assert_eq!(wal.outstanding(), vec![heavy, small]);
@@ -888,22 +881,10 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
     assert_eq!(report.truncated[0].offset, HEADER_LEN);
 }
 
-/// The side lane's zeros written ahead are counted in the gauge of bytes on
-/// disk while they are there, and taken out with a failed write cut back.
-#[test]
-fn a_failed_side_lane_write_takes_its_zeros_out_of_the_gauge() {
-    let dir = tempfile::tempdir().unwrap();
-    let faults = WriteFaults::new();
-    let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
-    let on_disk = |d: &Path| -> u64 {
-        [segment_files(d), segment_files(&d.join(SIDE_DIR))]
-            .concat()
-            .iter()
-            .map(|f| file_len(f))
-            .sum()
-    };
-    let gauge = |w: &Wal| w.stats().bytes_on_disk.load(Ordering::SeqCst);
-    let hold = faults.hold_main_lane();
+/// Appends a flood's entry from another thread and waits until the main
+/// lane's leader has taken it: with the main lane held, it stays there, and
+/// light entries go to the side lane.
+fn flood_in_the_main_lane(wal: &Arc<Wal>) -> std::thread::JoinHandle<Result<u64, WalError>> {
     let w = wal.clone();
     let heavy = std::thread::spawn(move || {
         let big = "x".repeat(100_000);
@@ -919,6 +900,19 @@ fn a_failed_side_lane_write_takes_its_zeros_out_of_the_gauge() {
         assert!(start.elapsed() < std::time::Duration::from_secs(60));
         std::thread::yield_now();
     }
+    heavy
+}
+
+/// The side lane's zeros written ahead are counted in the gauge of bytes on
+/// disk while they are there, and taken out with a failed write cut back.
+#[test]
+fn a_failed_side_lane_write_takes_its_zeros_out_of_the_gauge() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
+    let gauge = |w: &Wal| w.stats().bytes_on_disk.load(Ordering::SeqCst);
+    let hold = faults.hold_main_lane();
+    let heavy = flood_in_the_main_lane(&wal);
     // the main lane is held with the flood's group: light entries go to the side
     let first = wal.append(
         &tenant("small"),
@@ -933,7 +927,7 @@ fn a_failed_side_lane_write_takes_its_zeros_out_of_the_gauge() {
         side_len > WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
         "zeros written ahead"
     );
-    assert_eq!(gauge(&wal), on_disk(dir.path()));
+    assert_eq!(gauge(&wal), disk_bytes(dir.path()));
 
     faults.set_failing(true);
     let failed = wal.append(
@@ -950,12 +944,12 @@ fn a_failed_side_lane_write_takes_its_zeros_out_of_the_gauge() {
     );
     assert_eq!(
         gauge(&wal),
-        on_disk(dir.path()),
+        disk_bytes(dir.path()),
         "the gauge follows the cut"
     );
     drop(hold);
     heavy.join().unwrap().unwrap();
-    assert_eq!(gauge(&wal), on_disk(dir.path()));
+    assert_eq!(gauge(&wal), disk_bytes(dir.path()));
 }
 
 /// Zeros where a later segment recorded durable entries are damage, not
@@ -966,21 +960,7 @@ fn zeros_inside_a_recorded_durable_length_are_reported() {
     let faults = WriteFaults::new();
     let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
     let hold = faults.hold_main_lane();
-    let w = wal.clone();
-    let heavy = std::thread::spawn(move || {
-        let big = "x".repeat(100_000);
-        w.append(
-            &tenant("flood"),
-            Signal::Logs,
-            "v1",
-            &small_batch(&[(1, big.as_str())]),
-        )
-    });
-    let start = std::time::Instant::now();
-    while wal.lanes_writing() == 0 || wal.queued() > 0 {
-        assert!(start.elapsed() < std::time::Duration::from_secs(60));
-        std::thread::yield_now();
-    }
+    let heavy = flood_in_the_main_lane(&wal);
     let small = wal
         .append(
             &tenant("small"),
