@@ -471,6 +471,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // a log line that cannot be written (stderr on a full disk) is
+        // dropped; reporting it would print to that same stderr, which
+        // panics when it fails, in whatever thread logged
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

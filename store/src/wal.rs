@@ -205,6 +205,7 @@ pub struct WriteFaults {
     failing: AtomicBool,
     cut_back_failing: AtomicBool,
     skip_sync: AtomicBool,
+    panicking: AtomicBool,
     hold: Mutex<()>,
     main_hold: Mutex<()>,
 }
@@ -225,6 +226,15 @@ impl WriteFaults {
     /// file) fails as on a full disk, after the data was written.
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// While on, a group write panics before it writes anything.
+    pub fn set_panicking(&self, panicking: bool) {
+        self.panicking.store(panicking, Ordering::SeqCst);
+    }
+
+    fn panics(&self) -> bool {
+        self.panicking.load(Ordering::SeqCst)
     }
 
     pub fn is_failing(&self) -> bool {
@@ -789,7 +799,20 @@ impl Wal {
             if let Some(faults) = self.disk.faults.as_ref().filter(|_| lane == MAIN) {
                 faults.wait_for_main_lane();
             }
-            self.write_group(lane, &group)
+            // a panic while writing fails this group, not the lane: the
+            // lane stays marked as writing otherwise, and every later
+            // append waits for it forever
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.write_group(lane, &group)
+            }))
+            .unwrap_or_else(|_| {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.writers[lane].lock().needs_roll = true;
+                Err(FailedWrite::new(&WalError::io(
+                    &self.dir,
+                    io::Error::other("the write-ahead log write panicked"),
+                )))
+            })
         });
         for (ticket, seq, _) in group {
             queue
@@ -874,6 +897,9 @@ impl Wal {
         let Some((_, first_seq, first_frame)) = group.first() else {
             return Ok(());
         };
+        if self.disk.faults.as_ref().is_some_and(|f| f.panics()) {
+            panic!("injected fault: a write-ahead log write panics");
+        }
         let mut writer = self.writers[lane].lock();
         let full = writer.active.len >= self.segment_bytes && writer.active.len > HEADER_LEN;
         if writer.needs_roll || full {

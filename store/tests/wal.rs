@@ -1011,3 +1011,33 @@ fn a_seq_in_both_lanes_refuses_the_open() {
     let (_, recovered, _) = open(WalConfig::new(dir.path()));
     assert_eq!(recovered.len(), 1);
 }
+
+/// A panic in the middle of a group write (a log line to a full disk did
+/// that once) fails that group's appends, and the log goes on: later
+/// appends are written, nothing waits for the lane forever.
+#[test]
+fn a_panic_while_writing_fails_the_group_not_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = WriteFaults::new();
+    let (wal, _, _) = open(config(dir.path(), u64::MAX, Some(faults.clone())));
+    let first = append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")])
+        .entry
+        .seq;
+    faults.set_panicking(true);
+    let b = small_batch(&[(2, "b")]);
+    let err = wal
+        .append(&tenant("acme"), Signal::Logs, "v1", &b)
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    faults.set_panicking(false);
+    let later = append(&wal, "acme", Signal::Logs, "v1", &[(3, "c")])
+        .entry
+        .seq;
+    assert!(later > first);
+    assert_eq!(wal.outstanding(), vec![first, later]);
+    drop(wal);
+    let (_, recovered, report) = open(WalConfig::new(dir.path()));
+    assert_eq!(seqs(&recovered), vec![first, later]);
+    assert!(report.truncated.is_empty(), "{report:?}");
+}
