@@ -115,9 +115,9 @@ struct State {
     held: HashMap<TenantId, usize>,
     /// Tenants with a request waiting, in the order their turns come.
     ring: VecDeque<TenantId>,
-    /// Each waiting tenant's requests, oldest first; each is sent whether
-    /// its turn is a spare slot.
-    queues: HashMap<TenantId, VecDeque<oneshot::Sender<bool>>>,
+    /// Each waiting tenant's requests, oldest first; each is sent its
+    /// grant.
+    queues: HashMap<TenantId, VecDeque<oneshot::Sender<Grant>>>,
     waiting: usize,
     /// The two tenants that asked for a slot last (distinct, the latest
     /// first), with when.
@@ -147,17 +147,38 @@ impl State {
     }
 }
 
+/// What a waiting request is handed: a slot, spare or not, and whether
+/// its tenant still had requests queued behind it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Grant {
+    spare: bool,
+    backlog: bool,
+}
+
 /// One slot of the CPU stage, held until released or dropped.
 #[derive(Debug)]
 pub struct Turn {
     /// The gate, the tenant, and whether the slot is a spare one.
     gate: Option<(Arc<FairGate>, TenantId, bool)>,
+    backlog: bool,
 }
 
 impl Turn {
     /// A turn of no gate (work run directly, as in tests of the pipeline).
     pub fn ungated() -> Self {
-        Self { gate: None }
+        Self {
+            gate: None,
+            backlog: false,
+        }
+    }
+
+    /// Whether, when this turn was given, the tenant had more requests
+    /// queued at the gate: it sends faster than its share is worked off
+    /// (a flood), where a tenant with one request at a time never has.
+    /// The pipeline runs such work at a lower operating-system priority
+    /// ([`crate::pipeline::Pipeline::with_backlog_nice`]).
+    pub fn backlogged(&self) -> bool {
+        self.backlog
     }
 
     /// Gives the slot to whoever is next; the work goes on without it.
@@ -177,7 +198,7 @@ impl Drop for Turn {
 /// A request in its tenant's queue; if it is given up (the client went
 /// away) after its turn was handed to it, the turn goes on to the next.
 struct Waiting {
-    rx: oneshot::Receiver<bool>,
+    rx: oneshot::Receiver<Grant>,
     gate: Arc<FairGate>,
     tenant: TenantId,
     granted: bool,
@@ -189,8 +210,8 @@ impl Drop for Waiting {
             return;
         }
         self.rx.close();
-        if let Ok(spare) = self.rx.try_recv() {
-            self.gate.hand_over(&self.tenant, spare);
+        if let Ok(grant) = self.rx.try_recv() {
+            self.gate.hand_over(&self.tenant, grant.spare);
         }
     }
 }
@@ -273,6 +294,7 @@ impl FairGate {
                 s.held.insert(tenant.clone(), holds + 1);
                 return Turn {
                     gate: Some((self.clone(), tenant.clone(), false)),
+                    backlog: false,
                 };
             }
             if s.spare_free > 0 && holds == 0 && !s.queues.contains_key(tenant) {
@@ -281,6 +303,7 @@ impl FairGate {
                 s.held.insert(tenant.clone(), 1);
                 return Turn {
                     gate: Some((self.clone(), tenant.clone(), true)),
+                    backlog: false,
                 };
             }
             let (tx, rx) = oneshot::channel();
@@ -301,10 +324,11 @@ impl FairGate {
         };
         // the sender is only ever dropped after sending, or with the gate
         // (which this future holds): the result is always Ok
-        let spare = (&mut waiting.rx).await.unwrap_or(false);
+        let grant = (&mut waiting.rx).await.unwrap_or_default();
         waiting.granted = true;
         Turn {
-            gate: Some((self.clone(), tenant.clone(), spare)),
+            gate: Some((self.clone(), tenant.clone(), grant.spare)),
+            backlog: grant.backlog,
         }
     }
 
@@ -370,7 +394,13 @@ impl FairGate {
             // a request given up before its turn came is passed over (a
             // send only schedules the waiting task: no lock of ours is
             // taken by it)
-            if tx.send(spare).is_ok() {
+            if tx
+                .send(Grant {
+                    spare,
+                    backlog: more,
+                })
+                .is_ok()
+            {
                 // counted as the tenant's before it can run, so it cannot
                 // be handed past the tenant's most meanwhile
                 *s.held.entry(tenant).or_default() += 1;
@@ -467,6 +497,46 @@ mod tests {
             assert!(at <= 2 * (i + 1), "small-{i} served at {at}: {order:?}");
         }
         assert_eq!(order.len(), 55);
+    }
+
+    #[test]
+    fn a_turn_says_whether_its_tenant_had_more_queued() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = FairGate::new(1);
+            let first = gate.turn(&t("flood")).await;
+            assert!(!first.backlogged(), "a free slot: nothing queued");
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for name in ["flood", "flood", "flood", "small"] {
+                let (gate, tx) = (gate.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let turn = gate.turn(&t(name)).await;
+                    tx.send((name, turn.backlogged(), turn)).unwrap();
+                });
+            }
+            while gate.load().waiting < 4 {
+                tokio::task::yield_now().await;
+            }
+            drop(first);
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                let (name, backlogged, turn) = rx.recv().await.unwrap();
+                seen.push((name, backlogged));
+                drop(turn);
+            }
+            // round-robin; the flood is backlogged while more of its own wait
+            assert_eq!(
+                seen,
+                [
+                    ("flood", true),
+                    ("small", false),
+                    ("flood", true),
+                    ("flood", false)
+                ]
+            );
+        });
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod anomaly;
 pub mod attr_limits;
 pub mod audit;
+pub mod backlog;
 pub mod cardinality;
 pub mod convert;
 pub mod error;

@@ -121,6 +121,8 @@ pub struct Pipeline {
     /// Turns at the CPU stage (decompress, decode, convert, redact), fair
     /// across tenants; the WAL's fsync is waited for outside it.
     workers: Arc<crate::fair::FairGate>,
+    /// Threads at a lower priority for backlogged tenants' CPU work.
+    backlog: Option<Arc<crate::backlog::Backlog>>,
     /// Fault injection for tests: runs at the start of every ingest.
     fault_hook: Option<FaultHook>,
     /// Oldest event accepted; `None`: the tenant's longest retention.
@@ -167,6 +169,7 @@ impl Pipeline {
             in_flight_by_tenant: Default::default(),
             max_in_flight: u64::MAX,
             workers: gate_of(default_ingest_workers()),
+            backlog: None,
             fault_hook: None,
             max_event_age: None,
             max_event_future: DEFAULT_MAX_EVENT_FUTURE,
@@ -273,6 +276,25 @@ impl Pipeline {
         self
     }
 
+    /// Runs the CPU work of requests whose tenant had more requests queued
+    /// for a turn ([`crate::fair::Turn::backlogged`]: a tenant sending
+    /// faster than its share is worked off) on threads `nice` steps below
+    /// the server's operating-system priority (1 to 19; 0: on the blocking
+    /// pool with everything else). The gate still decides when such work
+    /// runs; the priority decides who gets a core first when work of other
+    /// tenants (their turns, their write-ahead log syncs, their responses)
+    /// is ready at the same time, which the gate cannot order. Linux only:
+    /// elsewhere the threads run at the server's priority.
+    pub fn with_backlog_nice(mut self, nice: u8) -> std::io::Result<Self> {
+        self.backlog = match nice {
+            0 => None,
+            n => Some(Arc::new(crate::backlog::Backlog::new(i32::from(
+                n.min(19),
+            ))?)),
+        };
+        Ok(self)
+    }
+
     /// The gate in front of the CPU stage (its load is a self-metric).
     pub fn gate(&self) -> &Arc<crate::fair::FairGate> {
         &self.workers
@@ -307,7 +329,15 @@ impl Pipeline {
     ) -> Result<T, ReceiveError> {
         let turn = self.workers.turn(tenant).await;
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| work(turn))).await {
+        if turn.backlogged() && self.backlog.is_some() {
+            self.telemetry
+                .add("bulkhead_ingest_backlogged_requests_total", &[], 1);
+        }
+        let joined = crate::backlog::run(self.backlog.as_deref(), turn, move |turn| {
+            span.in_scope(|| work(turn))
+        })
+        .await;
+        match joined {
             Ok(result) => result,
             Err(e) => {
                 self.telemetry.add("bulkhead_request_panics_total", &[], 1);

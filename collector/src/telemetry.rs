@@ -108,6 +108,10 @@ const HELP: &[(&str, &str)] = &[
         "Data points rejected because they would start a metric series past the tenant's limits.max_metric_series.",
     ),
     (
+        "bulkhead_ingest_backlogged_requests_total",
+        "Requests whose CPU work ran at the lower priority of ingest.backlog_nice (their tenant had more requests queued for a turn).",
+    ),
+    (
         "bulkhead_request_panics_total",
         "Requests whose handling panicked (answered 500 / INTERNAL; other requests unaffected).",
     ),

@@ -243,6 +243,12 @@ pub struct Ingest {
     /// let in round-robin across tenants. The WAL's fsync is waited for
     /// outside these slots.
     pub workers: usize,
+    /// How many steps of operating-system priority (nice) below the
+    /// server's the CPU work of a backlogged tenant runs: one whose turn
+    /// came while more of its requests were queued for one (a tenant
+    /// sending faster than its share is worked off). 0 (the default)
+    /// turns it off: see docs/configuration.md for what it costs.
+    pub backlog_nice: u8,
     /// Bytes of requests worked on at once (decompressed); above it, new
     /// requests get 503 / UNAVAILABLE with a retry hint.
     pub max_in_flight: ByteSize,
@@ -322,6 +328,7 @@ impl Default for Ingest {
             max_event_age: None,
             max_event_future: HumanDuration(bulkhead_collector::pipeline::DEFAULT_MAX_EVENT_FUTURE),
             workers: bulkhead_collector::pipeline::default_ingest_workers(),
+            backlog_nice: 0,
             max_in_flight: ByteSize(512 << 20),
         }
     }
@@ -483,6 +490,12 @@ impl Config {
         }
         if self.ingest.workers == 0 {
             errors.push("ingest.workers: must be at least 1".into());
+        }
+        if self.ingest.backlog_nice > 19 {
+            errors.push(format!(
+                "ingest.backlog_nice: {} is out of range (0 to 19)",
+                self.ingest.backlog_nice
+            ));
         }
         if self.ingest.max_event_future.0.is_zero() {
             errors.push("ingest.max_event_future: must be more than 0".into());
@@ -724,6 +737,19 @@ mod tests {
             e.contains("query.max_rows") && e.contains("flush.max_age"),
             "{e}"
         );
+        let e = Config::parse("[ingest]\nbacklog_nice = 20\n").unwrap_err();
+        assert!(
+            e.contains("ingest.backlog_nice") && e.contains("0 to 19"),
+            "{e}"
+        );
+        assert_eq!(
+            Config::parse("[ingest]\nbacklog_nice = 19\n")
+                .unwrap()
+                .ingest
+                .backlog_nice,
+            19
+        );
+        assert_eq!(Config::parse("").unwrap().ingest.backlog_nice, 0, "off");
     }
 
     #[test]

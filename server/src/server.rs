@@ -169,7 +169,9 @@ pub async fn start_with(
             config.ingest.workers
         })
         .with_max_in_flight(config.ingest.max_in_flight.0)
-        .with_fault_hook_opt(options.fault_hook.clone()),
+        .with_fault_hook_opt(options.fault_hook.clone())
+        .with_backlog_nice(config.ingest.backlog_nice)
+        .map_err(|e| format!("ingest.backlog_nice: could not start its threads: {e}"))?,
     );
     telemetry.add(
         "bulkhead_wal_replayed_entries_total",

@@ -83,6 +83,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// `ingest.backlog_nice`.
+    pub fn backlog_nice(mut self, nice: u8) -> Self {
+        self.config.ingest.backlog_nice = nice;
+        self
+    }
+
     pub fn max_in_flight(mut self, bytes: u64) -> Self {
         self.config.ingest.max_in_flight = ByteSize(bytes);
         self

@@ -43,17 +43,21 @@ async fn wait_for_waiting(srv: &TestServer, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_queued_requests_does_not_make_small_tenants_wait_behind_it() {
-    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    // tenant, and the nice value of the thread its CPU work ran on
+    let order: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let base = rustix::process::getpriority_process(None).unwrap();
     // the flood's first request holds the one slot until released
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let release_rx = Arc::new(Mutex::new(Some(release_rx)));
     let mut builder = TestServer::builder()
         .ingest_workers(1)
+        .backlog_nice(7)
         .tenant("flood", "ingest")
         .fault_hook({
             let (order, release_rx) = (order.clone(), release_rx.clone());
             Arc::new(move |p: &bulkhead_rules::Principal| {
-                order.lock().unwrap().push(p.tenant.to_string());
+                let nice = rustix::process::getpriority_process(None).unwrap();
+                order.lock().unwrap().push((p.tenant.to_string(), nice));
                 if p.tenant.as_str() == "flood" {
                     if let Some(rx) = release_rx.lock().unwrap().take() {
                         let _ = rx.recv_timeout(Duration::from_secs(120));
@@ -98,7 +102,8 @@ async fn a_flood_of_queued_requests_does_not_make_small_tenants_wait_behind_it()
     for h in all {
         h.await.unwrap();
     }
-    let order = order.lock().unwrap().clone();
+    let ran = order.lock().unwrap().clone();
+    let order: Vec<String> = ran.iter().map(|(t, _)| t.clone()).collect();
     assert_eq!(order.len(), 1 + FLOOD_QUEUED + SMALL);
     // Round-robin: after the held request, the flood gets one turn, then
     // every small tenant has its turn before the flood's next one. A queue
@@ -113,6 +118,34 @@ async fn a_flood_of_queued_requests_does_not_make_small_tenants_wait_behind_it()
     assert_eq!(
         order.iter().filter(|t| *t == "flood").count(),
         1 + FLOOD_QUEUED
+    );
+    // ingest.backlog_nice: the flood's requests let in while more of its
+    // own were queued ran lower; the first (a free slot), the last (nothing
+    // queued behind it) and every small tenant's at the server's priority
+    let lowered = (base + 7).min(19);
+    let flood_nice: Vec<i32> = ran
+        .iter()
+        .filter(|(t, _)| t == "flood")
+        .map(|(_, n)| *n)
+        .collect();
+    let mut expected = vec![base];
+    expected.extend(std::iter::repeat_n(lowered, FLOOD_QUEUED - 1));
+    expected.push(base);
+    assert_eq!(flood_nice, expected);
+    assert!(
+        ran.iter()
+            .filter(|(t, _)| t.starts_with("small-"))
+            .all(|(_, n)| *n == base),
+        "{ran:?}"
+    );
+    let metrics = srv.metrics_text().await;
+    let line = format!(
+        "bulkhead_ingest_backlogged_requests_total {}",
+        FLOOD_QUEUED - 1
+    );
+    assert!(
+        metrics.lines().any(|l| l.trim() == line),
+        "no `{line}` in the metrics"
     );
 }
 

@@ -22,6 +22,12 @@
 //! the lower of the two phases' p99 alone, so a stall in the first phase
 //! cannot make the flood look harmless.
 //!
+//! The small tenants' clients run on a thread of their own (a runtime of
+//! one worker), not on the server's async runtime: services on other
+//! machines do not wait for the server's threads to get round to their
+//! responses. `--shared-runtime` puts them back on the server's runtime
+//! (how this benchmark measured before 2026-12-06).
+//!
 //! `--workers N` sets `ingest.workers` (default: one per core, the fair
 //! gate's design); a large N lets the operating system's scheduler, not the
 //! gate, share the CPU, for comparison.
@@ -66,11 +72,21 @@ struct Args {
     /// `ingest.workers` (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// `ingest.backlog_nice` (default: the server's, off): e.g. 10 runs the
+    /// flood's work (its tenant has requests queued for a turn) below the
+    /// rest.
+    #[arg(long)]
+    backlog_nice: Option<u8>,
     /// `flush.max_buffer_size` and half of `flush.max_total_buffer`, in
     /// MiB (default: the server's): a large one keeps flushes out of the
     /// measured phases.
     #[arg(long)]
     buffer_mib: Option<u64>,
+    /// Run the small tenants' clients on the server's async runtime
+    /// instead of a thread of their own (how this benchmark measured before
+    /// 2026-12-06: their responses then also wait for the server's work).
+    #[arg(long)]
+    shared_runtime: bool,
     /// Run without the write-ahead log (to tell its share from the rest).
     #[arg(long)]
     no_wal: bool,
@@ -123,12 +139,31 @@ async fn flood_child(addr: &str, args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Every small tenant's paced load for `secs`: per tenant, the latencies
-/// of its acknowledged requests, and how many were refused.
+type Auth = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// Every small tenant's paced load for `secs`, run on `clients` (their
+/// connections too): per tenant, the latencies of its acknowledged
+/// requests, and how many were refused.
 async fn small_load(
+    clients: &tokio::runtime::Handle,
     addr: &str,
-    auths: &[tonic::metadata::MetadataValue<tonic::metadata::Ascii>],
+    auths: &[Auth],
     args: &Args,
+    secs: u64,
+) -> Result<(Vec<Vec<Duration>>, u64), String> {
+    let (addr, auths) = (addr.to_string(), auths.to_vec());
+    let (rate, batch) = (args.small_rate, args.small_batch);
+    clients
+        .spawn(async move { paced(&addr, &auths, rate, batch, secs).await })
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+async fn paced(
+    addr: &str,
+    auths: &[Auth],
+    rate: u64,
+    batch: usize,
     secs: u64,
 ) -> Result<(Vec<Vec<Duration>>, u64), String> {
     // a few connections, as a hundred services' exporters would not share one
@@ -139,7 +174,6 @@ async fn small_load(
     let mut tasks = Vec::new();
     for (i, auth) in auths.iter().enumerate() {
         let (ch, auth) = (channels[i % channels.len()].clone(), auth.clone());
-        let (rate, batch) = (args.small_rate, args.small_batch);
         tasks.push(tokio::spawn(async move {
             let mut client = LogsServiceClient::new(ch);
             let period = Duration::from_secs(1) / rate as u32;
@@ -178,15 +212,30 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match &args.flood_child {
         Some(addr) => rt.block_on(flood_child(addr, &args)),
-        None => rt.block_on(run(&args)),
+        None if args.shared_runtime => rt.block_on(run(&args, rt.handle())),
+        None => {
+            // the small tenants' exporters on a thread of their own, as
+            // services on other machines would not wait for the server's
+            // async runtime to get round to their responses
+            let clients = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("small-clients")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(run(&args, clients.handle()))
+        }
     }
 }
 
-async fn run(args: &Args) -> Result<(), String> {
+async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut config = bulkhead_benches::loopback_config(dir.path());
     if let Some(w) = args.workers {
         config.ingest.workers = w;
+    }
+    if let Some(n) = args.backlog_nice {
+        config.ingest.backlog_nice = n;
     }
     if let Some(mib) = args.buffer_mib {
         config.flush.max_buffer_size = bulkhead::config::ByteSize(mib << 20);
@@ -210,10 +259,10 @@ async fn run(args: &Args) -> Result<(), String> {
     let server = bulkhead::start(&config, Arc::new(SystemClock)).await?;
     let grpc = server.grpc_addr.to_string();
     if args.warmup > 0 {
-        small_load(&grpc, &auths, args, args.warmup).await?;
+        small_load(clients, &grpc, &auths, args, args.warmup).await?;
     }
-    let (alone, r1) = small_load(&grpc, &auths, args, args.seconds).await?;
-    let (mut control, r0) = small_load(&grpc, &auths, args, args.seconds).await?;
+    let (alone, r1) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
+    let (mut control, r0) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
     let child_args = [
         "--flood-child".to_string(),
         grpc.clone(),
@@ -225,9 +274,9 @@ async fn run(args: &Args) -> Result<(), String> {
         args.flood_clients.to_string(),
     ];
     let flood = spawn_load_child(&child_args, ("FLOOD_KEY", &flood_key.expose())).await?;
-    let (mut loaded, r2) = small_load(&grpc, &auths, args, args.seconds).await?;
+    let (mut loaded, r2) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
     let counts = flood.await.map_err(|e| e.to_string())??;
-    let (after, r3) = small_load(&grpc, &auths, args, args.seconds).await?;
+    let (after, r3) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
     let mut pooled_after: Vec<Duration> = after.iter().flatten().copied().collect();
     server.shutdown().await?;
 
@@ -258,8 +307,13 @@ async fn run(args: &Args) -> Result<(), String> {
         }
     };
     println!(
-        "ingest.workers = {workers}; {} small tenants at {} requests/s of {} records; flood: {} clients back to back, {} records per request, from a process at nice 19",
-        args.small, args.small_rate, args.small_batch, args.flood_clients, args.flood_batch
+        "ingest.workers = {workers}, ingest.backlog_nice = {}; {} small tenants at {} requests/s of {} records; flood: {} clients back to back, {} records per request, from a process at nice 19",
+        config.ingest.backlog_nice,
+        args.small,
+        args.small_rate,
+        args.small_batch,
+        args.flood_clients,
+        args.flood_batch
     );
     println!(
         "small alone:      p50 {:.2} ms, p99 {band:.2} ms ({} requests, before the flood; {} refused)",
