@@ -158,9 +158,9 @@ struct Grant {
 /// One slot of the CPU stage, held until released or dropped.
 #[derive(Debug)]
 pub struct Turn {
-    /// The gate, the tenant, and whether the slot is a spare one.
-    gate: Option<(Arc<FairGate>, TenantId, bool)>,
-    backlog: bool,
+    /// The gate and the tenant.
+    gate: Option<(Arc<FairGate>, TenantId)>,
+    grant: Grant,
 }
 
 impl Turn {
@@ -168,7 +168,7 @@ impl Turn {
     pub fn ungated() -> Self {
         Self {
             gate: None,
-            backlog: false,
+            grant: Grant::default(),
         }
     }
 
@@ -178,13 +178,13 @@ impl Turn {
     /// The pipeline runs such work at a lower operating-system priority
     /// ([`crate::pipeline::Pipeline::with_backlog_nice`]).
     pub fn backlogged(&self) -> bool {
-        self.backlog
+        self.grant.backlog
     }
 
     /// Gives the slot to whoever is next; the work goes on without it.
     pub fn release(&mut self) {
-        if let Some((gate, tenant, spare)) = self.gate.take() {
-            gate.hand_over(&tenant, spare);
+        if let Some((gate, tenant)) = self.gate.take() {
+            gate.hand_over(&tenant, self.grant.spare);
         }
     }
 }
@@ -292,19 +292,17 @@ impl FairGate {
                 // no one who could take it is passed over
                 s.free -= 1;
                 s.held.insert(tenant.clone(), holds + 1);
-                return Turn {
-                    gate: Some((self.clone(), tenant.clone(), false)),
-                    backlog: false,
-                };
+                return self.granted(tenant, Grant::default());
             }
             if s.spare_free > 0 && holds == 0 && !s.queues.contains_key(tenant) {
                 // likewise: every tenant waiting holds a slot
                 s.spare_free -= 1;
                 s.held.insert(tenant.clone(), 1);
-                return Turn {
-                    gate: Some((self.clone(), tenant.clone(), true)),
+                let spare = Grant {
+                    spare: true,
                     backlog: false,
                 };
+                return self.granted(tenant, spare);
             }
             let (tx, rx) = oneshot::channel();
             let queue = s.queues.entry(tenant.clone()).or_default();
@@ -326,9 +324,13 @@ impl FairGate {
         // (which this future holds): the result is always Ok
         let grant = (&mut waiting.rx).await.unwrap_or_default();
         waiting.granted = true;
+        self.granted(tenant, grant)
+    }
+
+    fn granted(self: &Arc<Self>, tenant: &TenantId, grant: Grant) -> Turn {
         Turn {
-            gate: Some((self.clone(), tenant.clone(), grant.spare)),
-            backlog: grant.backlog,
+            gate: Some((self.clone(), tenant.clone())),
+            grant,
         }
     }
 

@@ -288,9 +288,7 @@ impl Pipeline {
     pub fn with_backlog_nice(mut self, nice: u8) -> std::io::Result<Self> {
         self.backlog = match nice {
             0 => None,
-            n => Some(Arc::new(crate::backlog::Backlog::new(i32::from(
-                n.min(19),
-            ))?)),
+            n => Some(Arc::new(crate::backlog::Backlog::new(i32::from(n))?)),
         };
         Ok(self)
     }
