@@ -181,6 +181,8 @@ pub struct Compaction {
     pub settle: HumanDuration,
     /// Input bytes per merge at most.
     pub max_input_size: ByteSize,
+    /// Input rows per merge at most (what bounds a merge's memory).
+    pub max_input_rows: u64,
 }
 
 impl Default for Compaction {
@@ -192,6 +194,7 @@ impl Default for Compaction {
             min_files: d.min_files,
             settle: HumanDuration(d.settle),
             max_input_size: ByteSize(d.max_input_bytes),
+            max_input_rows: d.max_input_rows,
         }
     }
 }
@@ -202,6 +205,7 @@ impl Compaction {
             min_files: self.min_files,
             settle: self.settle.0,
             max_input_bytes: self.max_input_size.0,
+            max_input_rows: self.max_input_rows,
         }
     }
 }
@@ -536,6 +540,9 @@ impl Config {
         if self.compaction.min_files < 2 {
             errors.push("compaction.min_files: must be at least 2".into());
         }
+        if self.compaction.max_input_rows < 2 {
+            errors.push("compaction.max_input_rows: must be at least 2".into());
+        }
         if self.compaction.interval.0.is_zero() {
             errors.push("compaction.interval: must be more than 0".into());
         }
@@ -750,6 +757,10 @@ mod tests {
             19
         );
         assert_eq!(Config::parse("").unwrap().ingest.backlog_nice, 0, "off");
+        let e = Config::parse("[compaction]\nmax_input_rows = 1\n").unwrap_err();
+        assert!(e.contains("compaction.max_input_rows"), "{e}");
+        let c = Config::parse("[compaction]\nmax_input_rows = 250_000\n").unwrap();
+        assert_eq!(c.compaction.store_config().max_input_rows, 250_000);
     }
 
     #[test]

@@ -33,9 +33,13 @@ pub struct CompactionConfig {
     /// An hour that ended at least this long ago is merged whole once it
     /// has two files or more.
     pub settle: Duration,
-    /// At most this many input bytes per merge (the rest waits for the
-    /// next pass).
+    /// At most this many input bytes per merge (an hour's files make as
+    /// many merges as the bounds need).
     pub max_input_bytes: u64,
+    /// At most this many input rows per merge: a merge holds its rows
+    /// decoded in memory (about twice over while sorting), and a tenant's
+    /// files can compress many times over, so bytes alone do not bound it.
+    pub max_input_rows: u64,
 }
 
 impl Default for CompactionConfig {
@@ -44,6 +48,7 @@ impl Default for CompactionConfig {
             min_files: 8,
             settle: Duration::from_secs(600),
             max_input_bytes: 1 << 30,
+            max_input_rows: 1_000_000,
         }
     }
 }
@@ -99,20 +104,28 @@ fn plan<'a>(
             }
             fs
         };
-        // smallest first, up to the byte bound
-        let mut chosen = chosen;
-        chosen.sort_by_key(|f| (f.size, f.path.clone()));
-        let mut total = 0u64;
-        let mut take = Vec::new();
-        for f in chosen {
-            if !take.is_empty() && total.saturating_add(f.size) > config.max_input_bytes {
+        // smallest first, each file that still fits the byte and row
+        // bounds (a file past them alone is left as it is); as many merges
+        // as the bounds make of the hour's files
+        let mut left = chosen;
+        left.sort_by_key(|f| (f.size, f.path.clone()));
+        loop {
+            let (mut bytes, mut rows) = (0u64, 0u64);
+            let (mut take, mut rest) = (Vec::new(), Vec::new());
+            for f in left {
+                let (b, r) = (bytes.saturating_add(f.size), rows.saturating_add(f.rows));
+                if b > config.max_input_bytes || r > config.max_input_rows {
+                    rest.push(f);
+                    continue;
+                }
+                (bytes, rows) = (b, r);
+                take.push(f.clone());
+            }
+            if take.len() < 2 {
                 break;
             }
-            total = total.saturating_add(f.size);
-            take.push(f.clone());
-        }
-        if take.len() >= 2 {
             merges.push(take);
+            left = rest;
         }
     }
     merges
@@ -205,6 +218,8 @@ impl Store {
         between: &dyn Fn(),
     ) -> Result<CompactionStats> {
         let hour = inputs[0].partition_hour();
+        let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
+        let key = self.writing_key(tenant)?;
         let mut batches = Vec::new();
         for f in inputs {
             let path = f.object_path();
@@ -228,6 +243,9 @@ impl Store {
             .with_batch_size(64 * 1024)
             .build()
             .map_err(decode)?;
+            // decoding is CPU work: a turn of the tenant's (the read above
+            // and the put below are not)
+            let _turn = self.cpu_turn(tenant);
             for b in reader {
                 // files written before the tenant left the files still hold it
                 batches.push(crate::schema::without_tenant(&b?)?);
@@ -237,14 +255,13 @@ impl Store {
             Some(b) => b.schema(),
             None => crate::schema::file_schema(&signal.schema()),
         };
-        let path = ParquetFilePath::new(tenant, signal, hour, uuid::Uuid::now_v7());
         let (bytes, rows) = {
-            // sorting and encoding is CPU work: a turn of the tenant's (the
-            // reads above and the put below are not)
-            let key = self.writing_key(tenant)?;
             let _turn = self.cpu_turn(tenant);
-            let merged = sort_for_queries(&concat_batches(&schema, &batches)?)?;
+            // one copy of the rows at a time besides the sorted one
+            let all = concat_batches(&schema, &batches)?;
             drop(batches);
+            let merged = sort_for_queries(&all)?;
+            drop(all);
             let bytes = writer::encode_parquet(
                 path.path().as_ref(),
                 &schema,
@@ -330,10 +347,14 @@ mod tests {
     use super::*;
 
     fn file(hour: i64, level: u32, size: u64, n: usize) -> FileEntry {
+        rows_file(hour, level, size, 1, n)
+    }
+
+    fn rows_file(hour: i64, level: u32, size: u64, rows: u64, n: usize) -> FileEntry {
         FileEntry {
             path: format!("h{hour}/f{n}"),
             size,
-            rows: 1,
+            rows,
             hour,
             min_time: hour,
             max_time: hour,
@@ -353,6 +374,7 @@ mod tests {
             min_files: 3,
             settle: Duration::from_secs(600),
             max_input_bytes: 1 << 30,
+            max_input_rows: u64::MAX,
         };
         let now = 10 * H + 60_000_000_000; // one minute into hour 10
         let mut files = vec![file(10 * H, 0, 10, 0), file(10 * H, 0, 10, 1)];
@@ -375,6 +397,7 @@ mod tests {
             min_files: 100,
             settle: Duration::from_secs(600),
             max_input_bytes: 25,
+            max_input_rows: u64::MAX,
         };
         let files = vec![
             file(H, 1, 20, 0),
@@ -394,5 +417,43 @@ mod tests {
         );
         // not yet settled: hour 1 ended 5 minutes ago
         assert!(plan(&files, 2 * H + 300_000_000_000, &cfg).is_empty());
+    }
+
+    #[test]
+    fn a_merge_holds_at_most_the_row_bound_and_a_larger_file_is_left_alone() {
+        let cfg = CompactionConfig {
+            min_files: 2,
+            settle: Duration::from_secs(600),
+            max_input_bytes: 1 << 30,
+            max_input_rows: 1_000,
+        };
+        // small on disk, many rows: bytes alone would take all of them
+        let files = vec![
+            rows_file(H, 0, 10, 400, 0),
+            rows_file(H, 1, 11, 5_000, 3),
+            rows_file(H, 0, 12, 400, 1),
+            rows_file(H, 0, 13, 400, 2),
+        ];
+        let merges = plan(&files, 20 * H, &cfg);
+        assert_eq!(merges.len(), 1);
+        let paths: Vec<&str> = merges[0].iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["h3600000000000/f0", "h3600000000000/f1"],
+            "the large file is passed over, a third small one would pass 1,000 rows"
+        );
+        // what is left after that merge: the merged file and the third
+        // together pass the bound, and the large file is never taken
+        let after = vec![
+            rows_file(H, 1, 21, 800, 4),
+            rows_file(H, 0, 12, 400, 2),
+            rows_file(H, 1, 13, 5_000, 3),
+        ];
+        assert!(plan(&after, 20 * H, &cfg).is_empty());
+        assert!(nothing_left(&after, &cfg));
+        // five files of 400 rows: two merges of two in one pass, one left
+        let five: Vec<FileEntry> = (0..5).map(|n| rows_file(H, 0, 10, 400, n)).collect();
+        let merges = plan(&five, 20 * H, &cfg);
+        assert_eq!(merges.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
     }
 }

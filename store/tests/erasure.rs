@@ -199,6 +199,7 @@ fn a_merge_by_another_node_makes_the_erasure_start_over(backend: Backend) {
                             min_files: 2,
                             settle: Duration::ZERO,
                             max_input_bytes: 1 << 30,
+                            max_input_rows: u64::MAX,
                         },
                     )
                     .unwrap();

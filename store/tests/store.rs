@@ -50,6 +50,7 @@ on_both_backends!(
     a_table_loads_from_its_checkpoint_and_later_commits,
     compaction_merges_an_hour_sorted_with_a_trace_id_bloom_filter,
     compaction_gives_up_when_retention_removed_an_input,
+    compaction_keeps_each_merge_within_the_row_bound,
     the_tenants_in_storage_are_found,
 );
 
@@ -500,6 +501,39 @@ fn compaction_merges_an_hour_sorted_with_a_trace_id_bloom_filter(b: Backend) {
     assert_eq!(rows_in(&store, &before.files), 6);
     // a settled hour with one file is left alone; nothing more to do
     clock.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(store.compact(&t, Signal::Logs, &cfg).unwrap().merged, 0);
+}
+
+fn compaction_keeps_each_merge_within_the_row_bound(b: Backend) {
+    let store = open(&b, Arc::new(ManualClock::new(T0 + 10 * HOUR)), 1 << 30);
+    let t = TenantId::new("acme").unwrap();
+    // seven flushed files of three rows in one settled hour
+    for k in 0..7i64 {
+        let at = T0 + 3 * k;
+        store
+            .append(
+                &t,
+                Signal::Logs,
+                "v1",
+                timed_batch("acme", &[at, at + 1, at + 2], 3 * k),
+            )
+            .unwrap();
+        store.flush_all().unwrap();
+    }
+    let cfg = CompactionConfig {
+        min_files: 2,
+        settle: Duration::ZERO,
+        max_input_rows: 7,
+        ..Default::default()
+    };
+    let stats = store.compact(&t, Signal::Logs, &cfg).unwrap();
+    assert_eq!((stats.merged, stats.inputs, stats.rows), (3, 6, 18));
+    let files = store.files(&t, Signal::Logs).unwrap();
+    let mut rows: Vec<u64> = files.iter().map(|f| f.rows).collect();
+    rows.sort();
+    assert_eq!(rows, vec![3, 6, 6, 6], "no merge past 7 rows");
+    assert_eq!(values(&store, &t), (0..21).collect::<Vec<_>>());
+    // merged files of 6 rows and the one left over pass the bound together
     assert_eq!(store.compact(&t, Signal::Logs, &cfg).unwrap().merged, 0);
 }
 
