@@ -799,11 +799,11 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
     let faults = WriteFaults::new();
     let wal = Arc::new(open(config(dir.path(), u64::MAX, Some(faults.clone()))).0);
     let deadline = || std::time::Duration::from_secs(60);
-    let (heavy, small) = {
+    let (heavy, small, threads) = {
         let hold = faults.hold_main_lane();
         let (heavy_tx, heavy_rx) = std::sync::mpsc::channel();
         let w = wal.clone();
-        std::thread::spawn(move || {
+        let heavy_thread = std::thread::spawn(move || {
             let big = "x".repeat(100_000);
             let b = small_batch(&[(1, big.as_str())]);
             heavy_tx
@@ -820,7 +820,7 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
         }
         let (small_tx, small_rx) = std::sync::mpsc::channel();
         let w = wal.clone();
-        std::thread::spawn(move || {
+        let small_thread = std::thread::spawn(move || {
             let b = small_batch(&[(2, "s")]);
             small_tx
                 .send(w.append(&tenant("small"), Signal::Logs, "v1", &b))
@@ -835,7 +835,11 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
             "the flood's group is still being written"
         );
         drop(hold);
-        (heavy_rx.recv_timeout(deadline()).unwrap().unwrap(), small)
+        (
+            heavy_rx.recv_timeout(deadline()).unwrap().unwrap(),
+            small,
+            [heavy_thread, small_thread],
+        )
     };
     assert!(heavy < small, "numbered when taken: {heavy} then {small}");
     let side = segment_files(&dir.path().join(SIDE_DIR));
@@ -847,6 +851,10 @@ fn a_light_entry_does_not_wait_for_the_main_lanes_write_in_progress() {
         "the gauge counts the zeros written ahead"
     );
     assert_eq!(wal.outstanding(), vec![heavy, small]);
+    // a thread sends its result before it drops its handle on the log
+    for t in threads {
+        t.join().unwrap();
+    }
     drop(Arc::try_unwrap(wal).expect("both appenders are done"));
 
     let (wal, recovered, report) = open(WalConfig::new(dir.path()));
