@@ -60,14 +60,14 @@ pub fn describe(job: &Job) -> String {
 fn submit(config: &Config, job: Job, wait: bool) -> Result<(), String> {
     let storage = storage(config)?;
     jobs::submit(&storage, &job).map_err(|e| e.to_string())?;
-    println!("{}", describe(&job));
+    crate::outln!("{}", describe(&job))?;
     if wait {
         follow(&storage, &job.id)
     } else {
-        println!(
+        crate::outln!(
             "a running server takes the job within seconds; `bulkhead erase status {}` tells how it went",
             job.id
-        );
+        )?;
         Ok(())
     }
 }
@@ -78,7 +78,7 @@ fn follow(storage: &Storage, id: &str) -> Result<(), String> {
     loop {
         let job = jobs::get(storage, id).map_err(|e| e.to_string())?;
         if last != Some(job.status) {
-            eprintln!("{}", describe(&job));
+            crate::errln!("{}", describe(&job));
             last = Some(job.status);
         }
         if job.status.finished() {
@@ -114,7 +114,7 @@ pub fn erase_list(config: &Config, tenant: Option<&str>) -> Result<(), String> {
     let storage = storage(config)?;
     for job in jobs::list(&storage).map_err(|e| e.to_string())? {
         if tenant.is_none_or(|t| t == job.tenant) {
-            println!("{}", describe(&job));
+            crate::outln!("{}", describe(&job))?;
         }
     }
     Ok(())
@@ -127,10 +127,10 @@ pub fn erase_status(config: &Config, id: &str, wait: bool) -> Result<(), String>
         follow(&storage, id)?;
     }
     let job = jobs::get(&storage, id).map_err(|e| e.to_string())?;
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(&job).map_err(|e| e.to_string())?
-    );
+    )?;
     Ok(())
 }
 
@@ -138,7 +138,7 @@ pub fn erase_status(config: &Config, id: &str, wait: bool) -> Result<(), String>
 pub fn erase_cancel(config: &Config, id: &str) -> Result<(), String> {
     let storage = storage(config)?;
     let job = jobs::cancel(&storage, id, now_nanos()).map_err(|e| e.to_string())?;
-    println!("{}", describe(&job));
+    crate::outln!("{}", describe(&job))?;
     Ok(())
 }
 
@@ -239,11 +239,11 @@ pub fn extract_create(args: &ExtractArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", tmp.path().display()))?;
         tmp.persist(&args.out)
             .map_err(|e| format!("{}: {e}", args.out.display()))?;
-        println!(
+        crate::outln!(
             "extract {id}: {rows} rows in {}; check it with `bulkhead extract verify {} --public-key <the instance's key>`",
             args.out.display(),
             args.out.display()
-        );
+        )?;
         Ok(())
     })
 }
@@ -258,7 +258,7 @@ pub fn extract_verify(bundle: &std::path::Path, public_key: &str) -> Result<(), 
             .manifest
             .as_ref()
             .expect("a verified bundle has a manifest");
-        println!(
+        crate::outln!(
             "OK: signature and all {} file(s) match; extract {} of tenant {} ({} rows, {} to {}, requested by {}, audit head {}:{})",
             m.files.len(),
             m.id,
@@ -269,11 +269,11 @@ pub fn extract_verify(bundle: &std::path::Path, public_key: &str) -> Result<(), 
             m.requested_by,
             m.audit_head.seq,
             m.audit_head.hash
-        );
+        )?;
         Ok(())
     } else {
         for p in verdict.problems() {
-            eprintln!("{p}");
+            crate::errln!("{p}");
         }
         Err(format!(
             "{} does not verify ({} problem(s) above)",
@@ -293,9 +293,9 @@ pub fn extract_public_key(config: &Config) -> Result<(), String> {
             path.display()
         ));
     }
-    println!(
+    crate::outln!(
         "{}",
         crate::extract::Signer::load_or_create(&path)?.public_hex()
-    );
+    )?;
     Ok(())
 }

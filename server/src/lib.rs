@@ -12,6 +12,7 @@ pub mod backtest;
 pub mod compliance;
 pub mod compliance_cli;
 pub mod config;
+pub mod console;
 pub mod extract;
 pub mod jobs;
 pub mod policy_cli;

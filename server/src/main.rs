@@ -339,11 +339,11 @@ fn audit_offline(config: &Config, event: NewEvent) {
     match AuditLog::open(&config.audit_dir(), Arc::new(SystemClock)) {
         Ok(log) => {
             if let Err(e) = log.append(event) {
-                eprintln!("warning: audit trail: {e}");
+                bulkhead::errln!("warning: audit trail: {e}");
             }
         }
         Err(AuditError::Locked(_)) => {}
-        Err(e) => eprintln!("warning: audit trail: {e}"),
+        Err(e) => bulkhead::errln!("warning: audit trail: {e}"),
     }
 }
 
@@ -385,7 +385,9 @@ fn ensure_demo_tenants(config: &Config) -> Result<usize, String> {
         }
         tenants::create_tenant(&dir, name)?;
         let key = tenants::create_key(&dir, name, Scopes::parse_list("ingest,query")?)?;
-        println!(
+        // shown once; a server whose output is gone (`| head -1`) serves
+        // on, and `bulkhead key create` makes another key
+        let _ = bulkhead::outln!(
             "demo tenant {name}: key (scopes ingest,query) {}",
             key.expose()
         );
@@ -409,9 +411,10 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         stop.await;
         token.cancel();
     });
+    // The banner is best-effort: a closed output does not stop a server.
     let replay = server.replay_report();
     if replay.entries_replayed > 0 || !replay.wal.truncated.is_empty() {
-        println!(
+        let _ = bulkhead::outln!(
             "recovered from the write-ahead log: {} entries ({} rows); {} torn or corrupt segment tails cut",
             replay.entries_replayed,
             replay.rows_replayed,
@@ -419,13 +422,16 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         );
     }
     if created.is_none() {
-        println!(
+        let _ = bulkhead::outln!(
             "bulkhead ready: OTLP gRPC {}, OTLP HTTP {}, API {}, Flight SQL {}",
-            server.grpc_addr, server.http_addr, server.api_addr, server.flight_addr
+            server.grpc_addr,
+            server.http_addr,
+            server.api_addr,
+            server.flight_addr
         );
     }
     if let Some(created) = created {
-        println!(
+        let _ = bulkhead::outln!(
             "local try-out: data in {}, OTLP gRPC {} / HTTP {}, SQL http://{}/api/v1/query and Flight SQL grpc://{}",
             config.data_dir.display(),
             server.grpc_addr,
@@ -434,7 +440,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             server.flight_addr
         );
         if created == 0 {
-            println!("  demo tenants exist already; their keys were shown when they were created. New key: 'bulkhead key create --tenant demo-a --scopes ingest,query'");
+            let _ = bulkhead::outln!("  demo tenants exist already; their keys were shown when they were created. New key: 'bulkhead key create --tenant demo-a --scopes ingest,query'");
         }
     }
     server.stopped().await;
@@ -488,11 +494,11 @@ fn main() -> ExitCode {
         } => load_config(config.as_ref()).and_then(|c| {
             let p = tenants::create_tenant(&c.policy_dir(), &name)?;
             audit_offline(&c, NewEvent::new(EventKind::TenantCreated).tenant(&p.tenant));
-            println!(
+            bulkhead::outln!(
                 "created tenant {} ({})",
                 p.tenant,
                 PolicySet::path_for(&c.policy_dir(), &p.tenant).display()
-            );
+            )?;
             Ok(())
         }),
         Command::Tenant {
@@ -518,10 +524,10 @@ fn main() -> ExitCode {
         } => load_config(config.as_ref()).and_then(|c| {
             let p = tenants::remove_tenant(&c.policy_dir(), &name)?;
             audit_offline(&c, NewEvent::new(EventKind::TenantRevoked).tenant(&p.tenant));
-            println!(
+            bulkhead::outln!(
                 "removed tenant {}: its {} key(s) stop working at the server's next policy reload; data already stored for it is kept",
                 p.tenant, p.live_keys
-            );
+            )?;
             Ok(())
         }),
         Command::Tenant {
@@ -546,9 +552,9 @@ fn main() -> ExitCode {
                     .detail("data_keys_deleted", deleted)
                     .detail("by", "cli"),
             );
-            println!(
+            bulkhead::outln!(
                 "shredded tenant {tenant}: key-encryption keys destroyed, {deleted} data key(s) deleted; its files and log entries can no longer be read"
-            );
+            )?;
             Ok(())
         }),
         Command::Tenant {
@@ -651,10 +657,10 @@ fn main() -> ExitCode {
                     .detail("versions_retired", format!("{:?}", r.versions_retired))
                     .detail("by", "cli"),
             );
-            println!(
+            bulkhead::outln!(
                 "rotated tenant {tenant}'s key: now version {}, {} data key(s) re-wrapped, version(s) {:?} destroyed; no data file rewritten",
                 r.kek_version, r.data_keys_rewrapped, r.versions_retired
-            );
+            )?;
             Ok(())
         }),
         Command::Key {
@@ -671,9 +677,14 @@ fn main() -> ExitCode {
                         .detail("scopes", scopes),
                 );
             }
-            println!("created key {} for tenant {tenant} with scopes {scopes}; store it now, it is not shown again:", key.id());
-            println!("{}", key.expose());
-            Ok(())
+            bulkhead::outln!("created key {} for tenant {tenant} with scopes {scopes}; store it now, it is not shown again:", key.id())
+                .and_then(|()| bulkhead::outln!("{}", key.expose()))
+                .map_err(|e| {
+                    format!(
+                        "{e}: key {id} was created but its secret could not be shown; revoke it with 'bulkhead key revoke --tenant {tenant} --id {id}' and create another",
+                        id = key.id()
+                    )
+                })
         }),
         Command::Operator {
             command:
@@ -687,14 +698,14 @@ fn main() -> ExitCode {
                 key_id: key.id().to_string(),
                 key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
             };
-            bulkhead::admin::AdminKeys::new(std::slice::from_ref(&grant)).map(|_| {
-                println!("# add to the server configuration, then restart:");
-                println!("[[admin]]");
-                println!("name = {:?}", grant.name);
-                println!("key_id = {:?}", grant.key_id);
-                println!("key_sha256 = {:?}", grant.key_sha256);
-                println!("# the key, shown once:");
-                println!("{}", key.expose());
+            bulkhead::admin::AdminKeys::new(std::slice::from_ref(&grant)).and_then(|_| {
+                bulkhead::outln!("# add to the server configuration, then restart:")?;
+                bulkhead::outln!("[[admin]]")?;
+                bulkhead::outln!("name = {:?}", grant.name)?;
+                bulkhead::outln!("key_id = {:?}", grant.key_id)?;
+                bulkhead::outln!("key_sha256 = {:?}", grant.key_sha256)?;
+                bulkhead::outln!("# the key, shown once:")?;
+                bulkhead::outln!("{}", key.expose())
             })
         }
         Command::Operator {
@@ -717,15 +728,15 @@ fn main() -> ExitCode {
                 key_sha256: key.digest().iter().map(|b| format!("{b:02x}")).collect(),
                 ..grant
             };
-            bulkhead_query::federation::Federation::new(std::slice::from_ref(&grant)).map(|_| {
-                println!("# add to the server configuration, then restart:");
-                println!("[[federation]]");
-                println!("name = {:?}", grant.name);
-                println!("key_id = {:?}", grant.key_id);
-                println!("key_sha256 = {:?}", grant.key_sha256);
-                println!("tenants = {:?}", grant.tenants);
-                println!("# the key, shown once:");
-                println!("{}", key.expose());
+            bulkhead_query::federation::Federation::new(std::slice::from_ref(&grant)).and_then(|_| {
+                bulkhead::outln!("# add to the server configuration, then restart:")?;
+                bulkhead::outln!("[[federation]]")?;
+                bulkhead::outln!("name = {:?}", grant.name)?;
+                bulkhead::outln!("key_id = {:?}", grant.key_id)?;
+                bulkhead::outln!("key_sha256 = {:?}", grant.key_sha256)?;
+                bulkhead::outln!("tenants = {:?}", grant.tenants)?;
+                bulkhead::outln!("# the key, shown once:")?;
+                bulkhead::outln!("{}", key.expose())
             })
         }
         Command::Audit {
@@ -744,17 +755,17 @@ fn main() -> ExitCode {
                 let Some(last) = heads.last() else {
                     return Err(format!("node {} has published no audit head to the store yet", c.node_name));
                 };
-                println!(
+                bulkhead::outln!(
                     "{} head(s) node {} published, the last {} (at {})",
                     heads.len(),
                     last.node,
                     last.anchor(),
                     last.at
-                );
+                )?;
                 anchors.extend(heads.iter().map(|h| h.anchor()));
             }
             let report = verify_with(&c.audit_dir(), &VerifyOptions { anchors }).map_err(|e| e.to_string())?;
-            println!("audit trail intact: {} entries, head {}", report.entries, report.head);
+            bulkhead::outln!("audit trail intact: {} entries, head {}", report.entries, report.head)?;
             Ok(())
         }),
         Command::Key {
@@ -764,23 +775,23 @@ fn main() -> ExitCode {
             if let Ok(t) = TenantId::new(&tenant) {
                 audit_offline(&c, NewEvent::new(EventKind::KeyRevoked).tenant(&t).key_id(id.clone()));
             }
-            println!("revoked key {id} of tenant {tenant}");
+            bulkhead::outln!("revoked key {id} of tenant {tenant}")?;
             Ok(())
         }),
         Command::Check { config } => load_config(config.as_ref()).and_then(|c| {
-            print!("{}", policy_cli::check(&c)?);
+            bulkhead::console::stdout_text(&policy_cli::check(&c)?)?;
             Ok(())
         }),
         Command::Policy {
             command: PolicyCommand::Show { tenant, config },
         } => load_config(config.as_ref()).and_then(|c| {
-            print!("{}", policy_cli::show(&c, &tenant)?);
+            bulkhead::console::stdout_text(&policy_cli::show(&c, &tenant)?)?;
             Ok(())
         }),
         Command::Policy {
             command: PolicyCommand::Diff { tenant, file, config },
         } => load_config(config.as_ref()).and_then(|c| {
-            print!("{}", policy_cli::diff(&c, &tenant, &file)?);
+            bulkhead::console::stdout_text(&policy_cli::diff(&c, &tenant, &file)?)?;
             Ok(())
         }),
         Command::Anomaly {
@@ -788,22 +799,22 @@ fn main() -> ExitCode {
         } => bulkhead::backtest::parse_settings(settings.as_deref()).and_then(|s| {
             let summary = bulkhead::backtest::run(&input, &output, &s)?;
             for (line, why) in &summary.skipped {
-                eprintln!("warning: {}: line {line} skipped: {why}", input.display());
+                bulkhead::errln!("warning: {}: line {line} skipped: {why}", input.display());
             }
-            println!(
+            bulkhead::outln!(
                 "scored {} points, {} anomalies, {} lines skipped; settings: {}",
                 summary.points,
                 summary.anomalies,
                 summary.skipped.len(),
                 s.describe()
-            );
+            )?;
             Ok(())
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            bulkhead::errln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -401,3 +401,103 @@ fn an_admin_key_entry_goes_into_the_config_as_printed() {
     let err = stderr(&out);
     assert!(err.contains("admin[0]") && err.contains("key_id"), "{err}");
 }
+
+/// A pipe whose reading end is already closed: every write to it fails
+/// (EPIPE), as when `bulkhead ... | head -1` has read its line.
+fn closed_pipe() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer.into()
+}
+
+/// `bulkhead serve | head -c 1`: the banner cannot be written, and the
+/// server serves on regardless, then stops cleanly.
+#[test]
+fn serve_keeps_serving_when_its_output_is_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_addr = api.local_addr().unwrap();
+    drop(api);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("BULKHEAD_GRPC_LISTEN", "127.0.0.1:0")
+        .env("BULKHEAD_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BULKHEAD_API_LISTEN", api_addr.to_string())
+        .env("BULKHEAD_METRICS_LISTEN", "127.0.0.1:0")
+        .env("BULKHEAD_FLIGHT_LISTEN", "127.0.0.1:0")
+        .env_remove("BULKHEAD_DATA_DIR")
+        .env_remove("BULKHEAD_POLICY_DIR")
+        .stdout(closed_pipe())
+        .stderr(closed_pipe())
+        .spawn()
+        .unwrap();
+    let ready = |addr: std::net::SocketAddr| -> bool {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        reply.starts_with("HTTP/1.1 200")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("bulkhead serve ended by itself with its output closed: {status:?}");
+        }
+        if ready(api_addr) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A command whose output cannot be written fails with an error that says
+/// so (exit 1), not a panic (exit 101).
+#[test]
+fn a_command_whose_output_is_closed_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    assert!(bulkhead(&config, &["tenant", "create", "acme"])
+        .status
+        .success());
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args([
+            "key", "create", "--tenant", "acme", "--scopes", "ingest", "--config",
+        ])
+        .arg(&config)
+        .env_remove("BULKHEAD_DATA_DIR")
+        .env_remove("BULKHEAD_POLICY_DIR")
+        .stdout(closed_pipe())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: writing to standard output"),
+        "{}",
+        stderr(&out)
+    );
+    // the key exists without anyone having seen it: the error says which
+    // one to revoke, and the command it names works
+    let err = stderr(&out);
+    let revoke = err
+        .split('\'')
+        .find(|s| s.starts_with("bulkhead key revoke"))
+        .unwrap_or_else(|| panic!("no revoke command in {err}"));
+    let args: Vec<&str> = revoke.split_whitespace().skip(1).collect();
+    let out = bulkhead(&config, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("revoked key"), "{}", stdout(&out));
+}
