@@ -139,6 +139,35 @@ fn a_broken_config_names_the_problem() {
     assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
 }
 
+/// `bulkhead serve` without a config in `dir`, every listener on a port of
+/// the system's choosing but the query API's, on `api`.
+fn try_out(dir: &Path, api: &str) -> Command {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+    serve
+        .arg("serve")
+        .current_dir(dir)
+        .env("BULKHEAD_GRPC_LISTEN", "127.0.0.1:0")
+        .env("BULKHEAD_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BULKHEAD_API_LISTEN", api)
+        .env("BULKHEAD_METRICS_LISTEN", "127.0.0.1:0")
+        .env("BULKHEAD_FLIGHT_LISTEN", "127.0.0.1:0")
+        .env_remove("BULKHEAD_DATA_DIR")
+        .env_remove("BULKHEAD_POLICY_DIR");
+    serve
+}
+
+/// Sends the server SIGTERM; it must exit with success.
+fn stops_cleanly(mut child: std::process::Child) {
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
 /// `bulkhead serve` without a config: a local try-out with two demo tenants
 /// whose keys are printed once, and a clean stop on SIGTERM.
 #[test]
@@ -146,16 +175,7 @@ fn try_out_mode_creates_demo_tenants_once_and_stops_cleanly() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let start = || {
-        Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("BULKHEAD_GRPC_LISTEN", "127.0.0.1:0")
-            .env("BULKHEAD_HTTP_LISTEN", "127.0.0.1:0")
-            .env("BULKHEAD_API_LISTEN", "127.0.0.1:0")
-            .env("BULKHEAD_METRICS_LISTEN", "127.0.0.1:0")
-            .env("BULKHEAD_FLIGHT_LISTEN", "127.0.0.1:0")
-            .env_remove("BULKHEAD_DATA_DIR")
-            .env_remove("BULKHEAD_POLICY_DIR")
+        try_out(dir.path(), "127.0.0.1:0")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -172,14 +192,7 @@ fn try_out_mode_creates_demo_tenants_once_and_stops_cleanly() {
             }
             line.clear();
         }
-        let kill = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = child.wait().unwrap();
-        assert!(status.success(), "exit status {status:?}");
+        stops_cleanly(child);
         lines
     };
     let first = run(start());
@@ -419,16 +432,7 @@ fn serve_keeps_serving_when_its_output_is_closed() {
     let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api_addr = api.local_addr().unwrap();
     drop(api);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("BULKHEAD_GRPC_LISTEN", "127.0.0.1:0")
-        .env("BULKHEAD_HTTP_LISTEN", "127.0.0.1:0")
-        .env("BULKHEAD_API_LISTEN", api_addr.to_string())
-        .env("BULKHEAD_METRICS_LISTEN", "127.0.0.1:0")
-        .env("BULKHEAD_FLIGHT_LISTEN", "127.0.0.1:0")
-        .env_remove("BULKHEAD_DATA_DIR")
-        .env_remove("BULKHEAD_POLICY_DIR")
+    let mut child = try_out(dir.path(), &api_addr.to_string())
         .stdout(closed_pipe())
         .stderr(closed_pipe())
         .spawn()
@@ -453,14 +457,7 @@ fn serve_keeps_serving_when_its_output_is_closed() {
         assert!(std::time::Instant::now() < deadline, "never ready");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    stops_cleanly(child);
 }
 
 /// A command whose output cannot be written fails with an error that says
