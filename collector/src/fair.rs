@@ -25,7 +25,8 @@
 //! docs/performance.md, "Fairness").
 //!
 //! Beside those, a few *spare* slots (the pipeline has one a core) are for
-//! requests of tenants that hold no slot and have none waiting: a tenant
+//! requests of tenants that hold no slot for requests (and, beside their
+//! own background work, send one request at a time; see below): a tenant
 //! with one request at a time does not queue behind the other small
 //! tenants for the one slot the flood leaves, its one request shares the
 //! cores with the rest as a thread of its own. A spare slot counts towards
@@ -34,7 +35,18 @@
 //!
 //! The wait for the write-ahead log's fsync holds no slot (the pipeline
 //! gives its turn back once the entry is encoded), so few slots cost no
-//! throughput. A tenant's flushes and merges take their turns here too.
+//! throughput.
+//!
+//! A tenant's flushes and merges take their turns here too, as
+//! *background* turns ([`FairGate::background_turn`]): they count towards
+//! the tenant's most like its requests, but they never take a spare slot,
+//! and a request of a tenant whose slots are all held by its background
+//! work may take a spare one if it arrived with no other request of its
+//! tenant in flight or queued (a tenant sending two or more at a time, a
+//! flood, gets no slot beside its flush that way). The tenant pays for its flushes in turns
+//! (a flood's requests wait behind its own flushes), but an acknowledgement
+//! does not wait for its tenant's buffer to be encoded: on two cores a
+//! small tenant's flush holds its only slot for tens of milliseconds.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,22 +121,62 @@ struct State {
     /// waiting tenant holds its most.
     free: usize,
     /// Spare slots nobody holds. Above zero while someone waits only when
-    /// every waiting tenant holds a slot.
+    /// no waiting request may take one ([`State::spare_for_queued`]).
     spare_free: usize,
     /// Slots held, per tenant holding any.
     held: HashMap<TenantId, usize>,
-    /// Tenants with a request waiting, in the order their turns come.
+    /// Of those, slots held for background work (flushes, merges).
+    background: HashMap<TenantId, usize>,
+    /// Tenants with a request or background work waiting, in the order
+    /// their turns come.
     ring: VecDeque<TenantId>,
-    /// Each waiting tenant's requests, oldest first; each is sent its
-    /// grant.
-    queues: HashMap<TenantId, VecDeque<oneshot::Sender<Grant>>>,
+    /// Each waiting tenant's requests and background work, oldest first;
+    /// each is sent its grant.
+    queues: HashMap<TenantId, VecDeque<Waiter>>,
     waiting: usize,
     /// The two tenants that asked for a slot last (distinct, the latest
     /// first), with when.
     recent: [Option<(TenantId, i64)>; 2],
 }
 
+/// One request or piece of background work in its tenant's queue.
+#[derive(Debug)]
+struct Waiter {
+    tx: oneshot::Sender<Grant>,
+    background: bool,
+    /// A request that arrived while its tenant had no other request in
+    /// flight or queued.
+    lone: bool,
+}
+
 impl State {
+    /// Slots `tenant` holds for its requests (not for background work).
+    fn request_holds(&self, tenant: &TenantId) -> usize {
+        let held = self.held.get(tenant).copied().unwrap_or(0);
+        held.saturating_sub(self.background.get(tenant).copied().unwrap_or(0))
+    }
+
+    /// `tenant`'s oldest queued request (not background work) whose
+    /// requester still waits.
+    fn oldest_request(&self, tenant: &TenantId) -> Option<&Waiter> {
+        self.queues
+            .get(tenant)?
+            .iter()
+            .find(|w| !w.background && !w.tx.is_closed())
+    }
+
+    /// Whether a spare slot may go to `tenant`'s oldest queued request:
+    /// its tenant holds no slot for requests, and either none for
+    /// background work or the request arrived alone (a tenant sending one
+    /// at a time; a flood does not get a slot beside its flush).
+    fn spare_for_queued(&self, tenant: &TenantId) -> bool {
+        let background = self.background.get(tenant).copied().unwrap_or(0);
+        self.request_holds(tenant) == 0
+            && self
+                .oldest_request(tenant)
+                .is_some_and(|w| background == 0 || w.lone)
+    }
+
     /// `tenant` asks for a slot at `now`.
     fn note(&mut self, tenant: &TenantId, now: i64) {
         match &mut self.recent[0] {
@@ -147,12 +199,14 @@ impl State {
     }
 }
 
-/// What a waiting request is handed: a slot, spare or not, and whether
-/// its tenant still had requests queued behind it.
+/// What a waiting request is handed: a slot, spare or not, whether its
+/// tenant still had requests queued behind it, and whether it is for
+/// background work.
 #[derive(Clone, Copy, Debug, Default)]
 struct Grant {
     spare: bool,
     backlog: bool,
+    background: bool,
 }
 
 /// One slot of the CPU stage, held until released or dropped.
@@ -184,7 +238,7 @@ impl Turn {
     /// Gives the slot to whoever is next; the work goes on without it.
     pub fn release(&mut self) {
         if let Some((gate, tenant)) = self.gate.take() {
-            gate.hand_over(&tenant, self.grant.spare);
+            gate.hand_over(&tenant, self.grant);
         }
     }
 }
@@ -211,7 +265,12 @@ impl Drop for Waiting {
         }
         self.rx.close();
         if let Ok(grant) = self.rx.try_recv() {
-            self.gate.hand_over(&self.tenant, grant.spare);
+            self.gate.hand_over(&self.tenant, grant);
+        } else {
+            // a request given up may have kept another of its tenant's from
+            // a spare slot
+            let mut s = self.gate.state.lock();
+            self.gate.hand_out(&mut s, self.gate.clock.now_nanos());
         }
     }
 }
@@ -279,6 +338,18 @@ impl FairGate {
 
     /// Waits (without holding a thread) for a slot for `tenant`'s request.
     pub async fn turn(self: &Arc<Self>, tenant: &TenantId) -> Turn {
+        self.turn_for(tenant, false).await
+    }
+
+    /// Waits for a slot for `tenant`'s background work (a flush, a merge):
+    /// never a spare one, and while it holds it the tenant's requests may
+    /// take spare slots as if it held none, if they arrive one at a time
+    /// (see [`State::spare_for_queued`]).
+    pub async fn background_turn(self: &Arc<Self>, tenant: &TenantId) -> Turn {
+        self.turn_for(tenant, true).await
+    }
+
+    async fn turn_for(self: &Arc<Self>, tenant: &TenantId, background: bool) -> Turn {
         let rx = {
             let now = self.clock.now_nanos();
             let mut s = self.state.lock();
@@ -292,22 +363,35 @@ impl FairGate {
                 // no one who could take it is passed over
                 s.free -= 1;
                 s.held.insert(tenant.clone(), holds + 1);
-                return self.granted(tenant, Grant::default());
+                let grant = Grant {
+                    background,
+                    ..Grant::default()
+                };
+                if background {
+                    *s.background.entry(tenant.clone()).or_default() += 1;
+                }
+                return self.granted(tenant, grant);
             }
-            if s.spare_free > 0 && holds == 0 && !s.queues.contains_key(tenant) {
-                // likewise: every tenant waiting holds a slot
+            let lone =
+                !background && s.request_holds(tenant) == 0 && s.oldest_request(tenant).is_none();
+            if lone && s.spare_free > 0 {
+                // likewise: no request waiting may take a spare slot
                 s.spare_free -= 1;
-                s.held.insert(tenant.clone(), 1);
+                s.held.insert(tenant.clone(), holds + 1);
                 let spare = Grant {
                     spare: true,
-                    backlog: false,
+                    ..Grant::default()
                 };
                 return self.granted(tenant, spare);
             }
             let (tx, rx) = oneshot::channel();
             let queue = s.queues.entry(tenant.clone()).or_default();
             let first = queue.is_empty();
-            queue.push_back(tx);
+            queue.push_back(Waiter {
+                tx,
+                background,
+                lone,
+            });
             if first {
                 s.ring.push_back(tenant.clone());
             }
@@ -334,13 +418,14 @@ impl FairGate {
         }
     }
 
-    /// [`FairGate::turn`] for work on a blocking thread (a flush, a merge).
-    pub fn turn_blocking(self: &Arc<Self>, tenant: &TenantId) -> Turn {
-        futures::executor::block_on(self.turn(tenant))
+    /// [`FairGate::background_turn`] on a blocking thread (a flush, a
+    /// merge).
+    pub fn background_turn_blocking(self: &Arc<Self>, tenant: &TenantId) -> Turn {
+        futures::executor::block_on(self.background_turn(tenant))
     }
 
     /// Takes back the slot `from` held and hands out what is free.
-    fn hand_over(&self, from: &TenantId, spare: bool) {
+    fn hand_over(&self, from: &TenantId, grant: Grant) {
         let mut s = self.state.lock();
         let left = s.held.get(from).copied().unwrap_or(1).saturating_sub(1);
         if left == 0 {
@@ -348,7 +433,20 @@ impl FairGate {
         } else {
             s.held.insert(from.clone(), left);
         }
-        if spare {
+        if grant.background {
+            let left = s
+                .background
+                .get(from)
+                .copied()
+                .unwrap_or(1)
+                .saturating_sub(1);
+            if left == 0 {
+                s.background.remove(from);
+            } else {
+                s.background.insert(from.clone(), left);
+            }
+        }
+        if grant.spare {
             s.spare_free += 1;
         } else {
             s.free += 1;
@@ -363,8 +461,9 @@ impl FairGate {
     }
 
     /// Gives a free slot (a spare one if `spare`) to the first tenant in
-    /// turn that may take it (a spare one: that holds none; else: that
-    /// holds fewer than its most); whether one was given.
+    /// turn that may take it (a spare one: its oldest request, see
+    /// [`State::spare_for_queued`]; else: its oldest request or background
+    /// work, when it holds fewer than its most); whether one was given.
     fn hand_one(&self, s: &mut State, spare: bool, now: i64) -> bool {
         let free = if spare { s.spare_free } else { s.free };
         if free == 0 {
@@ -372,26 +471,35 @@ impl FairGate {
         }
         loop {
             let eligible = s.ring.iter().position(|t| {
-                let holds = s.held.get(t).copied().unwrap_or(0);
                 if spare {
-                    holds == 0
+                    s.spare_for_queued(t)
                 } else {
-                    holds < self.most(s, t, now)
+                    s.held.get(t).copied().unwrap_or(0) < self.most(s, t, now)
                 }
             });
             let Some(tenant) = eligible.and_then(|at| s.ring.remove(at)) else {
                 return false;
             };
-            let (tx, more) = match s.queues.get_mut(&tenant) {
-                Some(q) => (q.pop_front(), !q.is_empty()),
-                None => (None, false),
+            let (waiter, more, backlog) = match s.queues.get_mut(&tenant) {
+                Some(q) => {
+                    let at = if spare {
+                        q.iter().position(|w| !w.background && !w.tx.is_closed())
+                    } else {
+                        Some(0)
+                    };
+                    let waiter = at.and_then(|at| q.remove(at));
+                    (waiter, !q.is_empty(), q.iter().any(|w| !w.background))
+                }
+                None => (None, false, false),
             };
             if more {
                 s.ring.push_back(tenant.clone());
             } else {
                 s.queues.remove(&tenant);
             }
-            let Some(tx) = tx else { continue };
+            let Some(Waiter { tx, background, .. }) = waiter else {
+                continue;
+            };
             s.waiting -= 1;
             // a request given up before its turn came is passed over (a
             // send only schedules the waiting task: no lock of ours is
@@ -399,12 +507,16 @@ impl FairGate {
             if tx
                 .send(Grant {
                     spare,
-                    backlog: more,
+                    backlog,
+                    background,
                 })
                 .is_ok()
             {
                 // counted as the tenant's before it can run, so it cannot
                 // be handed past the tenant's most meanwhile
+                if background {
+                    *s.background.entry(tenant.clone()).or_default() += 1;
+                }
                 *s.held.entry(tenant).or_default() += 1;
                 if spare {
                     s.spare_free -= 1;
@@ -709,6 +821,19 @@ mod tests {
         });
     }
 
+    /// Every slot is free and nothing waits.
+    fn all_back(gate: &FairGate, slots: usize, spare: usize) {
+        assert_eq!(
+            gate.load(),
+            GateLoad {
+                free: slots,
+                spare_free: spare,
+                waiting: 0,
+                tenants_waiting: 0
+            }
+        );
+    }
+
     /// Lets every spawned request run as far as it can.
     async fn settle() {
         for _ in 0..8 {
@@ -773,21 +898,113 @@ mod tests {
             let f3 = served(f3).await;
             drop((f2, f3, a2, d));
             settle().await;
+            all_back(&gate, 3, 2);
+        });
+    }
+
+    /// A tenant's flush holds the one slot it may hold beside others: its
+    /// request takes a spare slot instead of waiting for the flush; its
+    /// further background work waits, and never takes a spare slot.
+    #[test]
+    fn a_request_does_not_wait_for_its_tenants_background_work() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = limits_gate(3, 2, 1, 2).0;
+            let flood = gate.turn(&t("flood")).await;
+            let flush = gate.background_turn(&t("small")).await;
+            assert_eq!((gate.load().free, gate.load().spare_free), (1, 2));
+            let request = gate.turn(&t("small")).await;
             assert_eq!(
-                gate.load(),
-                GateLoad {
-                    free: 3,
-                    spare_free: 2,
-                    waiting: 0,
-                    tenants_waiting: 0
-                }
+                (gate.load().free, gate.load().spare_free),
+                (1, 1),
+                "the request took a spare slot"
             );
+            // a second flush of the small tenant: not a spare slot, and not
+            // the free one either (it holds its most)
+            let merge = {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.background_turn(&t("small")).await })
+            };
+            settle().await;
+            assert_eq!(gate.load().waiting, 1);
+            assert_eq!((gate.load().free, gate.load().spare_free), (1, 1));
+            // and with its request slot held, a second request waits too
+            let second = {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.turn(&t("small")).await })
+            };
+            settle().await;
+            assert_eq!(gate.load().waiting, 2);
+            // the request done: the second, sent while the first was in
+            // flight, is not one at a time, so no spare slot beside the flush
+            drop(request);
+            settle().await;
+            assert_eq!(gate.load().waiting, 2);
+            assert_eq!(gate.load().spare_free, 2);
+            // the flush done: the merge, first in the queue, takes the slot
+            drop(flush);
+            let merge = served(merge).await;
+            assert_eq!(gate.load().waiting, 1);
+            // and the second request waits for it
+            drop(merge);
+            let second = served(second).await;
+            drop((flood, second));
+            settle().await;
+            all_back(&gate, 3, 2);
+        });
+    }
+
+    /// Background work counts towards its tenant's most: a flood's flush
+    /// holding its one slot beside others keeps its requests waiting.
+    #[test]
+    fn background_work_counts_towards_its_tenants_most() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gate = limits_gate(3, 2, 1, 2).0;
+            let small = gate.turn(&t("small")).await;
+            let flush = gate.background_turn(&t("flood")).await;
+            let first = gate.turn(&t("flood")).await;
+            assert_eq!(
+                gate.load().spare_free,
+                1,
+                "a spare slot, as it held none for requests"
+            );
+            let waiter = || {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.turn(&t("flood")).await })
+            };
+            let (second, third) = (waiter(), waiter());
+            settle().await;
+            assert_eq!(gate.load().waiting, 2);
+            assert_eq!(gate.load().free, 1, "free, but the flood holds its most");
+            // a backlog beside its flush: no spare slot for it
+            drop(first);
+            settle().await;
+            assert_eq!(gate.load().waiting, 2);
+            assert_eq!(gate.load().spare_free, 2);
+            // its flush done, its requests take the regular slot in turn
+            drop(flush);
+            let second = served(second).await;
+            assert_eq!(gate.load().waiting, 1);
+            drop(second);
+            let third = served(third).await;
+            drop((third, small));
+            settle().await;
+            all_back(&gate, 3, 2);
         });
     }
 
     /// A request waiting for a turn, or holding one.
     struct Request {
         tenant: usize,
+        background: bool,
+        /// Arrived while its tenant had no other request in flight or
+        /// waiting.
+        lone: bool,
         task: Option<tokio::task::JoinHandle<Turn>>,
         turn: Option<Turn>,
     }
@@ -804,13 +1021,18 @@ mod tests {
         }
     }
 
-    /// Random arrivals and releases against a gate with spare slots: after
-    /// each step no tenant holds more than its most, at most the slots are
-    /// held, no request waits while a slot it may take is free, and at the
-    /// end every slot is back.
+    /// Random arrivals of requests and background work, releases, and
+    /// requests given up while waiting, against a gate with spare slots:
+    /// after each step no tenant holds more than its most (one spare slot
+    /// more beside its background work), background work holds no spare
+    /// slot and a tenant one at most, at most the slots are held, nothing
+    /// waits while a slot it may take is free (a spare one: a request whose
+    /// tenant holds none for requests and, if it holds some for background
+    /// work, that arrived with no other request of its tenant's in flight
+    /// or waiting), and at the end every slot is back.
     fn check_spare_gate(
         (slots, per_tenant, beside, spare): (usize, usize, usize, usize),
-        steps: &[(bool, usize)],
+        steps: &[(u8, usize)],
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -823,13 +1045,29 @@ mod tests {
             let beside = beside.clamp(1, per_tenant);
             let mut asked = [false; 4];
             let mut requests: Vec<Request> = Vec::new();
-            for (step, &(arrive, n)) in steps.iter().enumerate() {
-                if arrive || requests.is_empty() {
+            for (step, &(kind, n)) in steps.iter().enumerate() {
+                let waiting: Vec<usize> = (0..requests.len()).filter(|i| requests[*i].turn.is_none()).collect();
+                if kind == 3 && !waiting.is_empty() {
+                    let r = requests.remove(waiting[n % waiting.len()]);
+                    if let Some(task) = r.task {
+                        task.abort();
+                    }
+                } else if kind > 0 || requests.is_empty() {
                     let tenant = n % 4;
+                    let background = kind == 2;
+                    let lone = !background
+                        && !requests.iter().any(|r| r.tenant == tenant && !r.background);
                     asked[tenant] = true;
                     let gate = gate.clone();
-                    let task = tokio::spawn(async move { gate.turn(&t(&format!("t{tenant}"))).await });
-                    requests.push(Request { tenant, task: Some(task), turn: None });
+                    let task = tokio::spawn(async move {
+                        let tenant = t(&format!("t{tenant}"));
+                        if background {
+                            gate.background_turn(&tenant).await
+                        } else {
+                            gate.turn(&tenant).await
+                        }
+                    });
+                    requests.push(Request { tenant, background, lone, task: Some(task), turn: None });
                 } else {
                     let held: Vec<usize> = (0..requests.len()).filter(|i| requests[*i].turn.is_some()).collect();
                     if !held.is_empty() {
@@ -838,29 +1076,50 @@ mod tests {
                 }
                 take_turns(&mut requests).await;
                 let mut holds = [0usize; 4];
-                let mut waits = [false; 4];
+                let mut background = [0usize; 4];
+                let mut spares = [0usize; 4];
+                // [request, background work] waiting
+                let mut waits = [[false; 2]; 4];
+                // whether each tenant's oldest waiting request arrived alone
+                let mut oldest_lone = [None; 4];
                 for r in &requests {
-                    if r.turn.is_some() {
+                    if let Some(turn) = &r.turn {
                         holds[r.tenant] += 1;
+                        background[r.tenant] += usize::from(r.background);
+                        assert_eq!(turn.grant.background, r.background, "step {step}");
+                        assert!(!(r.background && turn.grant.spare), "step {step}: background work on a spare slot");
+                        spares[r.tenant] += usize::from(turn.grant.spare);
                     } else {
-                        waits[r.tenant] = true;
+                        waits[r.tenant][usize::from(r.background)] = true;
+                        if !r.background && oldest_lone[r.tenant].is_none() {
+                            oldest_lone[r.tenant] = Some(r.lone);
+                        }
                     }
                 }
+                assert!(spares.iter().all(|n| *n <= 1), "step {step}: {spares:?}");
                 let load = gate.load();
                 let total: usize = holds.iter().sum();
-                assert!(holds.iter().all(|h| *h <= per_tenant), "step {step}: {holds:?}");
+                for tenant in 0..4 {
+                    let most = per_tenant + usize::from(background[tenant] > 0);
+                    assert!(holds[tenant] <= most, "step {step}: {holds:?} {background:?}");
+                    assert!(background[tenant] <= per_tenant, "step {step}: {background:?}");
+                }
                 assert_eq!(total + load.free + load.spare_free, slots + spare, "step {step}");
                 for tenant in 0..4 {
-                    if waits[tenant] {
-                        let others = (0..4).any(|o| o != tenant && asked[o]);
-                        let most = if others { beside } else { per_tenant };
-                        let may_take = (load.free > 0 && holds[tenant] < most)
-                            || (load.spare_free > 0 && holds[tenant] == 0);
-                        assert!(
-                            !may_take,
-                            "step {step}: t{tenant} waits beside a slot it may take: {load:?} {holds:?}"
-                        );
-                    }
+                    let others = (0..4).any(|o| o != tenant && asked[o]);
+                    let most = if others { beside } else { per_tenant };
+                    let regular = load.free > 0 && holds[tenant] < most;
+                    let spare_for_request = load.spare_free > 0
+                        && holds[tenant] == background[tenant]
+                        && oldest_lone[tenant].is_some_and(|lone| lone || background[tenant] == 0);
+                    assert!(
+                        !(waits[tenant][0] && (regular || spare_for_request)),
+                        "step {step}: a request of t{tenant} waits beside a slot it may take: {load:?} {holds:?} {background:?}"
+                    );
+                    assert!(
+                        !(waits[tenant][1] && regular),
+                        "step {step}: background work of t{tenant} waits beside a slot it may take: {load:?} {holds:?} {background:?}"
+                    );
                 }
             }
             // everything served and given back
@@ -918,7 +1177,7 @@ mod tests {
 
         #[test]
         fn spare_slots_keep_the_limits(
-            steps in proptest::collection::vec((any::<bool>(), 0usize..64), 1..60),
+            steps in proptest::collection::vec((0u8..4, 0usize..64), 1..60),
             slots in 1usize..4,
             per_tenant in 1usize..4,
             beside in 1usize..4,

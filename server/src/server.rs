@@ -211,7 +211,7 @@ pub async fn start_with(
     // a tenant's flushes and merges wait their turn with its requests
     let gate = pipeline.gate().clone();
     store.share_cpu_with(Arc::new(move |t: &bulkhead_rules::TenantId| {
-        Box::new(gate.turn_blocking(t)) as Box<dyn std::any::Any>
+        Box::new(gate.background_turn_blocking(t)) as Box<dyn std::any::Any>
     }));
 
     let grpc_listener = bind(config.listen.grpc, "OTLP/gRPC").await?;

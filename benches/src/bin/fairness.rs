@@ -20,7 +20,10 @@
 //! control and beside the flood against the band, and the flood's
 //! throughput. The flood phase is also judged against the stricter band,
 //! the lower of the two phases' p99 alone, so a stall in the first phase
-//! cannot make the flood look harmless.
+//! cannot make the flood look harmless. Last, what the store did in each
+//! phase: files committed (the small tenants' among them), buffers
+//! committed early for memory, rounds forced by the log's size, and the
+//! log on disk.
 //!
 //! The small tenants' clients run on a thread of their own (a runtime of
 //! one worker), not on the server's async runtime: services on other
@@ -83,6 +86,10 @@ struct Args {
     /// measured phases.
     #[arg(long)]
     buffer_mib: Option<u64>,
+    /// `wal.max_size` in MiB (default: the server's): above it the oldest
+    /// buffers, the small tenants' among them, are committed early.
+    #[arg(long)]
+    wal_max_mib: Option<u64>,
     /// Run the small tenants' clients on the server's async runtime
     /// instead of a thread of their own (how this benchmark measured before
     /// 2026-12-06: their responses then also wait for the server's work).
@@ -249,6 +256,9 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
         config.flush.max_buffer_size = bulkhead::config::ByteSize(mib << 20);
         config.flush.max_total_buffer = bulkhead::config::ByteSize(mib << 21);
     }
+    if let Some(mib) = args.wal_max_mib {
+        config.wal.max_size = bulkhead::config::ByteSize(mib << 20);
+    }
     config.wal.enabled = !args.no_wal;
     config.compaction.enabled = !args.no_compaction;
     let workers = config.ingest.workers;
@@ -270,8 +280,12 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
     if args.warmup > 0 {
         small_load(clients, &grpc, &auths, args, args.warmup).await?;
     }
+    let data = config.data_dir.clone();
+    let mut activity = vec![("before", Activity::now(&server, &data))];
     let (alone, r1) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
+    activity.push(("alone", Activity::now(&server, &data)));
     let (control, r0) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
+    activity.push(("control", Activity::now(&server, &data)));
     let child_args = [
         "--flood-child".to_string(),
         grpc.clone(),
@@ -285,7 +299,9 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
     let flood = spawn_load_child(&child_args, ("FLOOD_KEY", &flood_key.expose())).await?;
     let (loaded_at, r2) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
     let counts = flood.await.map_err(|e| e.to_string())??;
+    activity.push(("with flood", Activity::now(&server, &data)));
     let (after, r3) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
+    activity.push(("after flood", Activity::now(&server, &data)));
     let (alone, after) = (latencies(&alone), latencies(&after));
     let (mut control, mut loaded) = (latencies(&control), latencies(&loaded_at));
     let mut pooled_after: Vec<Duration> = after.iter().flatten().copied().collect();
@@ -371,6 +387,20 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
         "flood: {flood_ok} requests accepted ({} records/s), {flood_refused} refused",
         flood_ok * args.flood_batch as u64 / args.seconds
     );
+    for pair in activity.windows(2) {
+        let ((_, a), (phase, b)) = (&pair[0], &pair[1]);
+        println!(
+            "store, {phase}: {} files committed, {} of them small tenants' (small tenants' files on disk {} -> {}); {} buffers flushed early for memory, {} rounds for the log's size; log on disk {} -> {} MiB",
+            b.files - a.files,
+            b.small_commits - a.small_commits,
+            a.small_files,
+            b.small_files,
+            b.pressure - a.pressure,
+            b.wal_rounds - a.wal_rounds,
+            a.wal_bytes >> 20,
+            b.wal_bytes >> 20
+        );
+    }
     if let Some(window) = args.timeline.filter(|w| *w > 0) {
         let per_window = window * args.small_rate;
         let mut windows: Vec<Vec<Duration>> = Vec::new();
@@ -397,6 +427,73 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The store's counters at a moment, to tell what it did in each phase.
+struct Activity {
+    files: u64,
+    pressure: u64,
+    wal_rounds: u64,
+    wal_bytes: u64,
+    /// The small tenants' Parquet files on disk (merges take some away).
+    small_files: u64,
+    /// The small tenants' files committed so far (the newest file names
+    /// by UUIDv7 are not counted twice: names of files merged away are
+    /// remembered).
+    small_commits: u64,
+}
+
+impl Activity {
+    fn now(server: &bulkhead::RunningServer, data: &std::path::Path) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = server.store();
+        let stats = store.stats();
+        let small_files = parquet_files(data, "tenant=small-");
+        let small_commits = {
+            static SEEN: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
+                std::sync::Mutex::new(None);
+            let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = seen.get_or_insert_with(Default::default);
+            seen.extend(parquet_paths(data, "tenant=small-"));
+            seen.len() as u64
+        };
+        Self {
+            files: stats.files_committed.load(Relaxed),
+            pressure: stats.pressure_flushes.load(Relaxed),
+            wal_rounds: stats.wal_pressure_flushes.load(Relaxed),
+            wal_bytes: store
+                .wal()
+                .map_or(0, |w| w.stats().bytes_on_disk.load(Relaxed)),
+            small_files,
+            small_commits,
+        }
+    }
+}
+
+fn parquet_files(dir: &std::path::Path, containing: &str) -> u64 {
+    parquet_paths(dir, containing).len() as u64
+}
+
+/// Parquet files under `dir` whose path contains `containing`.
+fn parquet_paths(dir: &std::path::Path, containing: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "parquet")
+                && path.to_string_lossy().contains(containing)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// Per tenant, the latencies alone (without when each request was due).
