@@ -61,6 +61,10 @@ impl QueryError {
             {
                 QueryError::Gone(inner.to_string())
             }
+            // a pattern the user wrote that does not compile
+            root if root.to_string().contains("regex parse error") => {
+                QueryError::Invalid(root.to_string())
+            }
             _ => QueryError::Internal(e.to_string()),
         }
     }

@@ -15,6 +15,7 @@ pub mod flight;
 pub mod format;
 pub mod http;
 pub mod limits;
+pub mod nesting;
 pub mod predicate;
 pub mod sandbox;
 pub mod udf;

@@ -32,6 +32,8 @@ impl RowPredicate {
         if sql.trim().is_empty() {
             return Err("the predicate is empty: name the rows to erase (for example attr(attributes, 'user.id') = 'u-42'); use true to erase every row of the range".into());
         }
+        crate::nesting::check_operators(sql)
+            .map_err(|e| format!("the predicate is not valid: {e}"))?;
         let schema = bulkhead_store::schema::file_schema(&signal.schema());
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| e.to_string())?;
         let ctx = SessionContext::new();
@@ -233,5 +235,13 @@ mod tests {
             let err = RowPredicate::compile(Signal::Logs, sql).unwrap_err();
             assert!(err.contains(says), "{sql:?}: {err}");
         }
+        // a chain deep enough to overflow a stack when planned is refused
+        // from its tokens (a stored job of it once crashed every start)
+        let chain = (0..600)
+            .map(|i| format!("body = 'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let err = RowPredicate::compile(Signal::Logs, &chain).unwrap_err();
+        assert!(err.contains("1199 operators"), "{err}");
     }
 }

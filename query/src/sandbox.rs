@@ -264,6 +264,7 @@ impl QueryEngine {
         ctx: &SessionContext,
         sql: &str,
     ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        crate::nesting::check_operators(sql).map_err(QueryError::Invalid)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -381,6 +382,42 @@ mod tests {
     use super::*;
     use bulkhead_rules::SystemClock;
     use bulkhead_store::FlushConfig;
+
+    /// A statement past the operator bound, and a pattern that does not
+    /// compile, are the user's errors (400), named; the engine serves on.
+    #[tokio::test]
+    async fn deep_chains_and_bad_patterns_are_the_users_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
+        );
+        let engine = QueryEngine::new(store, EngineLimits::default()).unwrap();
+        let a = TenantId::new("a").unwrap();
+        let ors = (0..2_000)
+            .map(|i| format!("body = 'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!("SELECT count(*) FROM logs WHERE {ors}");
+        match engine.execute(&a, &sql).await {
+            Err(QueryError::Invalid(m)) => assert!(m.contains("at most 1000"), "{m}"),
+            other => panic!("{:?}", other.map(|o| o.rows)),
+        }
+        match engine.execute(&a, "SELECT 'a' ~ '('").await {
+            Err(e @ QueryError::Invalid(_)) => {
+                assert!(e.to_string().contains("unclosed group"), "{e}")
+            }
+            other => panic!("{:?}", other.map(|o| o.rows)),
+        }
+        let ors = (0..50)
+            .map(|i| format!("body = 'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let out = engine
+            .execute(&a, &format!("SELECT count(*) FROM logs WHERE {ors}"))
+            .await
+            .unwrap();
+        assert_eq!(out.rows, 1);
+    }
 
     #[tokio::test]
     async fn every_session_has_a_catalog_of_its_own() {

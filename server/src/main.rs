@@ -373,6 +373,9 @@ fn open_keys_offline(
 
 const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
 
+/// Stack of each of the server's runtime threads.
+const SERVER_THREAD_STACK: usize = 64 << 20;
+
 /// Try-out mode: make sure the demo tenants exist, printing fresh keys for
 /// any created now (the only time their secrets are shown).
 fn ensure_demo_tenants(config: &Config) -> Result<usize, String> {
@@ -485,6 +488,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => tokio::runtime::Builder::new_multi_thread()
+            // the query engine walks a statement's expression tree by
+            // recursion: room for bulkhead_query::nesting::MAX_OPERATORS
+            // levels several times over (reserved, not used, until needed)
+            .thread_stack_size(SERVER_THREAD_STACK)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())

@@ -498,3 +498,72 @@ fn a_command_whose_output_is_closed_says_so() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("revoked key"), "{}", stdout(&out));
 }
+
+/// POSTs `sql` to the query API at `api` with `key`; the status line and
+/// the body.
+fn query_over_http(api: std::net::SocketAddr, key: &str, sql: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let body = format!("{{\"sql\":{sql:?}}}");
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "POST /api/v1/query HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let status = reply.lines().next().unwrap_or_default().to_string();
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// A statement of a thousand operators (a tree a thousand levels deep) is
+/// answered by the server as built, whose threads have the stack for it
+/// (a few hundred levels once overflowed a thread's stack and ended the
+/// process for every tenant); one past the bound is refused by name.
+#[test]
+fn the_server_answers_a_statement_at_the_operator_bound() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_addr = api.local_addr().unwrap();
+    drop(api);
+    let mut child = try_out(dir.path(), &api_addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut key = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("demo tenant demo-a") {
+            key = line.split_whitespace().last().map(str::to_string);
+        }
+        if line.starts_with("local try-out") {
+            break;
+        }
+    }
+    let key = key.expect("a demo key");
+    let at_bound = format!("SELECT {} AS x", vec!["1"; 1_001].join(" + "));
+    let (status, body) = query_over_http(api_addr, &key, &at_bound);
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert!(body.contains("1001"), "{body}");
+    let ors = (0..501)
+        .map(|i| format!("body = 'v{i}'"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let past = format!("SELECT count(*) FROM logs WHERE {ors}");
+    let (status, body) = query_over_http(api_addr, &key, &past);
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(
+        body.contains("operators") && body.contains("at most 1000"),
+        "{body}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server ended");
+    stops_cleanly(child);
+}
