@@ -7,6 +7,7 @@
 //! [`format`] encodes results; [`http`] is the `/api/v1/query` endpoint and
 //! [`flight`] the Arrow Flight SQL service over the same engine.
 
+pub mod bounded;
 pub mod catalog;
 pub mod dashboard;
 pub mod error;

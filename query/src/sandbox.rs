@@ -176,6 +176,7 @@ impl QueryEngine {
             ..self.runtime.as_ref().clone()
         });
         let ctx = self.context(runtime)?;
+        crate::bounded::register(&ctx, limits.memory.as_usize());
         for signal in Signal::ALL {
             let table = TenantTable::new(tenant.clone(), signal, self.store.clone());
             ctx.register_table(signal.name(), Arc::new(table))
@@ -214,6 +215,7 @@ impl QueryEngine {
             return Err(QueryError::Invalid("no tenant to query".into()));
         }
         let ctx = self.context(self.runtime.clone())?;
+        crate::bounded::register(&ctx, TenantQueryLimits::default().memory.as_usize());
         for signal in Signal::ALL {
             let parts = tenants
                 .iter()
@@ -417,6 +419,84 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.rows, 1);
+    }
+
+    /// Functions whose output size their arguments set are refused, with
+    /// the function and the limit named, when one call would make more
+    /// than the tenant's query memory; at ordinary sizes they answer as
+    /// the built-ins do.
+    #[tokio::test]
+    async fn functions_that_make_large_values_keep_to_the_memory_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
+        );
+        let engine = QueryEngine::new(store, EngineLimits::default()).unwrap();
+        let a = TenantId::new("a").unwrap();
+        for (sql, name) in [
+            ("SELECT length(repeat('x', 2000000000))", "repeat()"),
+            (
+                "SELECT cardinality(array_repeat(1, 2000000000))",
+                "array_repeat()",
+            ),
+            ("SELECT length(lpad('x', 2000000000))", "lpad()"),
+            ("SELECT length(rpad('x', 2000000000, 'y'))", "rpad()"),
+            ("SELECT cardinality(range(0, 2000000000))", "range()"),
+            (
+                "SELECT cardinality(generate_series(1, 2000000000))",
+                "generate_series()",
+            ),
+            (
+                "SELECT cardinality(array_resize(make_array(1), 2000000000))",
+                "array_resize()",
+            ),
+            (
+                "SELECT length(replace(repeat('x', 1000000), 'x', repeat('y', 1000)))",
+                "replace()",
+            ),
+            (
+                "SELECT length(regexp_replace(repeat('x', 1000000), 'x', repeat('y', 1000), 'g'))",
+                "regexp_replace()",
+            ),
+        ] {
+            match engine.execute(&a, sql).await {
+                Err(QueryError::Memory(m)) => {
+                    assert!(m.contains(name) && m.contains("query.memory"), "{sql}: {m}")
+                }
+                other => panic!("{sql}: {:?}", other.map(|o| o.rows)),
+            }
+        }
+        let out = engine
+            .execute(
+                &a,
+                "SELECT repeat('ab', 3) AS r, lpad('x', 3, '-') AS l, cardinality(range(5)) AS n, \
+                 replace('abc', 'b', 'xx') AS p, length(repeat('x', 1000000)) AS big",
+            )
+            .await
+            .unwrap();
+        let batch = &out.batches[0];
+        let text = |c: &str| {
+            let col = datafusion::arrow::compute::cast(
+                batch.column_by_name(c).unwrap(),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            col.as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(
+            (text("r"), text("l"), text("n"), text("p"), text("big")),
+            (
+                "ababab".into(),
+                "--x".into(),
+                "5".into(),
+                "axxc".into(),
+                "1000000".into()
+            )
+        );
     }
 
     #[tokio::test]
