@@ -104,10 +104,14 @@ impl FlightSql {
     /// The key a call presents: `Bearer <key>`, or `Basic` with the key as
     /// the password (any user name).
     fn presented_key(metadata: &MetadataMap) -> Result<String, AuthError> {
-        let Some(value) = metadata.get("authorization") else {
-            return Err(AuthError::Missing);
-        };
-        let value = value.to_str().map_err(|_| AuthError::Malformed)?.trim();
+        let value = bulkhead_rules::keys::authorization_value(
+            metadata
+                .get_all("authorization")
+                .iter()
+                .map(|v| v.as_encoded_bytes()),
+        )?
+        .ok_or(AuthError::Missing)?
+        .trim();
         if let Some(basic) = value
             .strip_prefix("Basic ")
             .or_else(|| value.strip_prefix("basic "))

@@ -97,10 +97,12 @@ pub fn auth_status(e: &AuthError) -> StatusCode {
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = match headers.get(header::AUTHORIZATION) {
-        Some(v) => Some(v.to_str().map_err(|_| AuthError::Malformed)?),
-        None => None,
-    };
+    let value = bulkhead_rules::keys::authorization_value(
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )?;
     bulkhead_rules::keys::bearer_token(value)
 }
 

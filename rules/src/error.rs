@@ -8,6 +8,8 @@ pub enum AuthError {
     Missing,
     #[error("malformed credentials: expected 'Bearer bhk_<id>_<secret>'")]
     Malformed,
+    #[error("more than one Authorization header: send exactly one")]
+    Ambiguous,
     #[error("unknown or revoked key")]
     Unknown,
     #[error("key {key_id} of tenant {tenant} lacks the '{needed}' scope")]

@@ -214,6 +214,28 @@ impl Principal {
 
 /// The token of an `Authorization: Bearer <token>` value, for every
 /// interface (OTLP/HTTP, OTLP/gRPC metadata, the query API).
+/// The one `Authorization` value of a request, from every value it sent
+/// under that name: none, or one in ASCII. Two or more are refused rather
+/// than one picked (which one a proxy or a client library put first is
+/// nothing to route a tenant's data by).
+pub fn authorization_value<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<&'a str>, AuthError> {
+    let mut values = values.into_iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous);
+    }
+    if !first.is_ascii() {
+        return Err(AuthError::Malformed);
+    }
+    std::str::from_utf8(first)
+        .map(Some)
+        .map_err(|_| AuthError::Malformed)
+}
+
 pub fn bearer_token(value: Option<&str>) -> Result<&str, AuthError> {
     let value = value.ok_or(AuthError::Missing)?;
     let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Malformed)?;
@@ -231,6 +253,24 @@ pub fn digest_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_authorization_value_is_taken_and_two_are_refused() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(authorization_value(none), Ok(None));
+        assert_eq!(
+            authorization_value([b"Bearer k".as_slice()]),
+            Ok(Some("Bearer k"))
+        );
+        assert_eq!(
+            authorization_value([b"Bearer a".as_slice(), b"Bearer b".as_slice()]),
+            Err(AuthError::Ambiguous)
+        );
+        assert_eq!(
+            authorization_value(["Bearer \u{e9}k".as_bytes()]),
+            Err(AuthError::Malformed)
+        );
+    }
 
     #[test]
     fn key_round_trips_through_text() {

@@ -407,6 +407,20 @@ async fn unauthenticated_401_and_forbidden_403() {
             check_auth(&p.header("authorization", h).send(&srv).await, ct, 401, h);
         }
     }
+    // Two Authorization headers, each with a working key: refused, and
+    // neither picked (nothing is stored), with a message that says why.
+    let second = srv.key("a", "ingest");
+    let p = Post::new("/v1/logs", &key, JSON, json_logs("")).header("authorization", &second);
+    let bearer = format!("Bearer {second}");
+    let p2 = Post::new("/v1/logs", &key, JSON, json_logs("")).header("authorization", &bearer);
+    for a in [p.send(&srv).await, p2.send(&srv).await] {
+        check_auth(&a, JSON, 401, "two Authorization headers");
+        let message = a.json()["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            message.contains("more than one Authorization header"),
+            "{message}"
+        );
+    }
     // A query-only key is authenticated but not allowed to ingest.
     let query_only = srv.key("a", "query");
     let spans = json_spans(&json_span("x", TRACE));

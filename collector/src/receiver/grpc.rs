@@ -230,8 +230,13 @@ impl<S: Signal> GrpcService<S> {
     }
 
     fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, ReceiveError> {
-        let value = headers.get("authorization").and_then(|v| v.to_str().ok());
-        let token = bearer_token(value);
+        let token = bulkhead_rules::keys::authorization_value(
+            headers
+                .get_all("authorization")
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+        .and_then(bearer_token);
         token
             .clone()
             .and_then(|t| self.pipeline.tenants().authenticate(t))

@@ -153,10 +153,13 @@ fn decode<T: Message + Default + DeserializeOwned>(
 }
 
 fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, ReceiveError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = bearer_token(value);
+    let token = bulkhead_rules::keys::authorization_value(
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+    .and_then(bearer_token);
     let checked = token
         .clone()
         .and_then(|t| state.pipeline.tenants().authenticate(t))
