@@ -424,40 +424,59 @@ fn closed_pipe() -> std::process::Stdio {
 }
 
 /// `bulkhead serve | head -c 1`: the banner cannot be written, and the
-/// server serves on regardless, then stops cleanly.
+/// server serves on regardless, then stops cleanly. Its log (standard
+/// error) says when it is up and where.
 #[test]
 fn serve_keeps_serving_when_its_output_is_closed() {
-    use std::io::{Read, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api_addr = api.local_addr().unwrap();
-    drop(api);
-    let mut child = try_out(dir.path(), &api_addr.to_string())
+    let mut child = try_out(dir.path(), "127.0.0.1:0")
+        .env("RUST_LOG", "info")
         .stdout(closed_pipe())
-        .stderr(closed_pipe())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = |addr: std::net::SocketAddr| -> bool {
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-            return false;
-        };
-        let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        reply.starts_with("HTTP/1.1 200")
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let api_addr: std::net::SocketAddr = loop {
+        line.clear();
+        let n = log.read_line(&mut line).unwrap();
+        assert!(n > 0, "the log ended before the server started");
+        if !line.contains("bulkhead started") {
+            continue;
+        }
+        // `api_addr=<ip:port>`, once any colour codes are taken out
+        let mut plain = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|c| *c == 'm');
+            } else {
+                plain.push(c);
+            }
+        }
+        let addr = plain
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("api_addr="))
+            .unwrap_or_else(|| panic!("no api_addr in {plain}"));
+        break addr.parse().unwrap();
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("bulkhead serve ended by itself with its output closed: {status:?}");
-        }
-        if ready(api_addr) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    // the rest of the log is read as it comes, so the server never waits
+    // on a full pipe
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = log.read_to_string(&mut rest);
+    });
+    let mut s = std::net::TcpStream::connect(api_addr).unwrap();
+    s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // a server that died writing its banner (before or after this answer)
+    // exits 101, not 0, whenever the signal comes
     stops_cleanly(child);
+    drain.join().unwrap();
 }
 
 /// A command whose output cannot be written fails with an error that says
