@@ -139,6 +139,16 @@ struct State {
     recent: [Option<(TenantId, i64)>; 2],
 }
 
+/// One fewer for `tenant` in `counts`, which holds no zeros.
+fn count_down(counts: &mut HashMap<TenantId, usize>, tenant: &TenantId) {
+    if let Some(n) = counts.get_mut(tenant) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(tenant);
+        }
+    }
+}
+
 /// One request or piece of background work in its tenant's queue.
 #[derive(Debug)]
 struct Waiter {
@@ -427,24 +437,9 @@ impl FairGate {
     /// Takes back the slot `from` held and hands out what is free.
     fn hand_over(&self, from: &TenantId, grant: Grant) {
         let mut s = self.state.lock();
-        let left = s.held.get(from).copied().unwrap_or(1).saturating_sub(1);
-        if left == 0 {
-            s.held.remove(from);
-        } else {
-            s.held.insert(from.clone(), left);
-        }
+        count_down(&mut s.held, from);
         if grant.background {
-            let left = s
-                .background
-                .get(from)
-                .copied()
-                .unwrap_or(1)
-                .saturating_sub(1);
-            if left == 0 {
-                s.background.remove(from);
-            } else {
-                s.background.insert(from.clone(), left);
-            }
+            count_down(&mut s.background, from);
         }
         if grant.spare {
             s.spare_free += 1;

@@ -9,7 +9,7 @@
 //! the limit. Everything else about the function is the built-in's.
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArrayType};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{ExprSchema, Result};
 use datafusion::error::DataFusionError;
@@ -60,14 +60,6 @@ fn sum2(a: &[ArrayRef], i: usize, j: usize, f: impl Fn(u128, u128) -> u128) -> O
 /// `range`/`generate_series` as arrays: (stop - start) / step elements of
 /// 8 bytes a row, for integer arguments (dates and times are not reckoned).
 fn series(a: &[ArrayRef]) -> Option<u128> {
-    let signed = |arr: &ArrayRef| -> Option<Vec<i128>> {
-        if !arr.data_type().is_integer() {
-            return None;
-        }
-        let arr = datafusion::arrow::compute::cast(arr, &DataType::Int64).ok()?;
-        let arr = arr.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        Some((0..arr.len()).map(|r| i128::from(arr.value(r))).collect())
-    };
     let (start, stop, step) = match a.len() {
         1 => (None, signed(&a[0])?, None),
         2 => (Some(signed(&a[0])?), signed(&a[1])?, None),
@@ -88,53 +80,34 @@ fn series(a: &[ArrayRef]) -> Option<u128> {
 /// Byte lengths of a string column's values (0 for NULL); None for other
 /// types.
 fn lens(arr: &ArrayRef) -> Option<Vec<u128>> {
-    let len = |valid: bool, n: usize| if valid { n as u128 } else { 0 };
+    fn of<'a>(s: impl StringArrayType<'a>) -> Vec<u128> {
+        s.iter().map(|v| v.map_or(0, |v| v.len() as u128)).collect()
+    }
     match arr.data_type() {
-        DataType::Utf8 => {
-            let s = arr.as_string::<i32>();
-            Some(
-                (0..s.len())
-                    .map(|r| len(s.is_valid(r), s.value(r).len()))
-                    .collect(),
-            )
-        }
-        DataType::LargeUtf8 => {
-            let s = arr.as_string::<i64>();
-            Some(
-                (0..s.len())
-                    .map(|r| len(s.is_valid(r), s.value(r).len()))
-                    .collect(),
-            )
-        }
-        DataType::Utf8View => {
-            let s = arr.as_string_view();
-            Some(
-                (0..s.len())
-                    .map(|r| len(s.is_valid(r), s.value(r).len()))
-                    .collect(),
-            )
-        }
+        DataType::Utf8 => Some(of(arr.as_string::<i32>())),
+        DataType::LargeUtf8 => Some(of(arr.as_string::<i64>())),
+        DataType::Utf8View => Some(of(arr.as_string_view())),
         _ => None,
     }
 }
 
-/// An integer column's values, negatives and NULL as 0; None for other
-/// types.
-fn ints(arr: &ArrayRef) -> Option<Vec<u128>> {
+/// An integer column's values (NULL as 0); None for other types.
+fn signed(arr: &ArrayRef) -> Option<Vec<i128>> {
     if !arr.data_type().is_integer() {
         return None;
     }
     let arr = datafusion::arrow::compute::cast(arr, &DataType::Int64).ok()?;
     let arr = arr.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    Some(arr.iter().map(|v| i128::from(v.unwrap_or(0))).collect())
+}
+
+/// An integer column's values, negatives and NULL as 0; None for other
+/// types.
+fn ints(arr: &ArrayRef) -> Option<Vec<u128>> {
     Some(
-        (0..arr.len())
-            .map(|r| {
-                if arr.is_valid(r) {
-                    u128::try_from(arr.value(r).max(0)).unwrap_or(0)
-                } else {
-                    0
-                }
-            })
+        signed(arr)?
+            .into_iter()
+            .map(|v| u128::try_from(v).unwrap_or(0))
             .collect(),
     )
 }

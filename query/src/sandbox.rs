@@ -385,15 +385,19 @@ mod tests {
     use bulkhead_rules::SystemClock;
     use bulkhead_store::FlushConfig;
 
+    /// An engine of default limits over an empty store in `dir`.
+    fn engine_in(dir: &std::path::Path) -> QueryEngine {
+        let store =
+            Arc::new(Store::open(dir, FlushConfig::default(), Arc::new(SystemClock)).unwrap());
+        QueryEngine::new(store, EngineLimits::default()).unwrap()
+    }
+
     /// A statement past the operator bound, and a pattern that does not
     /// compile, are the user's errors (400), named; the engine serves on.
     #[tokio::test]
     async fn deep_chains_and_bad_patterns_are_the_users_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
-        );
-        let engine = QueryEngine::new(store, EngineLimits::default()).unwrap();
+        let engine = engine_in(dir.path());
         let a = TenantId::new("a").unwrap();
         let ors = (0..2_000)
             .map(|i| format!("body = 'v{i}'"))
@@ -428,10 +432,7 @@ mod tests {
     #[tokio::test]
     async fn functions_that_make_large_values_keep_to_the_memory_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
-        );
-        let engine = QueryEngine::new(store, EngineLimits::default()).unwrap();
+        let engine = engine_in(dir.path());
         let a = TenantId::new("a").unwrap();
         for (sql, name) in [
             ("SELECT length(repeat('x', 2000000000))", "repeat()"),
@@ -502,10 +503,7 @@ mod tests {
     #[tokio::test]
     async fn every_session_has_a_catalog_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
-        );
-        let engine = QueryEngine::new(store, EngineLimits::default()).unwrap();
+        let engine = engine_in(dir.path());
         let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
         for tenant in [&a, &b, &a] {
             let ctx = engine.session(tenant).unwrap();

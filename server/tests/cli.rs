@@ -428,7 +428,7 @@ fn closed_pipe() -> std::process::Stdio {
 /// error) says when it is up and where.
 #[test]
 fn serve_keeps_serving_when_its_output_is_closed() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir().unwrap();
     let mut child = try_out(dir.path(), "127.0.0.1:0")
         .env("RUST_LOG", "info")
@@ -467,11 +467,10 @@ fn serve_keeps_serving_when_its_output_is_closed() {
         let mut rest = String::new();
         let _ = log.read_to_string(&mut rest);
     });
-    let mut s = std::net::TcpStream::connect(api_addr).unwrap();
-    s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
+    let reply = raw_http(
+        api_addr,
+        "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     // a server that died writing its banner (before or after this answer)
     // exits 101, not 0, whenever the signal comes
@@ -518,20 +517,28 @@ fn a_command_whose_output_is_closed_says_so() {
     assert!(stdout(&out).contains("revoked key"), "{}", stdout(&out));
 }
 
+/// Sends `request` (HTTP/1.1 with `connection: close`) to `addr`; the
+/// whole reply.
+fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+}
+
 /// POSTs `sql` to the query API at `api` with `key`; the status line and
 /// the body.
 fn query_over_http(api: std::net::SocketAddr, key: &str, sql: &str) -> (String, String) {
-    use std::io::{Read, Write};
     let body = format!("{{\"sql\":{sql:?}}}");
-    let mut s = std::net::TcpStream::connect(api).unwrap();
-    write!(
-        s,
-        "POST /api/v1/query HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
+    let reply = raw_http(
+        api,
+        &format!(
+            "POST /api/v1/query HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     let status = reply.lines().next().unwrap_or_default().to_string();
     let body = reply
         .split("\r\n\r\n")

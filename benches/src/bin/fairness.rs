@@ -280,12 +280,16 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
     if args.warmup > 0 {
         small_load(clients, &grpc, &auths, args, args.warmup).await?;
     }
-    let data = config.data_dir.clone();
-    let mut activity = vec![("before", Activity::now(&server, &data))];
+    let mut watch = Watch {
+        server: &server,
+        data: config.data_dir.clone(),
+        seen: Default::default(),
+    };
+    let mut activity = vec![("before", watch.now())];
     let (alone, r1) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
-    activity.push(("alone", Activity::now(&server, &data)));
+    activity.push(("alone", watch.now()));
     let (control, r0) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
-    activity.push(("control", Activity::now(&server, &data)));
+    activity.push(("control", watch.now()));
     let child_args = [
         "--flood-child".to_string(),
         grpc.clone(),
@@ -299,9 +303,9 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
     let flood = spawn_load_child(&child_args, ("FLOOD_KEY", &flood_key.expose())).await?;
     let (loaded_at, r2) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
     let counts = flood.await.map_err(|e| e.to_string())??;
-    activity.push(("with flood", Activity::now(&server, &data)));
+    activity.push(("with flood", watch.now()));
     let (after, r3) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
-    activity.push(("after flood", Activity::now(&server, &data)));
+    activity.push(("after flood", watch.now()));
     let (alone, after) = (latencies(&alone), latencies(&after));
     let (mut control, mut loaded) = (latencies(&control), latencies(&loaded_at));
     let mut pooled_after: Vec<Duration> = after.iter().flatten().copied().collect();
@@ -437,27 +441,27 @@ struct Activity {
     wal_bytes: u64,
     /// The small tenants' Parquet files on disk (merges take some away).
     small_files: u64,
-    /// The small tenants' files committed so far (the newest file names
-    /// by UUIDv7 are not counted twice: names of files merged away are
-    /// remembered).
+    /// The small tenants' files seen on disk so far, merged away or not.
     small_commits: u64,
 }
 
-impl Activity {
-    fn now(server: &bulkhead::RunningServer, data: &std::path::Path) -> Self {
+/// Takes [`Activity`] readings of one server and its data directory,
+/// remembering every small tenant's file it has seen.
+struct Watch<'a> {
+    server: &'a bulkhead::RunningServer,
+    data: std::path::PathBuf,
+    seen: std::collections::HashSet<std::path::PathBuf>,
+}
+
+impl Watch<'_> {
+    fn now(&mut self) -> Activity {
         use std::sync::atomic::Ordering::Relaxed;
-        let store = server.store();
+        let store = self.server.store();
         let stats = store.stats();
-        let small_files = parquet_files(data, "tenant=small-");
-        let small_commits = {
-            static SEEN: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
-                std::sync::Mutex::new(None);
-            let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-            let seen = seen.get_or_insert_with(Default::default);
-            seen.extend(parquet_paths(data, "tenant=small-"));
-            seen.len() as u64
-        };
-        Self {
+        let on_disk = parquet_paths(&self.data, "tenant=small-");
+        let small_files = on_disk.len() as u64;
+        self.seen.extend(on_disk);
+        Activity {
             files: stats.files_committed.load(Relaxed),
             pressure: stats.pressure_flushes.load(Relaxed),
             wal_rounds: stats.wal_pressure_flushes.load(Relaxed),
@@ -465,13 +469,9 @@ impl Activity {
                 .wal()
                 .map_or(0, |w| w.stats().bytes_on_disk.load(Relaxed)),
             small_files,
-            small_commits,
+            small_commits: self.seen.len() as u64,
         }
     }
-}
-
-fn parquet_files(dir: &std::path::Path, containing: &str) -> u64 {
-    parquet_paths(dir, containing).len() as u64
 }
 
 /// Parquet files under `dir` whose path contains `containing`.
