@@ -376,6 +376,23 @@ impl TestServer {
         QueryResult { status, body }
     }
 
+    /// Runs SQL with `key` over the HTTP API asking for CSV; asserts a 200.
+    pub async fn query_csv(&self, key: &str, sql: &str) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/query", self.api_endpoint()))
+            .bearer_auth(key)
+            .header("accept", "text/csv")
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("query request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("query body");
+        assert_eq!(status, 200, "{sql}: {text}");
+        text
+    }
+
     /// The single value of a one-row, one-column query.
     pub async fn scalar(&self, key: &str, sql: &str) -> Value {
         let r = self.query(key, sql).await;

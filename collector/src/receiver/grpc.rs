@@ -218,11 +218,8 @@ impl<S: Signal> GrpcService<S> {
                 let more =
                     pipeline.charge_more(&held, (message.len() as u64).saturating_sub(sent))?;
                 let _held = (held, more);
-                let mut export = S::decode(&message).map_err(|e| {
-                    ReceiveError::BadRequest(format!(
-                        "message is not a valid OTLP protobuf message: {e}"
-                    ))
-                })?;
+                let mut export =
+                    S::decode(&message).map_err(|e| super::protobuf_error("message", &e))?;
                 pipeline.ingest(&principal, &mut export, turn)
             })
             .instrument(span)

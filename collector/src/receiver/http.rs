@@ -143,12 +143,27 @@ fn decode<T: Message + Default + DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ReceiveError> {
     match encoding {
-        Encoding::Protobuf => T::decode(body).map_err(|e| {
-            ReceiveError::BadRequest(format!("body is not a valid OTLP protobuf message: {e}"))
-        }),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
-            ReceiveError::BadRequest(format!("body is not a valid OTLP JSON message: {e}"))
-        }),
+        Encoding::Protobuf => T::decode(body).map_err(|e| super::protobuf_error("body", &e)),
+        Encoding::Json => {
+            // serde would also take a struct from an array of its fields in
+            // order: `[]` would be an empty request, acknowledged
+            match body.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'{') => {}
+                first => {
+                    return Err(ReceiveError::BadRequest(format!(
+                        "body is not a valid OTLP JSON message: expected a JSON object, found {}",
+                        match first {
+                            None => "an empty body".to_string(),
+                            Some(b'[') => "an array".to_string(),
+                            Some(b) => format!("{:?}", char::from(*b)),
+                        }
+                    )))
+                }
+            }
+            super::lenient::from_slice(body).map_err(|e| {
+                ReceiveError::BadRequest(format!("body is not a valid OTLP JSON message: {e}"))
+            })
+        }
     }
 }
 
@@ -300,6 +315,26 @@ mod tests {
             .to_string()
             .contains("text/plain"));
         assert!(request_encoding(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_json_body_must_be_an_object() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest as Logs;
+        for (body, named) in [
+            (&b"[]"[..], "found an array"),
+            (b" \n[{}]", "found an array"),
+            (b"", "found an empty body"),
+            (b"null", "found 'n'"),
+            (b"\"resourceLogs\"", "found '\"'"),
+        ] {
+            let err = decode::<Logs>(Encoding::Json, body).unwrap_err();
+            assert!(
+                matches!(&err, ReceiveError::BadRequest(m) if m.contains(named)),
+                "{body:?}: {err}"
+            );
+        }
+        let empty: Logs = decode(Encoding::Json, b" {}").unwrap();
+        assert!(empty.resource_logs.is_empty());
     }
 
     #[test]

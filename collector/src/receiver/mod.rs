@@ -5,6 +5,7 @@
 
 pub mod grpc;
 pub mod http;
+mod lenient;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
@@ -22,6 +23,32 @@ use bytes::Bytes;
 
 use crate::error::ReceiveError;
 use crate::pipeline::Outcome;
+
+/// A protobuf decoding error as a request's error: `what` names the part
+/// (`body`, `message`). prost names every field on the way to the fault, so
+/// for a deeply nested value the text runs to kilobytes of the same two
+/// fields; past a few hundred characters the middle is left out, keeping
+/// where the path starts and what went wrong at its end.
+pub(crate) fn protobuf_error(what: &str, e: &prost::DecodeError) -> ReceiveError {
+    const HEAD: usize = 160;
+    const TAIL: usize = 200;
+    let text = e.to_string();
+    let text = if text.len() > HEAD + TAIL + 40 {
+        let head = text.floor_char_boundary(HEAD);
+        let tail = text.ceil_char_boundary(text.len() - TAIL);
+        format!(
+            "{} [... {} characters of the field path left out ...] {}",
+            &text[..head],
+            tail - head,
+            &text[tail..]
+        )
+    } else {
+        text
+    };
+    ReceiveError::BadRequest(format!(
+        "{what} is not a valid OTLP protobuf message: {text}"
+    ))
+}
 
 /// Undoes a compression (`None`: identity; `gzip`, `zstd`), refusing a body
 /// that inflates past `limit` without ever holding more than `limit + 1`
@@ -91,5 +118,67 @@ pub(crate) fn metrics_response(o: Outcome) -> ExportMetricsServiceResponse {
             rejected_data_points: o.rejected as i64,
             error_message: o.error_message,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut value = AnyValue {
+            value: Some(Value::IntValue(1)),
+        };
+        for _ in 0..depth {
+            value = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: vec![value],
+                })),
+            };
+        }
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(value),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_deep_decoding_error_keeps_its_ends_and_leaves_out_the_middle() {
+        let e = ExportLogsServiceRequest::decode(&nested(200)[..]).unwrap_err();
+        let full = e.to_string();
+        assert!(full.len() > 1_500, "{}", full.len());
+        let ReceiveError::BadRequest(text) = protobuf_error("body", &e) else {
+            panic!("a bad request")
+        };
+        assert!(text.len() < 500, "{} characters: {text}", text.len());
+        assert!(text.starts_with("body is not a valid OTLP protobuf message: "));
+        assert!(
+            text.contains("ExportLogsServiceRequest.resource_logs"),
+            "{text}"
+        );
+        assert!(text.contains("recursion limit reached"), "{text}");
+        assert!(text.contains("characters of the field path left out"));
+        // a short one is whole
+        let e = ExportLogsServiceRequest::decode(&[0x0a, 0x05, 0x01][..]).unwrap_err();
+        let ReceiveError::BadRequest(text) = protobuf_error("message", &e) else {
+            panic!("a bad request")
+        };
+        assert_eq!(
+            text,
+            format!("message is not a valid OTLP protobuf message: {e}")
+        );
     }
 }
