@@ -511,7 +511,17 @@ fn main() -> ExitCode {
         Command::Tenant {
             command: TenantCommand::List { config },
         } => load_config(config.as_ref()).and_then(|c| {
-            let all = tenants::list_tenants(&c.policy_dir())?;
+            let dir = c.policy_dir();
+            if !dir.is_dir() {
+                // an empty table alone would not tell a fresh node from a
+                // command run in the wrong directory or with the wrong config
+                bulkhead::errln!(
+                    "no tenants: there is no policy directory at {} (set by --config, \
+                     BULKHEAD_DATA_DIR or BULKHEAD_POLICY_DIR; relative to the current directory)",
+                    dir.display()
+                );
+            }
+            let all = tenants::list_tenants(&dir)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut write = || -> std::io::Result<()> {
                 writeln!(out, "tenant\tversion\tlive_keys\trevoked_keys")?;

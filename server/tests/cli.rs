@@ -78,6 +78,26 @@ fn tenant_and_key_creation() {
 }
 
 #[test]
+fn listing_tenants_where_there_are_none_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let out = bulkhead(&config, &["tenant", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1, "the header alone");
+    let policies = dir.path().join("data/policies");
+    assert!(
+        stderr(&out).contains(&format!("no policy directory at {}", policies.display())),
+        "{}",
+        stderr(&out)
+    );
+    let out = bulkhead(&config, &["tenant", "create", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bulkhead(&config, &["tenant", "list"]);
+    assert!(stdout(&out).lines().nth(1).unwrap().starts_with("acme\t"));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+#[test]
 fn bad_names_scopes_and_duplicates_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path());
