@@ -16,8 +16,9 @@
 //! flattened oneofs: serde first buffers them without knowing their types,
 //! and reads the buffer later without this wrapper. Everything else passes
 //! through unchanged.
-use serde::de::value::StringDeserializer;
+use serde::de::value::{BorrowedStrDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The OTLP/JSON keys whose values are doubles (or arrays of doubles:
@@ -378,6 +379,33 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Wrap<A> {
     }
 }
 
+/// An object's key, borrowed from the body when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
 /// An object's entries: each key is read first (JSON keys are strings) so
 /// that its value knows whether it sits under a double key.
 struct Fields<A> {
@@ -392,12 +420,15 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Fields<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        let Some(key) = self.inner.next_key::<String>()? else {
+        let Some(key) = self.inner.next_key_seed(Key)? else {
             return Ok(None);
         };
-        self.double_next = DOUBLE_KEYS.contains(&key.as_str());
-        seed.deserialize(StringDeserializer::<A::Error>::new(key))
-            .map(Some)
+        self.double_next = DOUBLE_KEYS.contains(&&*key);
+        match key {
+            Cow::Borrowed(k) => seed.deserialize(BorrowedStrDeserializer::<A::Error>::new(k)),
+            Cow::Owned(k) => seed.deserialize(StringDeserializer::<A::Error>::new(k)),
+        }
+        .map(Some)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
