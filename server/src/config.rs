@@ -43,6 +43,9 @@ pub struct Wal {
     /// Above this much log on disk, the oldest buffers are committed early
     /// so the oldest segments can be deleted.
     pub max_size: ByteSize,
+    /// Compress each entry's Arrow buffers with LZ4 before it is encrypted
+    /// and written (fewer bytes to write and sync; recovery reads either).
+    pub compress: bool,
 }
 
 impl Default for Wal {
@@ -51,6 +54,7 @@ impl Default for Wal {
             enabled: true,
             segment_size: ByteSize(64 << 20),
             max_size: ByteSize(4 << 30),
+            compress: true,
         }
     }
 }

@@ -103,6 +103,7 @@ pub async fn start_with(
         dir: config.wal_dir(),
         segment_bytes: config.wal.segment_size.0,
         side_zero_fill_bytes: WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
+        compress: config.wal.compress,
         faults: options.wal_faults.clone(),
     };
     // Replays the write-ahead log before any listener opens: nothing is

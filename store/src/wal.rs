@@ -61,7 +61,7 @@
 //! | tenant | u16 length + UTF-8 (validated as a `TenantId` when read) |
 //! | signal | u8: 1 logs, 2 spans, 3 metrics, 4 anomalies |
 //! | policy version | u16 length + UTF-8 |
-//! | batch | the rest: an Arrow IPC stream (schema, one batch, end marker) |
+//! | batch | the rest: an Arrow IPC stream (schema, one batch, end marker), its buffers LZ4-compressed unless [`WalConfig::compress`] is off (the stream says which, so either reads back) |
 //!
 //! The side lane writes zeros ahead of its entries (1 MiB by default,
 //! [`WalConfig::side_zero_fill_bytes`]) whenever an entry would reach past
@@ -180,6 +180,9 @@ pub struct WalConfig {
     /// does not wait for the journal that the main lane's growing file and
     /// the store's Parquet writes share. 0 turns it off. Default 1 MiB.
     pub side_zero_fill_bytes: u64,
+    /// Entries' Arrow buffers are LZ4-compressed (before encryption).
+    /// Recovery reads compressed and plain entries alike. Default on.
+    pub compress: bool,
     /// Fault injection for tests. Default `None`.
     pub faults: Option<Arc<WriteFaults>>,
 }
@@ -193,6 +196,7 @@ impl WalConfig {
             dir: dir.into(),
             segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
             side_zero_fill_bytes: Self::DEFAULT_SIDE_ZERO_FILL_BYTES,
+            compress: true,
             faults: None,
         }
     }
@@ -584,6 +588,8 @@ pub struct Wal {
     id: String,
     wal_id: uuid::Uuid,
     segment_bytes: u64,
+    /// [`WalConfig::compress`].
+    compress: bool,
     disk: Disk,
     queue: Mutex<Queue>,
     written: Condvar,
@@ -679,6 +685,7 @@ impl Wal {
             id: wal_id.hyphenated().to_string(),
             wal_id,
             segment_bytes: config.segment_bytes,
+            compress: config.compress,
             disk,
             queue: Mutex::new(Queue::new(next_seq)),
             written: Condvar::new(),
@@ -726,7 +733,7 @@ impl Wal {
         key: Option<&crate::crypto::DataKey>,
         encoded: impl FnOnce(),
     ) -> Result<u64> {
-        let entry = EncodedEntry::new(tenant, signal, policy_version, batch, key);
+        let entry = EncodedEntry::new(tenant, signal, policy_version, batch, key, self.compress);
         encoded();
         let encoded = entry?;
         let mut queue = self.queue.lock();
@@ -1212,7 +1219,7 @@ mod tests {
         )
         .unwrap();
         let tenant = TenantId::new(tenant).unwrap();
-        let e = EncodedEntry::new(&tenant, Signal::Logs, "v1", &batch, None).unwrap();
+        let e = EncodedEntry::new(&tenant, Signal::Logs, "v1", &batch, None, false).unwrap();
         (tenant, e)
     }
 

@@ -73,7 +73,12 @@ fn op() -> impl Strategy<Value = Op> {
 /// Size of an entry in a segment, from the documented format.
 fn frame_len(tenant: &str, pv: &str, batch: &RecordBatch) -> u64 {
     let mut ipc = Vec::new();
-    let mut w = StreamWriter::try_new(&mut ipc, batch.schema_ref().as_ref()).unwrap();
+    // the harness writes with `compress` on, as the server does by default
+    let options = arrow::ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+        .unwrap();
+    let mut w =
+        StreamWriter::try_new_with_options(&mut ipc, batch.schema_ref().as_ref(), options).unwrap();
     w.write(batch).unwrap();
     w.finish().unwrap();
     drop(w);
@@ -194,6 +199,7 @@ impl Harness {
             dir: self.dir.path().to_path_buf(),
             segment_bytes: self.segment_bytes,
             side_zero_fill_bytes: WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
+            compress: true,
             faults: Some(self.faults.clone()),
         })
         .unwrap();

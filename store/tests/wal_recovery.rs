@@ -43,6 +43,7 @@ fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
         dir: dir.to_path_buf(),
         segment_bytes,
         side_zero_fill_bytes: WalConfig::DEFAULT_SIDE_ZERO_FILL_BYTES,
+        compress: true,
         faults: Some(faults),
     }
 }

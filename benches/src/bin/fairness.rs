@@ -90,6 +90,10 @@ struct Args {
     /// buffers, the small tenants' among them, are committed early.
     #[arg(long)]
     wal_max_mib: Option<u64>,
+    /// `wal.compress = false`: write the log's entries uncompressed (how
+    /// the log was written until 2026-12-07)
+    #[arg(long)]
+    wal_uncompressed: bool,
     /// Run the small tenants' clients on the server's async runtime
     /// instead of a thread of their own (how this benchmark measured before
     /// 2026-12-06: their responses then also wait for the server's work).
@@ -255,6 +259,9 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
     if let Some(mib) = args.buffer_mib {
         config.flush.max_buffer_size = bulkhead::config::ByteSize(mib << 20);
         config.flush.max_total_buffer = bulkhead::config::ByteSize(mib << 21);
+    }
+    if args.wal_uncompressed {
+        config.wal.compress = false;
     }
     if let Some(mib) = args.wal_max_mib {
         config.wal.max_size = bulkhead::config::ByteSize(mib << 20);

@@ -44,6 +44,10 @@ struct Args {
     /// Rounds of each shape (one tenant, spread), alternated.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// `wal.compress = false`: the log's entries uncompressed (as until
+    /// 2026-12-07).
+    #[arg(long)]
+    wal_uncompressed: bool,
     /// Internal: be the server, with its data in this directory.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -62,6 +66,7 @@ fn main() -> Result<(), String> {
 /// admin key's id and hash come in `BENCH_ADMIN` (`id:sha256`).
 async fn serve(dir: &Path) -> Result<(), String> {
     let mut config = bulkhead_benches::loopback_config(dir);
+    config.wal.compress = std::env::var_os("BENCH_WAL_UNCOMPRESSED").is_none();
     if let Some((id, sha)) = std::env::var("BENCH_ADMIN")
         .ok()
         .as_deref()
@@ -91,9 +96,17 @@ struct Server {
     out: BufReader<std::process::ChildStdout>,
 }
 
-fn spawn_server(dir: &Path, admin: &bulkhead_rules::ApiKey) -> Result<Server, String> {
+fn spawn_server(
+    dir: &Path,
+    admin: &bulkhead_rules::ApiKey,
+    wal_uncompressed: bool,
+) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if wal_uncompressed {
+        command.env("BENCH_WAL_UNCOMPRESSED", "1");
+    }
+    let mut child = command
         .arg("--serve")
         .arg(dir)
         .stdin(Stdio::piped())
@@ -311,7 +324,7 @@ async fn run(args: &Args) -> Result<(), String> {
 
     let admin = bulkhead_rules::ApiKey::from_random(rand::random(), rand::random());
     let started = Instant::now();
-    let mut server = spawn_server(dir.path(), &admin)?;
+    let mut server = spawn_server(dir.path(), &admin, args.wal_uncompressed)?;
     let pid = server.child.id();
     println!(
         "server ready in {:.2} s; resident {:.1} MiB",
