@@ -360,13 +360,18 @@ impl TestServer {
         self.running()
     }
 
-    /// Runs SQL with `key` over the HTTP API and returns the JSON answer.
-    pub async fn query(&self, key: &str, sql: &str) -> QueryResult {
-        let resp = self
-            .http
+    /// A query API request for `sql` with `key`, not sent yet.
+    fn query_request(&self, key: &str, sql: &str) -> reqwest::RequestBuilder {
+        self.http
             .post(format!("{}/api/v1/query", self.api_endpoint()))
             .bearer_auth(key)
             .json(&serde_json::json!({ "sql": sql }))
+    }
+
+    /// Runs SQL with `key` over the HTTP API and returns the JSON answer.
+    pub async fn query(&self, key: &str, sql: &str) -> QueryResult {
+        let resp = self
+            .query_request(key, sql)
             .send()
             .await
             .expect("query request");
@@ -379,11 +384,8 @@ impl TestServer {
     /// Runs SQL with `key` over the HTTP API asking for CSV; asserts a 200.
     pub async fn query_csv(&self, key: &str, sql: &str) -> String {
         let resp = self
-            .http
-            .post(format!("{}/api/v1/query", self.api_endpoint()))
-            .bearer_auth(key)
+            .query_request(key, sql)
             .header("accept", "text/csv")
-            .json(&serde_json::json!({ "sql": sql }))
             .send()
             .await
             .expect("query request");
