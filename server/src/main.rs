@@ -512,13 +512,13 @@ fn main() -> ExitCode {
             command: TenantCommand::List { config },
         } => load_config(config.as_ref()).and_then(|c| {
             let dir = c.policy_dir();
-            if !dir.is_dir() {
+            if matches!(dir.try_exists(), Ok(false)) {
                 // an empty table alone would not tell a fresh node from a
                 // command run in the wrong directory or with the wrong config
                 bulkhead::errln!(
-                    "no tenants: there is no policy directory at {} (set by --config, \
-                     BULKHEAD_DATA_DIR or BULKHEAD_POLICY_DIR; relative to the current directory)",
-                    dir.display()
+                    "no tenants: there is no policy directory at {} (the data directory \
+                     or policy_dir from --config, BULKHEAD_DATA_DIR or BULKHEAD_POLICY_DIR)",
+                    std::path::absolute(&dir).unwrap_or_else(|_| dir.clone()).display()
                 );
             }
             let all = tenants::list_tenants(&dir)?;

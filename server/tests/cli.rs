@@ -90,6 +90,17 @@ fn listing_tenants_where_there_are_none_says_where_it_looked() {
         "{}",
         stderr(&out)
     );
+    // something else in its place is an error, not "no tenants"
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(&policies, "not a directory").unwrap();
+    let out = bulkhead(&config, &["tenant", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        !stderr(&out).contains("no policy directory"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&policies).unwrap();
     let out = bulkhead(&config, &["tenant", "create", "acme"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = bulkhead(&config, &["tenant", "list"]);

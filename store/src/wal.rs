@@ -45,7 +45,7 @@
 //!
 //! | bytes | field |
 //! | --- | --- |
-//! | 0..8 | magic and format version `BHWAL\0\0\x01` |
+//! | 0..8 | magic and format version: `BHWAL\0\0\x02` when its entries may be LZ4-compressed ([`WalConfig::compress`]), `BHWAL\0\0\x01` when they are not (what builds before compression wrote and can read; they refuse a version 2 segment instead of cutting entries they cannot decode) |
 //! | 8..24 | WAL id (uuid bytes) |
 //! | 24..32 | first seq of the segment (equals the file name) |
 //! | 32..40 | first seq of the previous segment (0: none) |
@@ -653,7 +653,8 @@ impl Wal {
         files::create_dir(&lane_dirs[SIDE], &disk)?;
         let [main, side] = recovered;
         let [main_dir, side_dir] = lane_dirs;
-        let (main_writer, main_segments) = start_lane(main_dir, main, wal_id, next_seq, 0, &disk)?;
+        let (main_writer, main_segments) =
+            start_lane(main_dir, main, wal_id, next_seq, 0, config.compress, &disk)?;
         let (side_writer, side_segments) = start_lane(
             side_dir,
             side,
@@ -661,6 +662,7 @@ impl Wal {
             next_seq,
             // zeros past a segment's size would never be written
             config.side_zero_fill_bytes.min(config.segment_bytes),
+            config.compress,
             &disk,
         )?;
         let segments = [main_segments, side_segments];
@@ -1024,6 +1026,7 @@ impl Wal {
                 first_seq: writer.active.first_seq,
                 durable_len: writer.active.len,
             }),
+            compressed: self.compress,
         };
         let new = files::create_segment(&writer.dir, &header, &self.disk)?;
         let old = std::mem::replace(&mut writer.active, new);
@@ -1150,12 +1153,14 @@ fn start_lane(
     wal_id: uuid::Uuid,
     next_seq: u64,
     zero_fill: u64,
+    compressed: bool,
     disk: &Disk,
 ) -> Result<(Writer, Segments)> {
     let header = SegmentHeader {
         wal_id,
         first_seq: next_seq,
         previous: lane.previous,
+        compressed,
     };
     let active = files::create_segment(&dir, &header, disk)?;
     let mut by_first_seq = BTreeMap::new();

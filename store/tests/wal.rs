@@ -179,9 +179,42 @@ fn append_and_reopen_round_trip() {
     assert_eq!(seqs(&recovered), [seqs(&written), vec![next.seq]].concat());
 }
 
+/// Recovered batches hold their own memory: each one's size is about what
+/// it was when appended, not the segment it was read from (which the
+/// store's buffer accounting would otherwise count once per array).
+#[test]
+fn recovered_batches_count_their_own_memory_not_the_segments() {
+    for compress in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || WalConfig {
+            compress,
+            ..WalConfig::new(dir.path())
+        };
+        let (wal, _, _) = open(cfg());
+        let mut appended = 0;
+        for i in 0..200 {
+            let b = small_batch(&[(i, "some log line"), (i + 1, "another one")]);
+            appended += b.get_array_memory_size();
+            wal.append(&tenant("acme"), Signal::Logs, "v1", &b).unwrap();
+        }
+        drop(wal);
+        let (_, recovered, _) = open(cfg());
+        assert_eq!(recovered.len(), 200);
+        let counted: usize = recovered
+            .iter()
+            .map(|e| e.batch().unwrap().get_array_memory_size())
+            .sum();
+        assert!(
+            counted <= appended * 2,
+            "compress {compress}: recovered batches count {counted} bytes, appended {appended}"
+        );
+    }
+}
+
 /// `compress` changes how new entries are written, not what can be read:
 /// a log written plain, then compressed, then plain again recovers whole,
-/// and compressed entries take fewer bytes on disk.
+/// compressed entries take fewer bytes on disk, and segments written with
+/// it off are in the format builds before it read.
 #[test]
 fn compressed_and_plain_entries_recover_alike_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,6 +233,13 @@ fn compressed_and_plain_entries_recover_alike_across_restarts() {
         let before = stat(&wal.stats().bytes_on_disk);
         written.push(append(&wal, "acme", Signal::Logs, "v1", &rows).entry);
         grew.push(stat(&wal.stats().bytes_on_disk) - before);
+        // a segment that may hold compressed entries says so in its format
+        // version, so that a build reading only plain ones refuses it
+        // instead of cutting what it cannot decode
+        let active = segment_files(dir.path()).pop().unwrap();
+        let magic = &fs::read(&active).unwrap()[..8];
+        let version = if compress { 2 } else { 1 };
+        assert_eq!(magic, [b"BHWAL\0\0".as_slice(), &[version]].concat());
     }
     let (_, recovered, report) = open(WalConfig::new(dir.path()));
     assert_eq!(recovered, written);

@@ -63,8 +63,10 @@ fn special_float(s: &str) -> Option<f64> {
 
 /// A deserializer whose floating-point reads also take the mapping's
 /// strings; `double` when the value sits under one of [`DOUBLE_KEYS`], where
-/// a string is read as a number whatever is asked for (or refused, naming
-/// what is accepted, when it names none).
+/// a string that names a number is read as that number whatever is asked
+/// for. Any other string there passes as a string: a double field then
+/// refuses it as before, and an unknown field of that name (ignored, as
+/// OTLP/JSON asks) is no error.
 struct Lenient<D> {
     de: D,
     double: bool,
@@ -173,7 +175,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Lenient<D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         self.de
-            .deserialize_struct(name, fields, Wrap::plain(visitor))
+            .deserialize_struct(name, fields, ObjectOnly(visitor))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -193,10 +195,25 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Lenient<D> {
 
 const EXPECTED: &str = "a number, or \"NaN\", \"Infinity\", \"-Infinity\" or a number in a string";
 
-/// A string under a double key: a number, or the error naming what is
-/// accepted (OTLP has no string there).
-fn double_of<E: de::Error>(v: &str) -> Result<f64, E> {
-    special_float(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &EXPECTED))
+/// A message from a JSON object only: serde would also build a struct from
+/// an array of its fields in order (`[]` an empty message), which is not
+/// OTLP/JSON.
+struct ObjectOnly<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectOnly<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object for ")?;
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(Fields {
+            inner: map,
+            double_next: false,
+        })
+    }
 }
 
 /// Reads an `f64` from a number or from one of the mapping's strings.
@@ -222,7 +239,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Float<V> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
-        self.0.visit_f64(double_of(v)?)
+        match special_float(v) {
+            Some(n) => self.0.visit_f64(n),
+            None => Err(E::invalid_value(de::Unexpected::Str(v), &EXPECTED)),
+        }
     }
 }
 
@@ -288,24 +308,24 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     );
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
-        if self.double {
-            return self.inner.visit_f64(double_of(v)?);
+        match special_float(v).filter(|_| self.double) {
+            Some(n) => self.inner.visit_f64(n),
+            None => self.inner.visit_str(v),
         }
-        self.inner.visit_str(v)
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<V::Value, E> {
-        if self.double {
-            return self.inner.visit_f64(double_of(v)?);
+        match special_float(v).filter(|_| self.double) {
+            Some(n) => self.inner.visit_f64(n),
+            None => self.inner.visit_borrowed_str(v),
         }
-        self.inner.visit_borrowed_str(v)
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<V::Value, E> {
-        if self.double {
-            return self.inner.visit_f64(double_of(&v)?);
+        match special_float(&v).filter(|_| self.double) {
+            Some(n) => self.inner.visit_f64(n),
+            None => self.inner.visit_string(v),
         }
-        self.inner.visit_string(v)
     }
 
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
@@ -534,7 +554,7 @@ mod tests {
             r#""1e999""#,
         ] {
             let err = log_attribute(bad).unwrap_err().to_string();
-            assert!(err.contains(bad) && err.contains("\"NaN\""), "{bad}: {err}");
+            assert!(err.contains(bad) && err.contains("f64"), "{bad}: {err}");
             assert!(err.contains("line"), "the position is given: {err}");
         }
         let err = log_attribute("true").unwrap_err().to_string();
@@ -581,6 +601,47 @@ mod tests {
         };
         assert!(s.data_points[0].sum.is_nan());
         assert_eq!(s.data_points[0].quantile_values[0].value, f64::INFINITY);
+    }
+
+    #[test]
+    fn unknown_fields_under_double_keys_are_ignored_whatever_they_hold() {
+        let logs = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"a",
+            "value":"extra","min":"lowest","futureField":{"sum":"x"}},
+            "attributes":[{"key":"k","value":{"stringValue":"v","value":"extra"}}]}]}]}]}"#;
+        let req: ExportLogsServiceRequest = from_slice(logs).unwrap();
+        let record = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(
+            record.body.as_ref().unwrap().value,
+            Some(Value::StringValue("a".into()))
+        );
+        assert_eq!(
+            record.attributes[0].value.as_ref().unwrap().value,
+            Some(Value::StringValue("v".into()))
+        );
+        let metrics = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","value":"extra",
+            "gauge":{"dataPoints":[{"asDouble":"NaN","min":"n/a","futureStats":{"value":"p99"}}]}}]}]}]}"#;
+        let req: ExportMetricsServiceRequest = from_slice(metrics).unwrap();
+        let Some(Data::Gauge(g)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+            panic!("the gauge's data was dropped")
+        };
+        assert!(matches!(
+            g.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(d)) if d.is_nan()
+        ));
+    }
+
+    #[test]
+    fn messages_come_from_objects_only() {
+        for body in [
+            &br#"{"resourceLogs":[[]]}"#[..],
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[["1"]]}]}]}"#,
+            br#"{"resourceLogs":[{"resource":[]}]}"#,
+        ] {
+            let err = from_slice::<ExportLogsServiceRequest>(body)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a JSON object for"), "{err}");
+        }
     }
 
     #[test]

@@ -12,7 +12,12 @@ use crate::crypto::{self, DataKey};
 use crate::Signal;
 
 /// First 8 bytes of every segment: name and format version 1.
+/// Magic and format version 1: entries' Arrow buffers are never compressed.
 pub(super) const MAGIC: [u8; 8] = *b"BHWAL\0\0\x01";
+/// Version 2: entries' Arrow buffers may be LZ4-compressed. A build that
+/// knows only version 1 refuses such a segment (`Unknown`, never cut as
+/// torn) instead of failing to decode its entries and cutting them away.
+pub(super) const MAGIC_COMPRESSED: [u8; 8] = *b"BHWAL\0\0\x02";
 /// magic 8 + WAL id 16 + first seq 8 + previous first seq 8 + previous length 8 + crc 4.
 pub(super) const HEADER_LEN: u64 = 52;
 const HEADER_BODY_LEN: usize = 48;
@@ -49,6 +54,9 @@ pub(super) struct SegmentHeader {
     pub(super) wal_id: Uuid,
     pub(super) first_seq: u64,
     pub(super) previous: Option<PreviousSegment>,
+    /// Written as version 2 ([`MAGIC_COMPRESSED`]): its entries may be
+    /// compressed.
+    pub(super) compressed: bool,
 }
 
 /// Why a header could not be used.
@@ -65,7 +73,11 @@ pub(super) enum HeaderProblem {
 impl SegmentHeader {
     pub(super) fn encode(&self) -> [u8; HEADER_LEN as usize] {
         let mut out = [0u8; HEADER_LEN as usize];
-        out[0..8].copy_from_slice(&MAGIC);
+        out[0..8].copy_from_slice(if self.compressed {
+            &MAGIC_COMPRESSED
+        } else {
+            &MAGIC
+        });
         out[8..24].copy_from_slice(self.wal_id.as_bytes());
         out[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
         let (prev_seq, prev_len) = self
@@ -86,11 +98,15 @@ impl SegmentHeader {
         if crc32fast::hash(&bytes[..HEADER_BODY_LEN]) != stored {
             return Err(HeaderProblem::Torn("segment header checksum mismatch"));
         }
-        if bytes[0..8] != MAGIC {
-            return Err(HeaderProblem::Unknown(
-                "unknown magic bytes or format version in segment header",
-            ));
-        }
+        let compressed = match &bytes[0..8] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_COMPRESSED => true,
+            _ => {
+                return Err(HeaderProblem::Unknown(
+                    "unknown magic bytes or format version in segment header",
+                ))
+            }
+        };
         let first_seq = u64_at(bytes, 24);
         if first_seq == 0 {
             return Err(HeaderProblem::Unknown("segment header names first seq 0"));
@@ -105,6 +121,7 @@ impl SegmentHeader {
             wal_id,
             first_seq,
             previous,
+            compressed,
         })
     }
 }
@@ -399,7 +416,32 @@ fn decode_batch(mut ipc: Buffer) -> Result<RecordBatch, String> {
     decoder
         .finish()
         .map_err(|e| format!("invalid Arrow IPC stream: {e}"))?;
-    batch.ok_or_else(|| "Arrow IPC stream holds no batch".to_string())
+    owned(batch.ok_or_else(|| "Arrow IPC stream holds no batch".to_string())?)
+}
+
+/// A copy of `batch` in buffers of its own. A decoded batch's arrays are
+/// views into the buffer they were read from (a whole segment, or an
+/// entry's plaintext): each would count all of it as its memory, inflating
+/// the store's buffered bytes after recovery (hundreds of gigabytes for a
+/// full log, refusing ingest as over budget), and would keep the segment's
+/// bytes alive until the batch is flushed.
+fn owned(batch: RecordBatch) -> Result<RecordBatch, String> {
+    use arrow::array::{make_array, MutableArrayData};
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let data = column.to_data();
+            let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+            copy.try_extend(0, 0, data.len())
+                .map_err(|e| format!("copying a decoded column: {e}"))?;
+            Ok(make_array(copy.freeze()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let options =
+        arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(batch.schema(), columns, &options)
+        .map_err(|e| format!("copying a decoded batch: {e}"))
 }
 
 #[cfg(test)]
@@ -436,6 +478,7 @@ mod tests {
                 first_seq: 3,
                 durable_len: 999,
             }),
+            compressed: true,
         }
     }
 
@@ -459,6 +502,14 @@ mod tests {
             ..h
         };
         assert_eq!(SegmentHeader::decode(&none.encode()), Ok(none));
+        // version 1 (plain entries) and 2 (compressed) both read back
+        let plain = SegmentHeader {
+            compressed: false,
+            ..h
+        };
+        assert_eq!(&plain.encode()[..8], b"BHWAL\0\0\x01");
+        assert_eq!(&bytes[..8], b"BHWAL\0\0\x02");
+        assert_eq!(SegmentHeader::decode(&plain.encode()), Ok(plain));
         for i in 0..bytes.len() {
             let mut bad = bytes;
             bad[i] ^= 0x40;
@@ -472,7 +523,7 @@ mod tests {
             ));
         }
         let mut other_version = bytes;
-        other_version[7] = 2;
+        other_version[7] = 3;
         let crc = crc32fast::hash(&other_version[..HEADER_BODY_LEN]);
         other_version[48..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
