@@ -549,10 +549,7 @@ mod tests {
     /// in order while every slot is held, then the slots are released one
     /// at a time; returns the tenants in the order they were served.
     fn serve_order(slots: usize, arrivals: &[TenantId]) -> Vec<TenantId> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = FairGate::new(slots);
             let held: Vec<Turn> = {
                 let mut v = Vec::new();
@@ -610,10 +607,7 @@ mod tests {
 
     #[test]
     fn a_turn_says_whether_its_tenant_had_more_queued() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = FairGate::new(1);
             let first = gate.turn(&t("flood")).await;
             assert!(!first.backlogged(), "a free slot: nothing queued");
@@ -650,10 +644,7 @@ mod tests {
 
     #[test]
     fn slots_are_taken_and_given_back() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = FairGate::new(2);
             let a = gate.turn(&t("a")).await;
             let b = gate.turn(&t("a")).await;
@@ -675,10 +666,7 @@ mod tests {
 
     #[test]
     fn a_request_given_up_passes_its_turn_on() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = FairGate::new(1);
             let held = gate.turn(&t("a")).await;
             // b gives up while waiting; c waits
@@ -708,10 +696,7 @@ mod tests {
 
     #[test]
     fn one_tenant_leaves_a_slot_for_the_others() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = FairGate::with_tenant_limit(3, 2);
             let a1 = gate.turn(&t("flood")).await;
             let a2 = gate.turn(&t("flood")).await;
@@ -772,10 +757,7 @@ mod tests {
     /// others; a second after the others' last request, its most again.
     #[test]
     fn beside_other_tenants_a_tenant_holds_fewer() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let (gate, clock) = limits_gate(3, 2, 1, 0);
             let waiter = |name: &'static str| {
                 let gate = gate.clone();
@@ -829,6 +811,14 @@ mod tests {
         );
     }
 
+    /// Runs a test's body on a runtime of the test's own thread.
+    fn block_on<F: std::future::Future>(body: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(body)
+    }
+
     /// Lets every spawned request run as far as it can.
     async fn settle() {
         for _ in 0..8 {
@@ -849,10 +839,7 @@ mod tests {
 
     #[test]
     fn spare_slots_go_to_tenants_holding_none() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = limits_gate(3, 2, 2, 2).0;
             let waiter = |name: &'static str| {
                 let gate = gate.clone();
@@ -902,10 +889,7 @@ mod tests {
     /// further background work waits, and never takes a spare slot.
     #[test]
     fn a_request_does_not_wait_for_its_tenants_background_work() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = limits_gate(3, 2, 1, 2).0;
             let flood = gate.turn(&t("flood")).await;
             let flush = gate.background_turn(&t("small")).await;
@@ -955,10 +939,7 @@ mod tests {
     /// holding its one slot beside others keeps its requests waiting.
     #[test]
     fn background_work_counts_towards_its_tenants_most() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let gate = limits_gate(3, 2, 1, 2).0;
             let small = gate.turn(&t("small")).await;
             let flush = gate.background_turn(&t("flood")).await;
@@ -1029,10 +1010,7 @@ mod tests {
         (slots, per_tenant, beside, spare): (usize, usize, usize, usize),
         steps: &[(u8, usize)],
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             // the clock stands still: once another tenant asked, a tenant
             // keeps to its most beside others
             let gate = limits_gate(slots, per_tenant, beside, spare).0;
@@ -1041,7 +1019,9 @@ mod tests {
             let mut asked = [false; 4];
             let mut requests: Vec<Request> = Vec::new();
             for (step, &(kind, n)) in steps.iter().enumerate() {
-                let waiting: Vec<usize> = (0..requests.len()).filter(|i| requests[*i].turn.is_none()).collect();
+                let waiting: Vec<usize> = (0..requests.len())
+                    .filter(|i| requests[*i].turn.is_none())
+                    .collect();
                 if kind == 3 && !waiting.is_empty() {
                     let r = requests.remove(waiting[n % waiting.len()]);
                     if let Some(task) = r.task {
@@ -1062,9 +1042,17 @@ mod tests {
                             gate.turn(&tenant).await
                         }
                     });
-                    requests.push(Request { tenant, background, lone, task: Some(task), turn: None });
+                    requests.push(Request {
+                        tenant,
+                        background,
+                        lone,
+                        task: Some(task),
+                        turn: None,
+                    });
                 } else {
-                    let held: Vec<usize> = (0..requests.len()).filter(|i| requests[*i].turn.is_some()).collect();
+                    let held: Vec<usize> = (0..requests.len())
+                        .filter(|i| requests[*i].turn.is_some())
+                        .collect();
                     if !held.is_empty() {
                         requests.remove(held[n % held.len()]);
                     }
@@ -1082,7 +1070,10 @@ mod tests {
                         holds[r.tenant] += 1;
                         background[r.tenant] += usize::from(r.background);
                         assert_eq!(turn.grant.background, r.background, "step {step}");
-                        assert!(!(r.background && turn.grant.spare), "step {step}: background work on a spare slot");
+                        assert!(
+                            !(r.background && turn.grant.spare),
+                            "step {step}: background work on a spare slot"
+                        );
                         spares[r.tenant] += usize::from(turn.grant.spare);
                     } else {
                         waits[r.tenant][usize::from(r.background)] = true;
@@ -1096,10 +1087,20 @@ mod tests {
                 let total: usize = holds.iter().sum();
                 for tenant in 0..4 {
                     let most = per_tenant + usize::from(background[tenant] > 0);
-                    assert!(holds[tenant] <= most, "step {step}: {holds:?} {background:?}");
-                    assert!(background[tenant] <= per_tenant, "step {step}: {background:?}");
+                    assert!(
+                        holds[tenant] <= most,
+                        "step {step}: {holds:?} {background:?}"
+                    );
+                    assert!(
+                        background[tenant] <= per_tenant,
+                        "step {step}: {background:?}"
+                    );
                 }
-                assert_eq!(total + load.free + load.spare_free, slots + spare, "step {step}");
+                assert_eq!(
+                    total + load.free + load.spare_free,
+                    slots + spare,
+                    "step {step}"
+                );
                 for tenant in 0..4 {
                     let others = (0..4).any(|o| o != tenant && asked[o]);
                     let most = if others { beside } else { per_tenant };
