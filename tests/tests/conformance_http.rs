@@ -622,6 +622,46 @@ async fn json_special_floats_are_numbers() {
     let a = post(&srv, "/v1/logs", &key, JSON, bad).await;
     assert_json_error(&a, 400, 3, r#"string "nan", expected f64"#);
     assert_eq!(count(&srv, &key, "SELECT count(*) FROM logs").await, 1);
+
+    // a data point's value that does not fit is refused, not stored as
+    // a point without its number
+    for (value, named) in [
+        (
+            r#""asInt":"abc""#,
+            r#"string "abc", expected an integer for asInt"#,
+        ),
+        (
+            r#""asInt":1.5"#,
+            "floating point `1.5`, expected an integer for asInt",
+        ),
+        (
+            r#""asDouble":true"#,
+            "boolean `true`, expected a number for asDouble",
+        ),
+    ] {
+        let bad = json_metrics(&format!(
+            r#"{{"name":"bad","gauge":{{"dataPoints":[{{"timeUnixNano":"1544712660300000000",{value}}}]}}}}"#
+        ));
+        let a = post(&srv, "/v1/metrics", &key, JSON, bad).await;
+        assert_json_error(&a, 400, 3, named);
+    }
+    let bom = [
+        &b"\xEF\xBB\xBF"[..],
+        &json_logs(r#"{"timeUnixNano":"1544712660300000000","body":{"stringValue":"bom"}}"#),
+    ]
+    .concat();
+    let a = post(&srv, "/v1/logs", &key, JSON, bom).await;
+    assert_json_full_success(&a, "logs");
+    assert_eq!(
+        count(
+            &srv,
+            &key,
+            "SELECT count(*) FROM metrics WHERE metric_name = 'bad'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&srv, &key, "SELECT count(*) FROM logs").await, 2);
 }
 
 /// Item 13: unknown fields are ignored at every level.

@@ -145,6 +145,9 @@ fn decode<T: Message + Default + DeserializeOwned>(
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| super::protobuf_error("body", &e)),
         Encoding::Json => {
+            // JSON text may start with a byte order mark (RFC 8259 lets a
+            // parser ignore it; some writers on Windows add one)
+            let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
             // serde would also take a struct from an array of its fields in
             // order: `[]` would be an empty request, acknowledged
             match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -155,7 +158,8 @@ fn decode<T: Message + Default + DeserializeOwned>(
                         match first {
                             None => "an empty body".to_string(),
                             Some(b'[') => "an array".to_string(),
-                            Some(b) => format!("{:?}", char::from(*b)),
+                            Some(b) if b.is_ascii() => format!("{:?}", char::from(*b)),
+                            Some(b) => format!("the byte 0x{b:02X}"),
                         }
                     )))
                 }
@@ -326,6 +330,8 @@ mod tests {
             (b"", "found an empty body"),
             (b"null", "found 'n'"),
             (b"\"resourceLogs\"", "found '\"'"),
+            (b"\xFE\xFF{}", "found the byte 0xFE"),
+            (b"\xEF\xBB\xBF\xEF\xBB\xBF{}", "found the byte 0xEF"),
         ] {
             let err = decode::<Logs>(Encoding::Json, body).unwrap_err();
             assert!(
@@ -335,6 +341,14 @@ mod tests {
         }
         let empty: Logs = decode(Encoding::Json, b" {}").unwrap();
         assert!(empty.resource_logs.is_empty());
+    }
+
+    #[test]
+    fn a_json_body_may_start_with_a_byte_order_mark() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest as Logs;
+        let body = b"\xEF\xBB\xBF {\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{\"body\":{\"stringValue\":\"hi\"}}]}]}]}";
+        let req: Logs = decode(Encoding::Json, body).unwrap();
+        assert_eq!(req.resource_logs[0].scope_logs[0].log_records.len(), 1);
     }
 
     #[test]

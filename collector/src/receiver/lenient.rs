@@ -36,6 +36,74 @@ pub(super) const DOUBLE_KEYS: &[&str] = &[
     "value",
 ];
 
+/// What the value under the key just read may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Anything: passed through as read.
+    Plain,
+    /// Under one of [`DOUBLE_KEYS`]: a string naming a number is read as
+    /// that number; anything else passes through (a double field refuses
+    /// it, an unknown field of that name is ignored whatever it holds).
+    Double,
+    /// A data point's or exemplar's `asDouble`, the double of their value
+    /// oneof: a number or one of the mapping's strings, nothing else.
+    OneofDouble,
+    /// Their `asInt`: an int64, as a number or a decimal string.
+    OneofInt,
+}
+
+impl Kind {
+    fn of(key: &str) -> Self {
+        match key {
+            "asDouble" => Self::OneofDouble,
+            "asInt" => Self::OneofInt,
+            k if DOUBLE_KEYS.contains(&k) => Self::Double,
+            _ => Self::Plain,
+        }
+    }
+
+    /// What a oneof value must be, for the error that refuses another.
+    fn expected(self) -> &'static str {
+        match self {
+            Self::OneofInt => "an integer for asInt (a number or a decimal string, within int64)",
+            _ => "a number for asDouble, or \"NaN\", \"Infinity\", \"-Infinity\" or a number in a string",
+        }
+    }
+
+    /// The number a string under this key is read as: `Ok(None)` to pass
+    /// the string on as it is.
+    fn number_in<E: de::Error>(self, v: &str) -> Result<Option<Number>, E> {
+        match self {
+            Self::Plain => Ok(None),
+            Self::Double => Ok(special_float(v).map(Number::Float)),
+            Self::OneofDouble => special_float(v)
+                .map(|n| Some(Number::Float(n)))
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self.expected())),
+            Self::OneofInt => v
+                .parse::<i64>()
+                .ok()
+                .or_else(|| whole(special_float(v)?))
+                .map(|n| Some(Number::Int(n)))
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self.expected())),
+        }
+    }
+}
+
+/// A number read from a string.
+enum Number {
+    Float(f64),
+    Int(i64),
+}
+
+/// `v` as an int64 when it is a whole number within range (the protobuf
+/// JSON mapping takes `1e3` for an integer).
+fn whole(v: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every f64 below it in magnitude that
+    // has no fraction converts exactly
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v)).then_some(v as i64)
+}
+
 /// Deserializes `T` from OTLP/JSON `body`, reading the mapping's
 /// floating-point strings as numbers; trailing data after the value is an
 /// error.
@@ -43,7 +111,7 @@ pub(super) fn from_slice<T: de::DeserializeOwned>(body: &[u8]) -> serde_json::Re
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = T::deserialize(Lenient {
         de: &mut de,
-        double: false,
+        kind: Kind::Plain,
     })?;
     de.end()?;
     Ok(value)
@@ -62,24 +130,20 @@ fn special_float(s: &str) -> Option<f64> {
 }
 
 /// A deserializer whose floating-point reads also take the mapping's
-/// strings; `double` when the value sits under one of [`DOUBLE_KEYS`], where
-/// a string that names a number is read as that number whatever is asked
-/// for. Any other string there passes as a string: a double field then
-/// refuses it as before, and an unknown field of that name (ignored, as
-/// OTLP/JSON asks) is no error.
+/// strings; `kind` says what the key the value sits under lets it be
+/// ([`Kind`]).
 struct Lenient<D> {
     de: D,
-    double: bool,
+    kind: Kind,
 }
 
 macro_rules! forward {
     ($($method:ident),* $(,)?) => {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-                if self.double {
-                    self.de.deserialize_any(Wrap::double(visitor))
-                } else {
-                    self.de.$method(Wrap::plain(visitor))
+                match self.kind {
+                    Kind::Plain => self.de.$method(Wrap::plain(visitor)),
+                    kind => self.de.deserialize_any(Wrap { inner: visitor, kind }),
                 }
             }
         )*
@@ -125,7 +189,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Lenient<D> {
         // `null` must still reach the visitor as none, so never as `any`
         self.de.deserialize_option(Wrap {
             inner: visitor,
-            double: self.double,
+            kind: self.kind,
         })
     }
 
@@ -211,7 +275,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for ObjectOnly<V> {
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.0.visit_map(Fields {
             inner: map,
-            double_next: false,
+            next: Kind::Plain,
         })
     }
 }
@@ -248,25 +312,28 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Float<V> {
 
 /// Passes every visit through, wrapping what it hands on so that values
 /// nested inside are read leniently too; under a double key a string naming
-/// a number arrives as that number.
+/// a number arrives as that number; under a oneof's key ([`Kind`]) anything
+/// but its number is refused here, since serde would read a flattened
+/// oneof that does not fit as no value at all.
 struct Wrap<V> {
     inner: V,
-    double: bool,
+    kind: Kind,
 }
 
 impl<V> Wrap<V> {
     fn plain(inner: V) -> Self {
         Self {
             inner,
-            double: false,
+            kind: Kind::Plain,
         }
     }
 
-    fn double(inner: V) -> Self {
-        Self {
-            inner,
-            double: true,
-        }
+    fn oneof(&self) -> bool {
+        matches!(self.kind, Kind::OneofDouble | Kind::OneofInt)
+    }
+
+    fn refuse<T, E: de::Error>(&self, found: de::Unexpected) -> Result<T, E> {
+        Err(E::invalid_type(found, &self.kind.expected()))
     }
 }
 
@@ -287,43 +354,78 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
         self.inner.expecting(f)
     }
 
+    // serde_json gives only these, the strings, null, arrays and objects;
+    // the rest pass through untouched
     pass!(
-        visit_bool(bool),
         visit_i8(i8),
         visit_i16(i16),
         visit_i32(i32),
-        visit_i64(i64),
         visit_i128(i128),
         visit_u8(u8),
         visit_u16(u16),
         visit_u32(u32),
-        visit_u64(u64),
         visit_u128(u128),
         visit_f32(f32),
-        visit_f64(f64),
         visit_char(char),
         visit_bytes(&[u8]),
         visit_borrowed_bytes(&'de [u8]),
         visit_byte_buf(Vec<u8>),
     );
 
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<V::Value, E> {
+        if self.oneof() {
+            return self.refuse(de::Unexpected::Bool(v));
+        }
+        self.inner.visit_bool(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<V::Value, E> {
+        self.inner.visit_i64(v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<V::Value, E> {
+        if self.kind == Kind::OneofInt && i64::try_from(v).is_err() {
+            return Err(E::invalid_value(
+                de::Unexpected::Unsigned(v),
+                &self.kind.expected(),
+            ));
+        }
+        self.inner.visit_u64(v)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<V::Value, E> {
+        if self.kind == Kind::OneofInt {
+            return match whole(v) {
+                Some(n) => self.inner.visit_i64(n),
+                None => Err(E::invalid_value(
+                    de::Unexpected::Float(v),
+                    &self.kind.expected(),
+                )),
+            };
+        }
+        self.inner.visit_f64(v)
+    }
+
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
-        match special_float(v).filter(|_| self.double) {
-            Some(n) => self.inner.visit_f64(n),
+        match self.kind.number_in(v)? {
+            Some(Number::Float(n)) => self.inner.visit_f64(n),
+            Some(Number::Int(n)) => self.inner.visit_i64(n),
             None => self.inner.visit_str(v),
         }
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<V::Value, E> {
-        match special_float(v).filter(|_| self.double) {
-            Some(n) => self.inner.visit_f64(n),
+        match self.kind.number_in(v)? {
+            Some(Number::Float(n)) => self.inner.visit_f64(n),
+            Some(Number::Int(n)) => self.inner.visit_i64(n),
             None => self.inner.visit_borrowed_str(v),
         }
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<V::Value, E> {
-        match special_float(&v).filter(|_| self.double) {
-            Some(n) => self.inner.visit_f64(n),
+        match self.kind.number_in(&v)? {
+            Some(Number::Float(n)) => self.inner.visit_f64(n),
+            Some(Number::Int(n)) => self.inner.visit_i64(n),
             None => self.inner.visit_string(v),
         }
     }
@@ -339,29 +441,35 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
         self.inner.visit_some(Lenient {
             de,
-            double: self.double,
+            kind: self.kind,
         })
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<V::Value, D::Error> {
         self.inner.visit_newtype_struct(Lenient {
             de,
-            double: self.double,
+            kind: self.kind,
         })
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        if self.oneof() {
+            return self.refuse(de::Unexpected::Seq);
+        }
         // the items of `explicitBounds` are doubles as the key is
         self.inner.visit_seq(Wrap {
             inner: seq,
-            double: self.double,
+            kind: self.kind,
         })
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        if self.oneof() {
+            return self.refuse(de::Unexpected::Map);
+        }
         self.inner.visit_map(Fields {
             inner: map,
-            double_next: false,
+            next: Kind::Plain,
         })
     }
 
@@ -376,7 +484,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Wrap<S> {
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<S::Value, D::Error> {
         self.inner.deserialize(Lenient {
             de,
-            double: self.double,
+            kind: self.kind,
         })
     }
 }
@@ -390,7 +498,7 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Wrap<A> {
     ) -> Result<Option<T::Value>, A::Error> {
         self.inner.next_element_seed(Wrap {
             inner: seed,
-            double: self.double,
+            kind: self.kind,
         })
     }
 
@@ -427,10 +535,10 @@ impl<'de> Visitor<'de> for Key {
 }
 
 /// An object's entries: each key is read first (JSON keys are strings) so
-/// that its value knows whether it sits under a double key.
+/// that its value knows what it may be ([`Kind`]).
 struct Fields<A> {
     inner: A,
-    double_next: bool,
+    next: Kind,
 }
 
 impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Fields<A> {
@@ -443,7 +551,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Fields<A> {
         let Some(key) = self.inner.next_key_seed(Key)? else {
             return Ok(None);
         };
-        self.double_next = DOUBLE_KEYS.contains(&&*key);
+        self.next = Kind::of(&key);
         match key {
             Cow::Borrowed(k) => seed.deserialize(BorrowedStrDeserializer::<A::Error>::new(k)),
             Cow::Owned(k) => seed.deserialize(StringDeserializer::<A::Error>::new(k)),
@@ -454,7 +562,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Fields<A> {
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
         self.inner.next_value_seed(Wrap {
             inner: seed,
-            double: std::mem::take(&mut self.double_next),
+            kind: std::mem::replace(&mut self.next, Kind::Plain),
         })
     }
 
@@ -628,6 +736,130 @@ mod tests {
             g.data_points[0].value,
             Some(number_data_point::Value::AsDouble(d)) if d.is_nan()
         ));
+    }
+
+    fn gauge_point(value: &str) -> serde_json::Result<Option<number_data_point::Value>> {
+        let body = format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"g","gauge":{{"dataPoints":[
+                {{"timeUnixNano":"1",{value}}}]}}}}]}}]}}]}}"#
+        );
+        let req: ExportMetricsServiceRequest = from_slice(body.as_bytes())?;
+        let Some(Data::Gauge(g)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+            panic!("the gauge's data was dropped")
+        };
+        Ok(g.data_points[0].value)
+    }
+
+    #[test]
+    fn data_point_values_take_every_spelling_of_their_number() {
+        use number_data_point::Value::{AsDouble, AsInt};
+        for (json, want) in [
+            (r#""asInt":"42""#, AsInt(42)),
+            (r#""asInt":-42"#, AsInt(-42)),
+            (r#""asInt":"-9223372036854775808""#, AsInt(i64::MIN)),
+            (r#""asInt":9223372036854775807"#, AsInt(i64::MAX)),
+            (r#""asInt":1e3"#, AsInt(1000)),
+            (r#""asInt":"1e3""#, AsInt(1000)),
+            (r#""asDouble":"1.5""#, AsDouble(1.5)),
+            (r#""asDouble":7"#, AsDouble(7.0)),
+        ] {
+            assert_eq!(gauge_point(json).unwrap(), Some(want), "{json}");
+        }
+        assert_eq!(gauge_point(r#""asInt":null"#).unwrap(), None);
+        assert_eq!(gauge_point(r#""asDouble":null"#).unwrap(), None);
+    }
+
+    #[test]
+    fn data_point_values_that_do_not_fit_are_refused_not_dropped() {
+        // serde reads a flattened oneof that does not fit as no value: the
+        // point would be stored without its number and acknowledged
+        let plain: ExportMetricsServiceRequest = serde_json::from_str(
+            r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[
+                {"timeUnixNano":"1","asInt":"abc"}]}}]}]}]}"#,
+        )
+        .unwrap();
+        let Some(Data::Gauge(g)) = &plain.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
+            panic!("gauge")
+        };
+        assert_eq!(g.data_points[0].value, None, "the library alone drops it");
+        for (json, named) in [
+            (r#""asInt":"abc""#, "\"abc\""),
+            (r#""asInt":"""#, "\"\""),
+            (r#""asInt":"1.5""#, "\"1.5\""),
+            (r#""asInt":1.5"#, "1.5"),
+            (r#""asInt":9223372036854775808"#, "9223372036854775808"),
+            (r#""asInt":1e19"#, "1e+19"),
+            (r#""asInt":true"#, "boolean `true`"),
+            (r#""asInt":[1]"#, "sequence"),
+            (r#""asInt":{"v":1}"#, "map"),
+            (r#""asDouble":"abc""#, "\"abc\""),
+            (r#""asDouble":"nan""#, "\"nan\""),
+            (r#""asDouble":false"#, "boolean `false`"),
+            (r#""asDouble":{}"#, "map"),
+        ] {
+            let err = gauge_point(json).unwrap_err().to_string();
+            let key = if json.contains("asInt") {
+                "for asInt"
+            } else {
+                "for asDouble"
+            };
+            assert!(err.contains(named) && err.contains(key), "{json}: {err}");
+            assert!(err.contains("line"), "the position is given: {err}");
+        }
+        let exemplar = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[
+            {"timeUnixNano":"1","asInt":"1","exemplars":[{"timeUnixNano":"1","asInt":"x"}]}]}}]}]}]}"#;
+        let err = from_slice::<ExportMetricsServiceRequest>(exemplar)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("for asInt"), "{err}");
+    }
+
+    #[test]
+    fn bare_numbers_read_back_exactly() {
+        // a double written as its shortest round-trip decimal (as OTLP/JSON
+        // writers do) must read back as the same double, not one off in
+        // its last bit: serde_json needs its `float_roundtrip` feature
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = Vec::new();
+        while values.len() < 2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            if v.is_finite() {
+                values.push(v);
+            }
+        }
+        let points: Vec<String> = values
+            .iter()
+            .map(|v| format!(r#"{{"timeUnixNano":"1","asDouble":{v:?}}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"g","gauge":{{"dataPoints":[{}]}}}}]}}]}}]}}"#,
+            points.join(",")
+        );
+        let req: ExportMetricsServiceRequest = from_slice(body.as_bytes()).unwrap();
+        let Some(Data::Gauge(g)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+            panic!("gauge")
+        };
+        let wrong: Vec<(f64, f64)> = g
+            .data_points
+            .iter()
+            .zip(&values)
+            .filter_map(|(p, &sent)| match p.value {
+                Some(number_data_point::Value::AsDouble(read)) if read == sent => None,
+                Some(number_data_point::Value::AsDouble(read)) => Some((sent, read)),
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} of {} read back differently, e.g. {:?}",
+            wrong.len(),
+            values.len(),
+            &wrong[..wrong.len().min(3)]
+        );
     }
 
     #[test]
