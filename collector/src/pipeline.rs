@@ -541,9 +541,6 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Deletes every tenant's data past its retention period (per table),
-    /// except for tenants under legal hold; on the injected clock. Each
-    /// deletion is counted and put on the audit trail. Returns files deleted.
     /// Forgets per-tenant state an idle tenant would get back unchanged:
     /// rate-limit buckets that are full again. Returns how many went.
     pub fn evict_idle(&self) -> usize {
@@ -552,6 +549,9 @@ impl Pipeline {
             .evict_idle(now, |t| self.tenants.policy(t).map(|p| p.limits.clone()))
     }
 
+    /// Deletes every tenant's data past its retention period (per table),
+    /// except for tenants under legal hold; on the injected clock. Each
+    /// deletion is counted and put on the audit trail. Returns files deleted.
     pub fn enforce_retention(&self) -> Result<usize, String> {
         let now = self.clock.now_nanos();
         let mut total = 0;
@@ -746,7 +746,13 @@ impl Pipeline {
             }
         }
         let governed = match converted.batch {
-            Some(b) => self.govern(&principal.tenant, signal, b)?,
+            // once every step that shares its arrays is done
+            Some(b) => match self.govern(&principal.tenant, signal, b)? {
+                Some(b) => Some(shrink_to_fit(b).map_err(|e| {
+                    ReceiveError::Internal(format!("tenant {}: {e}", principal.tenant))
+                })?),
+                None => None,
+            },
             None => None,
         };
         if let Some(batch) = governed {
@@ -806,5 +812,109 @@ impl Pipeline {
             rejected: converted.rejected,
             error_message: converted.errors.join("; "),
         })
+    }
+}
+
+/// `batch` with each array's buffers cut down to what they hold. The
+/// converter's Arrow builders reserve room for 1,024 rows, so a request of
+/// 50 log records held about 2 KB a row where its data takes about 0.6 KB
+/// (docs/performance.md); the store buffers batches until a flush and counts
+/// them against its memory budget by what they hold allocated. Buffers
+/// shared with another array are left as they are.
+pub fn shrink_to_fit(
+    batch: arrow::record_batch::RecordBatch,
+) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::Array;
+    let (schema, mut columns, rows) = batch.into_parts();
+    for c in &mut columns {
+        c.shrink_to_fit();
+    }
+    arrow::record_batch::RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    fn kv(k: &str, v: String) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v)),
+            }),
+            key_strindex: 0,
+        }
+    }
+
+    #[test]
+    fn a_small_batch_holds_about_what_its_data_takes() {
+        let records = (0..50u64)
+            .map(|n| LogRecord {
+                time_unix_nano: 1_700_000_000_000_000_000 + n,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue(format!(
+                        "GET /api/v1/orders/{n} completed with status 200 in {n} ms for user u-{n}"
+                    ))),
+                }),
+                attributes: vec![
+                    kv("http.method", "GET".into()),
+                    kv("user.id", format!("u-{n}")),
+                ],
+                trace_id: vec![7; 16],
+                span_id: vec![9; 8],
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let stamp = Stamp {
+            tenant: "t1",
+            policy_version: "p1",
+            node: "n1",
+            received_at_nanos: 1_700_000_000_000_000_000,
+            window: EventWindow::ANY,
+        };
+        let batch = convert::logs(&req, &stamp).batch.unwrap();
+        let before = batch.get_array_memory_size();
+        let all = arrow::array::UInt32Array::from_iter_values(0..50);
+        let copy = arrow::compute::take_record_batch(&batch, &all).unwrap();
+        let exact = copy.get_array_memory_size();
+        let shrunk = shrink_to_fit(batch).unwrap();
+        let after = shrunk.get_array_memory_size();
+        assert_eq!(shrunk, copy, "the same rows");
+        assert!(
+            before > 2 * exact,
+            "the builders reserve more than the data: {before} against {exact}"
+        );
+        assert!(
+            after <= exact + exact / 10,
+            "shrunk to about the data: {after} against {exact} (was {before})"
+        );
+
+        // a buffer shared with another array is left alone
+        let batch = convert::logs(&req, &stamp).batch.unwrap();
+        let kept = batch.column(0).clone();
+        let shrunk = shrink_to_fit(batch).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&kept, shrunk.column(0)));
+        assert_eq!(
+            shrunk.column(0).get_array_memory_size(),
+            kept.get_array_memory_size()
+        );
     }
 }
