@@ -21,6 +21,7 @@ pub mod predicate;
 pub mod sandbox;
 pub mod udf;
 pub mod udwf;
+pub mod yielding;
 
 pub use error::QueryError;
 pub use sandbox::{EngineLimits, PolicyLimits, QueryEngine, QueryOutput};

@@ -111,6 +111,8 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(runtime.clone())
             .with_default_features()
+            // after the default rules: every operator yields now and then
+            .with_physical_optimizer_rule(Arc::new(crate::yielding::YieldBetweenOperators))
             .build();
         // added to the default functions (the builder's setters would replace them)
         base.register_udf(Arc::new(udf::attr()))
@@ -390,6 +392,57 @@ mod tests {
         let store =
             Arc::new(Store::open(dir, FlushConfig::default(), Arc::new(SystemClock)).unwrap());
         QueryEngine::new(store, EngineLimits::default()).unwrap()
+    }
+
+    /// A cross join of rows already in memory makes batches without reading
+    /// again: without a yield between operators its task never returned to
+    /// the runtime, so when the time limit dropped the query the task could
+    /// not be stopped and went on holding a thread of the server's runtime
+    /// (two such queries and every tenant's requests waited). The limit
+    /// must end the query, and its tasks must be gone soon after.
+    #[test]
+    fn a_query_past_its_time_limit_stops_working() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // as the server's runtime on two cores
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(
+                Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
+            );
+            let limits = EngineLimits {
+                timeout: Duration::from_millis(300),
+                ..EngineLimits::default()
+            };
+            let engine = QueryEngine::new(store, limits).unwrap();
+            let a = TenantId::new("a").unwrap();
+            let started = std::time::Instant::now();
+            let out = rt.block_on(engine.execute(
+                &a,
+                "WITH v AS (SELECT unnest(range(1, 50000)) AS n) \
+                 SELECT sum(x.n + y.n) FROM v x, v y",
+            ));
+            let took = started.elapsed();
+            // the query's tasks: aborted, they end at their next yield
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while rt.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = tx.send((out.map(|o| o.rows), took, rt.metrics().num_alive_tasks()));
+        });
+        let (out, took, alive) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the query was still running a minute later: its time limit never fired");
+        assert!(matches!(out, Err(QueryError::Timeout(_))), "{out:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert_eq!(
+            alive, 0,
+            "tasks of the query still running 5 s after its time limit"
+        );
     }
 
     /// A statement past the operator bound, and a pattern that does not
