@@ -333,6 +333,22 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     Ok(config)
 }
 
+/// After a command changed the policy directory: an error when the
+/// directory as a whole does not load, since a running server then keeps
+/// the policies and keys it has, without this change, until every problem
+/// is fixed (a revoked key would go on working).
+fn in_force(c: &Config, change: &str) -> Result<(), String> {
+    let dir = c.policy_dir();
+    match PolicySet::load_dir(&dir) {
+        Ok(_) => Ok(()),
+        Err(errors) => Err(format!(
+            "{change} is written to its policy file, but {} does not load, so a running server keeps its policies and keys as they were, without this change, until every problem is fixed:\n  {}\nThe admin API (docs/configuration.md) takes a change to one tenant in at once even so.",
+            dir.display(),
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  ")
+        )),
+    }
+}
+
 /// Records an operator action when no server holds the audit trail; a
 /// running server records it itself when it picks the change up.
 fn audit_offline(config: &Config, event: NewEvent) {
@@ -506,7 +522,7 @@ fn main() -> ExitCode {
                 p.tenant,
                 PolicySet::path_for(&c.policy_dir(), &p.tenant).display()
             )?;
-            Ok(())
+            in_force(&c, "the new tenant")
         }),
         Command::Tenant {
             command: TenantCommand::List { config },
@@ -545,7 +561,7 @@ fn main() -> ExitCode {
                 "removed tenant {}: its {} key(s) stop working at the server's next policy reload; data already stored for it is kept",
                 p.tenant, p.live_keys
             )?;
-            Ok(())
+            in_force(&c, "the removal")
         }),
         Command::Tenant {
             command: TenantCommand::Shred { name, yes, config },
@@ -702,6 +718,7 @@ fn main() -> ExitCode {
                         id = key.id()
                     )
                 })
+                .and_then(|()| in_force(&c, "the new key"))
         }),
         Command::Operator {
             command:
@@ -793,7 +810,7 @@ fn main() -> ExitCode {
                 audit_offline(&c, NewEvent::new(EventKind::KeyRevoked).tenant(&t).key_id(id.clone()));
             }
             bulkhead::outln!("revoked key {id} of tenant {tenant}")?;
-            Ok(())
+            in_force(&c, "the revocation")
         }),
         Command::Check { config } => load_config(config.as_ref()).and_then(|c| {
             bulkhead::console::stdout_text(&policy_cli::check(&c)?)?;

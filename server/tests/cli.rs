@@ -77,6 +77,56 @@ fn tenant_and_key_creation() {
     assert!(!out.status.success() && stderr(&out).contains("already revoked"));
 }
 
+/// A server keeps its policies and keys as they were while any policy file
+/// does not load, so a key revoked then would go on working: the command
+/// that wrote the change says so and fails.
+#[test]
+fn changes_a_broken_directory_keeps_from_the_server_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    for t in ["acme", "other"] {
+        assert!(bulkhead(&config, &["tenant", "create", t]).status.success());
+    }
+    let out = bulkhead(
+        &config,
+        &["key", "create", "--tenant", "acme", "--scopes", "query"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).lines().last().unwrap()[4..20].to_string();
+    let broken = dir.path().join("data/policies/other.toml");
+    let text = std::fs::read_to_string(&broken).unwrap();
+    std::fs::write(&broken, format!("{text}\nbroken = [\n")).unwrap();
+
+    let out = bulkhead(&config, &["key", "revoke", "--tenant", "acme", "--id", &id]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("revoked key {id}")));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the revocation is written")
+            && err.contains("other.toml")
+            && err.contains("keeps its policies and keys as they were"),
+        "{err}"
+    );
+    let policy = std::fs::read_to_string(dir.path().join("data/policies/acme.toml")).unwrap();
+    assert!(policy.contains("revoked = true"), "{policy}");
+    for args in [
+        &["key", "create", "--tenant", "acme", "--scopes", "ingest"][..],
+        &["tenant", "create", "third"],
+        &["tenant", "remove", "third"],
+    ] {
+        let out = bulkhead(&config, args);
+        assert!(
+            !out.status.success() && stderr(&out).contains("other.toml"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+
+    std::fs::write(&broken, text).unwrap();
+    let out = bulkhead(&config, &["tenant", "create", "fourth"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn listing_tenants_where_there_are_none_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
