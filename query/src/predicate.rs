@@ -25,6 +25,15 @@ pub struct RowPredicate {
     expr: Arc<dyn PhysicalExpr>,
 }
 
+/// What a function whose output its arguments size (`repeat`, `lpad`, ...)
+/// may make for one batch of a predicate: the default of a tenant's query
+/// memory (`query.memory`, 256 MiB). Before this bound an erasure predicate
+/// of `length(repeat(body, 1500000)) < 0` took the server from 190 MB to
+/// about 2 GB.
+fn max_value_bytes() -> usize {
+    bulkhead_rules::QueryLimits::default().memory.as_usize()
+}
+
 impl RowPredicate {
     /// Parses and checks `sql` against `signal`'s columns; the error names
     /// the problem (unknown column, not boolean, a subquery, ...).
@@ -38,6 +47,9 @@ impl RowPredicate {
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| e.to_string())?;
         let ctx = SessionContext::new();
         ctx.register_udf(crate::udf::attr());
+        // `repeat` and its kind reckon what they would make, as in queries:
+        // a predicate is evaluated batch by batch outside the query pool
+        crate::bounded::register(&ctx, max_value_bytes());
         let expr = ctx
             .parse_sql_expr(sql, &df_schema)
             .map_err(|e| format!("the predicate is not valid: {}", strip(e)))?;
@@ -216,6 +228,15 @@ mod tests {
         assert_eq!(m.true_count(), 0);
         let p = RowPredicate::compile(Signal::Logs, "attr(attributes, 'user.id') = 'u1'").unwrap();
         assert_eq!(p.matches(&logs(&["a"])).unwrap().true_count(), 0);
+    }
+
+    #[test]
+    fn functions_that_make_large_values_are_bounded() {
+        let p = RowPredicate::compile(Signal::Logs, "length(repeat(body, 2)) = 10").unwrap();
+        assert_eq!(p.matches(&logs(&["hello", "hi"])).unwrap().true_count(), 1);
+        let p = RowPredicate::compile(Signal::Logs, "length(repeat(body, 100000000)) < 0").unwrap();
+        let err = p.matches(&logs(&["hello", "hi"])).unwrap_err();
+        assert!(err.contains("repeat") && err.contains("bytes"), "{err}");
     }
 
     #[test]
