@@ -235,6 +235,26 @@ async fn offboard(
     if let Some(held) = under_hold(&state, &tenant) {
         return Err(held);
     }
+    // a name with neither a policy nor stored data is a typo or a tenant
+    // not created yet: offboarding it would mark the name shredded for good
+    if state.tenants.policy(&tenant).is_none() {
+        let (store, t) = (state.store.clone(), tenant.clone());
+        let stored = blocking(move || {
+            store
+                .stored_tenants()
+                .map(|all| all.contains(&t))
+                .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        })
+        .await?;
+        if !stored {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "there is no tenant {tenant} to offboard: it has no policy and no stored data"
+                ),
+            ));
+        }
+    }
     let job = Job::offboard(&tenant, &operator, "admin_api", state.clock.now_nanos());
     submit(&state, job).await
 }

@@ -371,6 +371,17 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
         )
         .await;
     assert_eq!(status, 409, "a legal hold blocks offboarding too: {body}");
+    // a name nothing is known of is not marked shredded for good
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/admin/tenants/nosuch/offboard",
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.to_string().contains("no tenant nosuch"), "{body}");
     let paused = srv.server().pause_jobs();
     let (status, job) = api
         .send(
