@@ -745,16 +745,18 @@ impl Pipeline {
                 );
             }
         }
-        let governed = match converted.batch {
+        let governed = converted
+            .batch
+            .map(|b| self.govern(&principal.tenant, signal, b))
+            .transpose()?
+            .flatten()
             // once every step that shares its arrays is done
-            Some(b) => match self.govern(&principal.tenant, signal, b)? {
-                Some(b) => Some(shrink_to_fit(b).map_err(|e| {
+            .map(|b| {
+                shrink_to_fit(b).map_err(|e| {
                     ReceiveError::Internal(format!("tenant {}: {e}", principal.tenant))
-                })?),
-                None => None,
-            },
-            None => None,
-        };
+                })
+            })
+            .transpose()?;
         if let Some(batch) = governed {
             // the turn is given back once the batch is encoded for the
             // log: the wait for its fsync needs no CPU
