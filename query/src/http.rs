@@ -208,6 +208,33 @@ async fn query(
     }
 }
 
+/// The `X-Scope-OrgID` header, if given once. Given twice, or with bytes
+/// that are not text, it is refused: read as absent it would widen the
+/// query to every granted tenant, and which of two copies a proxy keeps is
+/// not ours to guess.
+fn scope_header(headers: &HeaderMap) -> Result<Option<&str>, String> {
+    let mut values = headers.get_all("x-scope-orgid").iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(
+            "X-Scope-OrgID is given more than once; give it once, with the tenants separated by |"
+                .into(),
+        );
+    }
+    let scope = first.to_str().map_err(|_| {
+        "X-Scope-OrgID is not visible ASCII text; give tenant names separated by |".to_string()
+    })?;
+    if !scope.trim().is_empty() && scope.split('|').all(|name| name.trim().is_empty()) {
+        // `|` alone would otherwise be a query over no tenant at all
+        return Err(format!(
+            "X-Scope-OrgID {scope:?} names no tenant; give tenants separated by |, or leave the header out for every granted one"
+        ));
+    }
+    Ok(Some(scope))
+}
+
 /// An operator's query over its granted tenants (`X-Scope-OrgID: a|b`
 /// narrows them). On the record of every tenant it touched.
 async fn federated(
@@ -229,7 +256,10 @@ async fn federated(
             return error_response(auth_status(&e), &e.to_string());
         }
     };
-    let scope = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
+    let scope = match scope_header(headers) {
+        Ok(s) => s,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
+    };
     let tenants = match operator.tenants(scope) {
         Ok(t) => t,
         Err(reason) => {

@@ -818,6 +818,33 @@ async fn an_operator_queries_its_granted_tenants_and_no_other() {
     let (status, body) = ask(Some("a|c"), op.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["error"].as_str().unwrap().contains("\"c\""), "{body}");
+    // the header twice, one naming no tenant, or one that is not text is
+    // refused, not read as "every granted tenant"
+    let url = format!("{}/api/v1/query", srv.api_endpoint());
+    for headers in [
+        vec![("x-scope-orgid", "b".as_bytes()), ("x-scope-orgid", b"a")],
+        vec![("x-scope-orgid", b" | ")],
+        vec![("x-scope-orgid", b"b\xff")],
+    ] {
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&op)
+            .json(&json!({"sql": "SELECT count(*) AS n FROM logs"}));
+        for (name, value) in &headers {
+            req = req.header(
+                *name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap();
+        assert_eq!(status, 400, "{headers:?}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("X-Scope-OrgID"),
+            "{body}"
+        );
+    }
     // the same id with another secret is no operator
     let forged = bulkhead_rules::ApiKey::from_random([0x0f; 8], [0x43; 32]).expose();
     assert_eq!(ask(None, forged).await.0, 401);
