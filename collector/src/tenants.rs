@@ -527,10 +527,8 @@ pub fn create_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, Stri
     let tenant = TenantId::new(name)?;
     let path = PolicySet::path_for(policy_dir, &tenant);
     if path.exists() {
-        return Err(format!(
-            "tenant {tenant} already exists ({})",
-            path.display()
-        ));
+        // no path: the admin API answers with this
+        return Err(format!("tenant {tenant} already exists"));
     }
     let policy = TenantPolicy::new(tenant);
     write_policy(policy_dir, &policy)?;

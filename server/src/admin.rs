@@ -104,6 +104,8 @@ pub struct AdminState {
     /// One change to the policy directory at a time (a key added while
     /// another is revoked must not lose either).
     pub writes: Arc<parking_lot::Mutex<()>>,
+    /// To refuse the name of a tenant offboarded for good.
+    pub store: Arc<bulkhead_store::Store>,
 }
 
 /// The admin routes (merged into the API port's router).
@@ -285,6 +287,20 @@ async fn create_tenant(
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let tenant = tenant_id(&req.tenant)?;
     let first = req.key_scopes.as_deref().map(scopes).transpose()?;
+    let store = state.store.clone();
+    let t = tenant.clone();
+    let shredded = tokio::task::spawn_blocking(move || store.shredded_at(&t))
+        .await
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("the keyring: {e}")))?;
+    if let Some(at) = shredded {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "tenant {tenant} was offboarded at {at}: its keys are shredded, so nothing written under the name could be read; choose another name"
+            ),
+        ));
+    }
     let name = tenant.to_string();
     let key = change(&state, operator, tenant.clone(), move |dir| {
         tenants::create_tenant(dir, &name).map_err(classify)?;

@@ -241,8 +241,8 @@ async fn offboard(
         let (store, t) = (state.store.clone(), tenant.clone());
         let stored = blocking(move || {
             store
-                .stored_tenants()
-                .map(|all| all.contains(&t))
+                .storage()
+                .holds_tenant(&t)
                 .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         })
         .await?;
@@ -352,6 +352,7 @@ async fn create_extract(
     })?
     .map_err(|e| match e {
         BuildError::Request(m) => refuse(StatusCode::BAD_REQUEST, m),
+        BuildError::TooLarge(m) => refuse(StatusCode::UNPROCESSABLE_ENTITY, m),
         BuildError::Failed(m) => {
             tracing::error!(tenant = %p.tenant, error = %m, "extract failed");
             refuse(

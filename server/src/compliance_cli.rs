@@ -151,6 +151,19 @@ pub fn offboard(config: &Config, tenant: &str, yes: bool, wait: bool) -> Result<
         ));
     }
     check_hold(config, &tenant)?;
+    // as the admin API: a name with neither a policy nor stored data is a
+    // typo or a tenant not created yet, and offboarding it would mark the
+    // name shredded for good
+    let policy = bulkhead_rules::PolicySet::path_for(&config.policy_dir(), &tenant);
+    if !policy.exists()
+        && !storage(config)?
+            .holds_tenant(&tenant)
+            .map_err(|e| format!("looking for tenant {tenant}'s data: {e}"))?
+    {
+        return Err(format!(
+            "there is no tenant {tenant} to offboard: it has no policy and no stored data"
+        ));
+    }
     submit(
         config,
         Job::offboard(&tenant, "cli", "cli", now_nanos()),

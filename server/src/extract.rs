@@ -112,9 +112,11 @@ impl Signer {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractRequest {
-    /// Table names; all of logs, spans and metrics when empty.
+    /// Table names; all of logs, spans and metrics when left out (an
+    /// empty list is refused: it would extract nothing, or be read as
+    /// everything).
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub tables: Option<Vec<String>>,
     /// RFC 3339, inclusive.
     pub from: String,
     /// RFC 3339, exclusive.
@@ -208,23 +210,30 @@ fn rfc3339(nanos: i64) -> String {
 
 impl ExtractRequest {
     fn plan(&self) -> Result<Plan, String> {
-        let tables = if self.tables.is_empty() {
-            vec![Signal::Logs, Signal::Spans, Signal::Metrics]
-        } else {
-            let mut seen = BTreeSet::new();
-            let mut out = Vec::new();
-            for t in &self.tables {
-                let s = Signal::from_name(t).ok_or_else(|| {
-                    format!(
-                        "no table {t:?}: extracts take {}",
-                        Signal::ALL.map(|s| s.name()).join(", ")
-                    )
-                })?;
-                if seen.insert(s) {
-                    out.push(s);
-                }
+        let tables = match &self.tables {
+            None => vec![Signal::Logs, Signal::Spans, Signal::Metrics],
+            Some(names) if names.is_empty() => {
+                return Err(format!(
+                    "tables is an empty list; name some of {}, or leave tables out for all of them",
+                    Signal::ALL.map(|s| s.name()).join(", ")
+                ))
             }
-            out
+            Some(names) => {
+                let mut seen = BTreeSet::new();
+                let mut out = Vec::new();
+                for t in names {
+                    let s = Signal::from_name(t).ok_or_else(|| {
+                        format!(
+                            "no table {t:?}: extracts take {}",
+                            Signal::ALL.map(|s| s.name()).join(", ")
+                        )
+                    })?;
+                    if seen.insert(s) {
+                        out.push(s);
+                    }
+                }
+                out
+            }
         };
         let from = parse_time("from", &self.from)?;
         let to = parse_time("to", &self.to)?;
@@ -251,6 +260,12 @@ impl ExtractRequest {
                 hex::decode_to_slice(k.trim(), &mut key).map_err(|_| {
                     "recipient_key must be 64 hex characters (a 256-bit key)".to_string()
                 })?;
+                if key.iter().all(|&b| b == key[0]) {
+                    return Err(
+                        "recipient_key is one byte repeated (such as all zeros): that is no secret; use 32 random bytes"
+                            .into(),
+                    );
+                }
                 Some(key)
             }
         };
@@ -384,7 +399,14 @@ pub async fn build(
             Ok(())
         };
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| internal(&e))?;
+            let batch = batch.map_err(|e| match e.find_root() {
+                datafusion::error::DataFusionError::ResourcesExhausted(m) => {
+                    BuildError::TooLarge(format!(
+                        "the extract of {table} needs more memory than a query may use ({m}); narrow the time range or the where"
+                    ))
+                }
+                _ => internal(&e),
+            })?;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -488,13 +510,18 @@ pub async fn build(
 pub enum BuildError {
     /// The request is wrong (400).
     Request(String),
+    /// The request is well formed but takes more than the query limits
+    /// allow (422).
+    TooLarge(String),
     Failed(String),
 }
 
 impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BuildError::Request(m) | BuildError::Failed(m) => f.write_str(m),
+            BuildError::Request(m) | BuildError::TooLarge(m) | BuildError::Failed(m) => {
+                f.write_str(m)
+            }
         }
     }
 }

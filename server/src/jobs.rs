@@ -322,8 +322,14 @@ pub fn submit(storage: &Storage, job: &Job) -> Result<(), JobError> {
 
 /// The latest state of job `id`.
 pub fn get(storage: &Storage, id: &str) -> Result<Job, JobError> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return Err(JobError::NotFound(format!("no job {id:?}")));
+    // ids are UUIDs as written at submission: anything else names no job
+    // (and a path too long for the file system would be a storage error)
+    let canonical = uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id);
+    if !canonical {
+        return Err(JobError::NotFound(format!(
+            "no job {:?}: a job id is a UUID as the request was answered with",
+            id.chars().take(64).collect::<String>()
+        )));
     }
     let states = storage
         .list(&ObjPath::from(format!("{JOBS_PREFIX}/{id}")))

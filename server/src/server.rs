@@ -284,6 +284,7 @@ pub async fn start_with(
         policy_dir: config.policy_dir(),
         refusals: pipeline.refusals().clone(),
         writes: Arc::default(),
+        store: store.clone(),
     };
     let jobs_wanted = Arc::new(Notify::new());
     let signer = Arc::new(crate::extract::Signer::load_or_create(

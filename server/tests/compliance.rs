@@ -308,6 +308,15 @@ fn the_cli_asks_for_an_erasure_and_an_offboarding_and_follows_them() {
     let refused = bulkhead(&["tenant", "offboard", "acme"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    // a name with neither a policy nor data (a typo) is refused, not marked
+    // shredded for good
+    let typo = bulkhead(&["tenant", "offboard", "acmee", "--yes"]);
+    assert!(!typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("no tenant acmee to offboard"),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
     let out = bulkhead(&["tenant", "offboard", "acme", "--yes", "--wait"]);
     assert!(
         out.status.success(),

@@ -265,6 +265,17 @@ impl Storage {
             .map_err(|e| self.err(prefix, e))
     }
 
+    /// Whether anything is stored under `tenant`'s prefix (data, manifests,
+    /// keys): one listing of that prefix, not of every tenant's.
+    pub fn holds_tenant(&self, tenant: &bulkhead_rules::TenantId) -> Result<bool> {
+        let prefix = crate::paths::tenant_prefix(tenant);
+        let (objects, p) = (self.objects.clone(), prefix.clone());
+        let listed = self
+            .block_on(async move { objects.list_with_delimiter(Some(&p)).await })
+            .map_err(|e| self.err(&prefix, e))?;
+        Ok(!listed.common_prefixes.is_empty() || !listed.objects.is_empty())
+    }
+
     /// The objects below `prefix` whose paths sort after `offset`, in path
     /// order (a reader that remembers where it stopped).
     pub fn list_after(&self, prefix: &ObjPath, offset: &ObjPath) -> Result<Vec<ObjectMeta>> {

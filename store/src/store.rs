@@ -677,6 +677,20 @@ impl Store {
         Ok(deleted)
     }
 
+    /// When `tenant`'s keys were shredded (it was offboarded), if they were:
+    /// data written under its name could never be read, so the name is
+    /// not to be used again.
+    pub fn shredded_at(&self, tenant: &TenantId) -> Result<Option<String>> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        match keys.check(tenant) {
+            Ok(()) => Ok(None),
+            Err(KeyError::Shredded { at, .. }) => Ok(Some(at)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Drops what this node holds of a tenant another process shredded:
     /// its keys in memory and its buffered data.
     pub fn forget_shredded(&self, tenant: &TenantId) {

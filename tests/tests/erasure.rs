@@ -439,6 +439,37 @@ async fn an_erasure_request_removes_what_it_names_and_nothing_else() {
     let r = srv.query(&other, "SELECT count(*) FROM logs").await;
     assert_eq!(r.status, 401, "its keys stopped: {}", r.body);
     assert_eq!(count(&srv, &admin, "true").await, total - targeted);
+    // its name is not given out again: a key under it could neither write
+    // (the keys are shredded) nor read
+    let (status, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/admin/tenants",
+            &operator.expose(),
+            Some(json!({"tenant": "other", "key_scopes": "ingest"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("offboarded"), "{body}");
+    // a job id that is no UUID names no job (a long one was a storage
+    // error naming the server's path)
+    for id in ["a".repeat(300), "ABC".into(), oid.to_uppercase()] {
+        let (status, body) = api
+            .send(
+                Method::GET,
+                &format!("/api/v1/admin/jobs/{id}"),
+                &operator.expose(),
+                None,
+            )
+            .await;
+        assert_eq!(status, 404, "{id}: {body}");
+        assert!(
+            !body
+                .to_string()
+                .contains(&srv.store_dir().display().to_string()),
+            "{body}"
+        );
+    }
 
     // lifting the hold is audited, and erasure is allowed again
     let policy = srv.server_config().policy_dir().join("held.toml");

@@ -198,6 +198,8 @@ async fn an_extract_is_signed_verifiable_and_tamper_evident() {
         (json!({"where": "body = (SELECT 1)"}), "subquery"),
         (json!({"to": rfc3339(base - 1)}), "empty"),
         (json!({"recipient_key": "abc"}), "64 hex"),
+        (json!({"recipient_key": "00".repeat(32)}), "no secret"),
+        (json!({"tables": []}), "empty list"),
     ] {
         let mut r = request.clone();
         for (k, v) in change.as_object().unwrap() {
@@ -211,6 +213,17 @@ async fn an_extract_is_signed_verifiable_and_tamper_evident() {
             String::from_utf8_lossy(&body)
         );
     }
+
+    // well formed, but more than a query may hold: 422, as for a query
+    let mut r = request.clone();
+    r["where"] = json!("length(repeat(body, 100000000)) > 0");
+    let (status, body) = post_extract(&srv, &key, r).await;
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("memory"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     let expected = srv
         .scalar(
@@ -280,7 +293,7 @@ async fn an_extract_is_signed_verifiable_and_tamper_evident() {
     assert!(!v.signature_ok);
 
     // to a recipient key: unreadable without it, readable with it
-    let recipient = [0x5au8; 32];
+    let recipient: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
     let mut r = request.clone();
     r["recipient_key"] = json!(hex::encode(recipient));
     let (status, sealed) = post_extract(&srv, &key, r).await;
