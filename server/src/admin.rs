@@ -276,6 +276,34 @@ struct NewTenant {
     tenant: String,
     /// Scopes of a first key to create with it (`ingest,query`); none when absent.
     key_scopes: Option<String>,
+    /// Bring back a tenant removed with its data kept, data included (see
+    /// [`check_data_from_before`]).
+    #[serde(default)]
+    restore: bool,
+}
+
+/// Refuses to create `tenant` when it has no policy but stored data (a
+/// tenant removed with its data kept), unless `restore`: a tenant created
+/// under the name would read that data, which is right when the removed
+/// tenant comes back and a leak when the name goes to someone else.
+pub fn check_data_from_before(
+    storage: &bulkhead_store::objects::Storage,
+    policy_dir: &std::path::Path,
+    tenant: &TenantId,
+    restore: bool,
+) -> Result<(), String> {
+    if restore || bulkhead_rules::PolicySet::path_for(policy_dir, tenant).exists() {
+        return Ok(());
+    }
+    let held = storage
+        .holds_tenant(tenant)
+        .map_err(|e| format!("looking for tenant {tenant}'s data: {e}"))?;
+    if held {
+        return Err(format!(
+            "tenant {tenant} has stored data from before (it was removed with its data kept), which a tenant created under the name would read: to bring the removed tenant back with its data, ask again with restore (\"restore\": true, or --restore); to give the name to someone else, offboard it first, which deletes that data"
+        ));
+    }
+    Ok(())
 }
 
 async fn create_tenant(
@@ -301,6 +329,16 @@ async fn create_tenant(
             ),
         ));
     }
+    let (store, t, dir, restore) = (
+        state.store.clone(),
+        tenant.clone(),
+        state.policy_dir.clone(),
+        req.restore,
+    );
+    tokio::task::spawn_blocking(move || check_data_from_before(store.storage(), &dir, &t, restore))
+        .await
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| Refusal(StatusCode::CONFLICT, e))?;
     let name = tenant.to_string();
     let key = change(&state, operator, tenant.clone(), move |dir| {
         tenants::create_tenant(dir, &name).map_err(classify)?;

@@ -230,6 +230,10 @@ enum TenantCommand {
     /// Create a tenant (a policy file with no keys yet).
     Create {
         name: String,
+        /// Bring back a tenant removed with its data kept, data included
+        /// (without it, a name with stored data from before is refused).
+        #[arg(long)]
+        restore: bool,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -513,8 +517,17 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(serve(config))),
         Command::Tenant {
-            command: TenantCommand::Create { name, config },
+            command:
+                TenantCommand::Create {
+                    name,
+                    restore,
+                    config,
+                },
         } => load_config(config.as_ref()).and_then(|c| {
+            let tenant = bulkhead_rules::TenantId::new(&name)?;
+            let storage = bulkhead_store::objects::Storage::open_beside_server(&c.storage_config())
+                .map_err(|e| format!("opening the store: {e}"))?;
+            bulkhead::admin::check_data_from_before(&storage, &c.policy_dir(), &tenant, restore)?;
             let p = tenants::create_tenant(&c.policy_dir(), &name)?;
             audit_offline(&c, NewEvent::new(EventKind::TenantCreated).tenant(&p.tenant));
             bulkhead::outln!(

@@ -674,3 +674,33 @@ fn the_server_answers_a_statement_at_the_operator_bound() {
     assert!(child.try_wait().unwrap().is_none(), "the server ended");
     stops_cleanly(child);
 }
+
+/// A name whose tenant was removed with its data kept is not given to a new
+/// tenant by accident (it would read that data): `--restore` brings the
+/// removed tenant back on purpose.
+#[test]
+fn a_name_with_data_from_before_is_only_taken_back_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let kept = dir
+        .path()
+        .join("data/store/tenant=acme/signal=logs/date=2026-01-01/hour=00");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("kept.parquet"), b"from before").unwrap();
+    let out = bulkhead(&config, &["tenant", "create", "acme"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("data from before") && stderr(&out).contains("--restore"),
+        "{}",
+        stderr(&out)
+    );
+    let list = bulkhead(&config, &["tenant", "list"]);
+    assert!(!stdout(&list).contains("acme"), "{}", stdout(&list));
+    // another name is free
+    assert!(bulkhead(&config, &["tenant", "create", "globex"])
+        .status
+        .success());
+    let out = bulkhead(&config, &["tenant", "create", "acme", "--restore"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&bulkhead(&config, &["tenant", "list"])).contains("acme"));
+}

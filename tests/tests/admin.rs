@@ -254,6 +254,33 @@ async fn tenants_and_keys_are_administered_over_http_and_take_effect_at_once() {
     };
     assert_eq!(rows, vec![json!({"kind": "key_created", "by": "ops-team"})]);
 
+    // its name is not given to a new tenant while its data is kept: that
+    // tenant would read it; restoring it brings the data back on purpose
+    let (status, body) = admin
+        .send(Method::POST, "/tenants", Some(json!({"tenant": "acme"})))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("data from before"), "{body}");
+    let (status, body) = admin
+        .send(
+            Method::POST,
+            "/tenants",
+            Some(json!({"tenant": "acme", "restore": true, "key_scopes": "query"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let restored = body["key"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = srv.query(&restored, "SELECT count(*) AS n FROM logs").await;
+        if r.status == 200 {
+            assert!(r.rows()[0]["n"].as_u64().unwrap() > 0, "{}", r.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", r.body);
+        tokio::task::yield_now().await;
+    }
+
     // the removed tenant's data was kept
     srv.shutdown().await;
     assert!(srv.store_dir().join("tenant=acme").exists());
