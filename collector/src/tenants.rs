@@ -532,7 +532,17 @@ pub fn create_tenant(policy_dir: &Path, name: &str) -> Result<TenantPolicy, Stri
     }
     let policy = TenantPolicy::new(tenant);
     write_policy(policy_dir, &policy)?;
+    // the name is in use again: whoever created it checked (or restored)
+    let _ = std::fs::remove_file(removed_marker(policy_dir, &policy.tenant));
     Ok(policy)
+}
+
+/// The mark [`remove_tenant`] leaves beside the policies: the tenant was
+/// removed with its data kept (stored, buffered or in the log), so a tenant
+/// created under the name later would read that data. The policy loader
+/// reads `.toml` files only.
+pub fn removed_marker(policy_dir: &Path, tenant: &TenantId) -> std::path::PathBuf {
+    policy_dir.join(format!("{tenant}.removed"))
 }
 
 fn join_errors(errors: &[bulkhead_rules::PolicyError]) -> String {
@@ -634,16 +644,23 @@ impl TenantSummary {
 pub fn remove_tenant(policy_dir: &Path, name: &str) -> Result<Removed, String> {
     let tenant = TenantId::new(name)?;
     if !PolicySet::path_for(policy_dir, &tenant).exists() {
-        return Err(format!(
-            "no tenant {tenant} in {}: nothing to remove",
-            policy_dir.display()
-        ));
+        // no path: the admin API answers with this
+        return Err(format!("no tenant {tenant}: nothing to remove"));
     }
     // whatever the file holds, valid or not, it goes
     let live_keys = read_own(policy_dir, name)
         .map(|(_, _, keys)| keys.iter().filter(|k| !k.revoked).count())
         .unwrap_or(0);
     let path = PolicySet::path_for(policy_dir, &tenant);
+    let marker = removed_marker(policy_dir, &tenant);
+    std::fs::write(
+        &marker,
+        format!(
+            "tenant {tenant} was removed at {} with its data kept; `bulkhead tenant create {tenant} --restore` takes it back, `bulkhead tenant offboard {tenant}` deletes the data\n",
+            chrono::Utc::now().to_rfc3339()
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", marker.display()))?;
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     // the removal itself durable, as the file's creation was
     std::fs::File::open(policy_dir)

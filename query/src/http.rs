@@ -226,10 +226,11 @@ fn scope_header(headers: &HeaderMap) -> Result<Option<&str>, String> {
     let scope = first.to_str().map_err(|_| {
         "X-Scope-OrgID is not visible ASCII text; give tenant names separated by |".to_string()
     })?;
-    if !scope.trim().is_empty() && scope.split('|').all(|name| name.trim().is_empty()) {
-        // `|` alone would otherwise be a query over no tenant at all
+    if scope.split('|').all(|name| name.trim().is_empty()) {
+        // empty, or `|` alone: neither is "every tenant" nor a query over none
+        let shown: String = scope.chars().take(40).collect();
         return Err(format!(
-            "X-Scope-OrgID {scope:?} names no tenant; give tenants separated by |, or leave the header out for every granted one"
+            "X-Scope-OrgID {shown:?} names no tenant; give tenants separated by |, or leave the header out for every granted one"
         ));
     }
     Ok(Some(scope))

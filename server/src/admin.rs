@@ -203,11 +203,30 @@ async fn change<T: Send + 'static>(
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let _one = state.writes.lock();
-        let out = write(&state.policy_dir)?;
-        state
-            .tenants
-            .refresh(&tenant, &operator)
-            .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let dir = state.policy_dir.clone();
+        // answers name files, not the server's directories
+        let within = |m: String| m.replace(&format!("{}/", dir.display()), "");
+        let path = bulkhead_rules::PolicySet::path_for(&dir, &tenant);
+        let before = std::fs::read(&path).ok();
+        let out = write(&dir).map_err(|Refusal(code, m)| Refusal(code, within(m)))?;
+        if let Err(e) = state.tenants.refresh(&tenant, &operator) {
+            // a change the server cannot take in is not made: the file goes
+            // back as it was (a key created in a file that does not load
+            // would be written but never work, its secret never shown)
+            let undone = match &before {
+                Some(bytes) => bulkhead_store::atomic::write_atomic(&path, bytes),
+                None => std::fs::remove_file(&path),
+            };
+            if let Err(u) = undone {
+                tracing::error!(%tenant, error = %u, "could not undo a policy change the server refused");
+            }
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                within(format!(
+                    "tenant {tenant}'s policy does not load with this change, so nothing was changed; fix its file first: {e}"
+                )),
+            ));
+        }
         Ok(out)
     })
     .await
@@ -295,15 +314,65 @@ pub fn check_data_from_before(
     if restore || bulkhead_rules::PolicySet::path_for(policy_dir, tenant).exists() {
         return Ok(());
     }
-    let held = storage
-        .holds_tenant(tenant)
-        .map_err(|e| format!("looking for tenant {tenant}'s data: {e}"))?;
+    // the mark covers data still buffered or only in the log, and audit
+    // entries and jobs of a tenant that never stored anything; the store
+    // covers removals from before the mark existed
+    let held = tenants::removed_marker(policy_dir, tenant).exists()
+        || storage
+            .holds_tenant(tenant)
+            .map_err(|e| format!("looking for tenant {tenant}'s data: {e}"))?;
     if held {
         return Err(format!(
-            "tenant {tenant} has stored data from before (it was removed with its data kept), which a tenant created under the name would read: to bring the removed tenant back with its data, ask again with restore (\"restore\": true, or --restore); to give the name to someone else, offboard it first, which deletes that data"
+            "tenant {tenant} has data from before (it was removed with its data kept), which a tenant created under the name would read, its audit entries and jobs included: to bring the removed tenant back with its data, ask again with restore (\"restore\": true, or --restore); to give the name to someone else, offboard it first, which deletes that data"
         ));
     }
     Ok(())
+}
+
+/// Refuses a name that cannot be given out: offboarded (`shredded_at`, the
+/// time its keys were shredded), being offboarded, or removed with its data
+/// kept unless `restore` (see [`check_data_from_before`]). The admin API
+/// answers 409 with the message, the CLI fails with it.
+pub fn check_name_free(
+    storage: &bulkhead_store::objects::Storage,
+    policy_dir: &std::path::Path,
+    tenant: &TenantId,
+    restore: bool,
+    shredded_at: Option<String>,
+) -> Result<(), String> {
+    if let Some(at) = shredded_at {
+        return Err(format!(
+            "tenant {tenant} was offboarded at {at}: its keys are shredded, so nothing written under the name could be read; choose another name"
+        ));
+    }
+    // an offboarding under way has removed the policy and left the mark
+    // of a removal (see check_data_from_before), which only restore passes:
+    // so the jobs (every one read) are looked through for restores alone
+    let offboarding = if restore {
+        crate::jobs::offboarding(storage, tenant)
+            .map_err(|e| format!("looking for an offboarding of tenant {tenant}: {e}"))?
+    } else {
+        None
+    };
+    if let Some(id) = offboarding {
+        return Err(format!(
+            "tenant {tenant} is being offboarded (job {id}); its name cannot be given out meanwhile"
+        ));
+    }
+    check_data_from_before(storage, policy_dir, tenant, restore)
+}
+
+fn name_is_free(
+    store: &bulkhead_store::Store,
+    policy_dir: &std::path::Path,
+    tenant: &TenantId,
+    restore: bool,
+) -> Result<(), Refusal> {
+    let shredded_at = store
+        .shredded_at(tenant)
+        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("the keyring: {e}")))?;
+    check_name_free(store.storage(), policy_dir, tenant, restore, shredded_at)
+        .map_err(|m| Refusal(StatusCode::CONFLICT, m))
 }
 
 async fn create_tenant(
@@ -315,32 +384,13 @@ async fn create_tenant(
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let tenant = tenant_id(&req.tenant)?;
     let first = req.key_scopes.as_deref().map(scopes).transpose()?;
-    let store = state.store.clone();
-    let t = tenant.clone();
-    let shredded = tokio::task::spawn_blocking(move || store.shredded_at(&t))
-        .await
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("the keyring: {e}")))?;
-    if let Some(at) = shredded {
-        return Err(Refusal(
-            StatusCode::CONFLICT,
-            format!(
-                "tenant {tenant} was offboarded at {at}: its keys are shredded, so nothing written under the name could be read; choose another name"
-            ),
-        ));
-    }
-    let (store, t, dir, restore) = (
-        state.store.clone(),
-        tenant.clone(),
-        state.policy_dir.clone(),
-        req.restore,
-    );
-    tokio::task::spawn_blocking(move || check_data_from_before(store.storage(), &dir, &t, restore))
-        .await
-        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| Refusal(StatusCode::CONFLICT, e))?;
+    let (store, restore) = (state.store.clone(), req.restore);
     let name = tenant.to_string();
+    let t = tenant.clone();
     let key = change(&state, operator, tenant.clone(), move |dir| {
+        // checked under the lock every policy change takes, so a removal
+        // (or an offboarding's) cannot come between the check and the write
+        name_is_free(&store, dir, &t, restore)?;
         tenants::create_tenant(dir, &name).map_err(classify)?;
         match first {
             Some(s) => Ok(Some(tenants::create_key(dir, &name, s).map_err(classify)?)),

@@ -239,11 +239,14 @@ async fn offboard(
     // not created yet: offboarding it would mark the name shredded for good
     if state.tenants.policy(&tenant).is_none() {
         let (store, t) = (state.store.clone(), tenant.clone());
+        let removed = bulkhead_collector::tenants::removed_marker(&state.admin.policy_dir, &tenant);
         let stored = blocking(move || {
-            store
-                .storage()
-                .holds_tenant(&t)
-                .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+            // removed with its data kept: stored, or still buffered
+            Ok(removed.exists()
+                || store
+                    .storage()
+                    .holds_tenant(&t)
+                    .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?)
         })
         .await?;
         if !stored {

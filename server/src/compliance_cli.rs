@@ -155,7 +155,9 @@ pub fn offboard(config: &Config, tenant: &str, yes: bool, wait: bool) -> Result<
     // typo or a tenant not created yet, and offboarding it would mark the
     // name shredded for good
     let policy = bulkhead_rules::PolicySet::path_for(&config.policy_dir(), &tenant);
+    let removed = bulkhead_collector::tenants::removed_marker(&config.policy_dir(), &tenant);
     if !policy.exists()
+        && !removed.exists()
         && !storage(config)?
             .holds_tenant(&tenant)
             .map_err(|e| format!("looking for tenant {tenant}'s data: {e}"))?

@@ -214,7 +214,7 @@ impl ExtractRequest {
             None => vec![Signal::Logs, Signal::Spans, Signal::Metrics],
             Some(names) if names.is_empty() => {
                 return Err(format!(
-                    "tables is an empty list; name some of {}, or leave tables out for all of them",
+                    "tables is an empty list; name some of {}, or leave tables out for logs, spans and metrics",
                     Signal::ALL.map(|s| s.name()).join(", ")
                 ))
             }

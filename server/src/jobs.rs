@@ -350,6 +350,16 @@ fn read(storage: &Storage, path: &ObjPath) -> Result<Job, JobError> {
     serde_json::from_slice(&bytes).map_err(|e| JobError::Storage(format!("{path}: {e}")))
 }
 
+/// The id of an offboarding of `tenant` not finished yet, if there is one.
+pub fn offboarding(storage: &Storage, tenant: &TenantId) -> Result<Option<String>, JobError> {
+    Ok(list(storage)?
+        .into_iter()
+        .find(|j| {
+            j.tenant == tenant.as_str() && matches!(j.work, Work::Offboard) && !j.status.finished()
+        })
+        .map(|j| j.id))
+}
+
 /// The latest state of every job, oldest first (ids are time-ordered).
 pub fn list(storage: &Storage) -> Result<Vec<Job>, JobError> {
     let mut latest: BTreeMap<String, ObjPath> = BTreeMap::new();
@@ -751,6 +761,14 @@ impl JobRunner {
                         .map_err(|e| format!("taking the policy removal in: {e}"))?;
                 }
                 let stats = self.store.offboard(&tenant).map_err(|e| e.to_string())?;
+                // its data is gone: no mark of a removal with data kept
+                // (see tenants::removed_marker) is left to ask for restore
+                let marker = tenants::removed_marker(&self.policy_dir, &tenant);
+                if let Err(e) = std::fs::remove_file(&marker) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(format!("removing the mark of the tenant's removal: {e}"));
+                    }
+                }
                 Ok(BTreeMap::from([
                     ("objects_deleted".to_string(), stats.objects_deleted as u64),
                     ("bytes_deleted".to_string(), stats.bytes_deleted),

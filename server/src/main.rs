@@ -527,7 +527,24 @@ fn main() -> ExitCode {
             let tenant = bulkhead_rules::TenantId::new(&name)?;
             let storage = bulkhead_store::objects::Storage::open_beside_server(&c.storage_config())
                 .map_err(|e| format!("opening the store: {e}"))?;
-            bulkhead::admin::check_data_from_before(&storage, &c.policy_dir(), &tenant, restore)?;
+            // an offboarded name: its shred is in the keyring (not opened
+            // when there is none, so no master key is made here)
+            let shredded_at = if c.keyring_path().exists() {
+                match c.open_keys(|k| std::env::var(k).ok())?.map(|k| k.check(&tenant)) {
+                    Some(Err(bulkhead_store::crypto::KeyError::Shredded { at, .. })) => Some(at),
+                    Some(Err(e)) => return Err(format!("the keyring: {e}")),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            bulkhead::admin::check_name_free(
+                &storage,
+                &c.policy_dir(),
+                &tenant,
+                restore,
+                shredded_at,
+            )?;
             let p = tenants::create_tenant(&c.policy_dir(), &name)?;
             audit_offline(&c, NewEvent::new(EventKind::TenantCreated).tenant(&p.tenant));
             bulkhead::outln!(

@@ -703,4 +703,20 @@ fn a_name_with_data_from_before_is_only_taken_back_on_purpose() {
     let out = bulkhead(&config, &["tenant", "create", "acme", "--restore"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&bulkhead(&config, &["tenant", "list"])).contains("acme"));
+    // a removal is remembered whatever was stored (rows may still be
+    // buffered by a running server)
+    assert!(bulkhead(&config, &["tenant", "remove", "globex"])
+        .status
+        .success());
+    let out = bulkhead(&config, &["tenant", "create", "globex"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("--restore"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        bulkhead(&config, &["tenant", "create", "globex", "--restore"])
+            .status
+            .success()
+    );
 }

@@ -281,6 +281,50 @@ async fn tenants_and_keys_are_administered_over_http_and_take_effect_at_once() {
         tokio::task::yield_now().await;
     }
 
+    // a removal is remembered even when nothing was stored yet (rows may
+    // be buffered, or only audit entries and jobs exist): restore only
+    let (status, body) = admin
+        .send(Method::POST, "/tenants", Some(json!({"tenant": "brief"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = admin.send(Method::DELETE, "/tenants/brief", None).await;
+    assert_eq!(status, 200);
+    let (status, body) = admin
+        .send(Method::POST, "/tenants", Some(json!({"tenant": "brief"})))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("restore"), "{body}");
+
+    // a change the server cannot take in is not made, and the answer names
+    // the file, not the server's directory
+    let file = srv.server_config().policy_dir().join("existing.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{good}\n[query]\nmemory = \"64KiB\"\n")).unwrap();
+    let broken = std::fs::read_to_string(&file).unwrap();
+    let (status, body) = admin
+        .send(
+            Method::POST,
+            "/tenants/existing/keys",
+            Some(json!({"scopes": "query"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("existing.toml") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&srv.server_config().policy_dir().display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        broken,
+        "no key was added"
+    );
+    std::fs::write(&file, good).unwrap();
+
     // the removed tenant's data was kept
     srv.shutdown().await;
     assert!(srv.store_dir().join("tenant=acme").exists());

@@ -824,6 +824,7 @@ async fn an_operator_queries_its_granted_tenants_and_no_other() {
     for headers in [
         vec![("x-scope-orgid", "b".as_bytes()), ("x-scope-orgid", b"a")],
         vec![("x-scope-orgid", b" | ")],
+        vec![("x-scope-orgid", b"")],
         vec![("x-scope-orgid", b"b\xff")],
     ] {
         let mut req = reqwest::Client::new()
