@@ -9,7 +9,7 @@ use bulkhead_e2e::TestServer;
 use bulkhead_rules::ApiKey;
 use serde_json::{json, Value};
 
-mod common;
+use crate::common;
 use common::{log, logs_request, post_pb};
 
 struct Admin<'a> {

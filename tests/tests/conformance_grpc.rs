@@ -2,7 +2,7 @@
 //! opentelemetry-proto tonic clients: unary and concurrent exports on all
 //! three services, compression, credentials and scopes, bad data, partial
 //! success and the message size limit.
-mod common;
+use crate::common;
 
 use bulkhead_e2e::TestServer;
 use bytes::{Buf, BufMut};

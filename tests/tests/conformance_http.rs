@@ -1,7 +1,7 @@
 //! OTLP/HTTP conformance (shared/CONFORMANCE.md items 1-8 and 10-13) over
 //! raw HTTP: status codes, content types, response bodies, partial success,
 //! compression, size limits, authentication and the OTLP/JSON quirks.
-mod common;
+use crate::common;
 
 use bulkhead_e2e::TestServer;
 use common::*;

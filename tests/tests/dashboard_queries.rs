@@ -1,6 +1,6 @@
 //! The dashboard queries of `docs/queries.md`, read from that file and run
 //! on seeded data; each answer is compared with the exact expected rows.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! (`collector/tests/fixtures/otlp-examples/`) posted over OTLP/HTTP are
 //! accepted with full success, and every field reads back through SQL with
 //! the right value and Arrow type.
-mod common;
+use crate::common;
 
 use bulkhead_e2e::TestServer;
 use common::{Post, JSON};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bulkhead_e2e::TestServer;
 use std::sync::Mutex;
 
-mod common;
+use crate::common;
 use common::{log, logs_request, post_pb};
 
 const FLOOD_QUEUED: usize = 40;

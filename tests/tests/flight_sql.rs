@@ -1,7 +1,7 @@
 //! Arrow Flight SQL with a real client (the ADBC Flight SQL driver from
 //! PyPI): the caller's tables only, under the HTTP API's sandbox, with the
 //! same keys (bearer, or basic auth with the key as password).
-mod common;
+use crate::common;
 
 use bulkhead_e2e::TestServer;
 use common::{kv, log, logs_request, post_pb};

@@ -1,7 +1,7 @@
 //! Tenant isolation (shared/SECURITY.md): forged tenant hints, key scopes,
 //! SQL that tries to leave the tenant's sandbox, and a seeded property test
 //! where every result row must belong to the caller.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! keeps being served; a panic in one tenant's request is that request's
 //! 500 / INTERNAL alone; a full disk gives retryable errors, loses nothing
 //! acknowledged, and heals without a restart.
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

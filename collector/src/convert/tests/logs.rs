@@ -133,6 +133,25 @@ fn event_time_falls_back_to_observed_then_received() {
 }
 
 #[test]
+fn severity_numbers_outside_the_enum_are_kept_as_sent() {
+    // SeverityNumber is an open enum: a newer exporter may send numbers this
+    // receiver does not name; they are kept, not rejected or clamped.
+    let records = [0, 24, 25, i32::MAX, -3]
+        .into_iter()
+        .map(|n| LogRecord {
+            severity_number: n,
+            ..record(None)
+        })
+        .collect();
+    let c = convert_logs(&request(records), &STAMP);
+    let b = batch(&c);
+    assert_eq!(
+        prims::<Int32Type>(b, "severity_number"),
+        [Some(0), Some(24), Some(25), Some(i32::MAX), Some(-3)]
+    );
+}
+
+#[test]
 fn scalar_fields_and_flags() {
     let r = LogRecord {
         severity_number: 17,
