@@ -46,6 +46,10 @@ pub struct Wal {
     /// Compress each entry's Arrow buffers with LZ4 before it is encrypted
     /// and written (fewer bytes to write and sync; recovery reads either).
     pub compress: bool,
+    /// Where the log keeps its segments (default `<data_dir>/wal`): a
+    /// device of its own keeps its syncs from waiting for the Parquet
+    /// commits and merges written to the data directory's.
+    pub path: Option<PathBuf>,
 }
 
 impl Default for Wal {
@@ -55,6 +59,7 @@ impl Default for Wal {
             segment_size: ByteSize(64 << 20),
             max_size: ByteSize(4 << 30),
             compress: true,
+            path: None,
         }
     }
 }
@@ -646,7 +651,10 @@ impl Config {
 
     /// Where the write-ahead log keeps its segments.
     pub fn wal_dir(&self) -> PathBuf {
-        self.data_dir.join("wal")
+        self.wal
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wal"))
     }
 
     /// Where the tenant store keeps its partition trees on local disk.

@@ -224,3 +224,122 @@ max_rows = 10000000
         acked.len()
     );
 }
+
+/// `wal.path` puts the log on another directory (an operator's own device
+/// for it): acknowledged records are there, not under the data directory,
+/// and a restart after SIGKILL replays them from there; a second server
+/// given the same log is refused while the first runs.
+#[test]
+fn a_log_at_wal_path_is_replayed_after_sigkill_and_held_by_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("log-device").join("wal");
+    let write_config = |path: &Path, data: &Path| {
+        std::fs::write(
+            path,
+            format!(
+                r#"data_dir = {data:?}
+[listen]
+grpc = "127.0.0.1:0"
+http = "127.0.0.1:0"
+api = "127.0.0.1:0"
+metrics = "127.0.0.1:0"
+flight = "127.0.0.1:0"
+[flush]
+# nothing is committed before the kill: every row comes back from the log
+max_age = "1h"
+[wal]
+path = {log:?}
+"#
+            ),
+        )
+        .unwrap();
+    };
+    let config = dir.path().join("bulkhead.toml");
+    write_config(&config, &data);
+    let policies = data.join("policies");
+    tenants::create_tenant(&policies, "crash").unwrap();
+    let key = tenants::create_key(
+        &policies,
+        "crash",
+        Scopes::parse_list("ingest,query").unwrap(),
+    )
+    .unwrap()
+    .expose();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut server = start(&config);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = rt.spawn(load(
+        server.http.clone(),
+        key.clone(),
+        0,
+        Arc::new(Mutex::new(HashMap::new())),
+        tx,
+    ));
+    for _ in 0..20 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("acknowledgements stopped coming");
+    }
+
+    // a second server on its own data directory but the same log
+    let other = dir.path().join("other.toml");
+    write_config(&other, &dir.path().join("other-data"));
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["serve", "--config"])
+        .arg(&other)
+        .env_remove("BULKHEAD_DATA_DIR")
+        .env_remove("BULKHEAD_POLICY_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("a second server ran on the same log for a minute");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("in use by another process"), "{said}");
+
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    let (acked, _) = rt.block_on(client).unwrap();
+    assert!(acked.len() >= 20 * RECORDS_PER_REQUEST);
+    let mut at_log = Vec::new();
+    files_under(&log, &mut at_log);
+    assert!(
+        at_log
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "wal")),
+        "no segment at wal.path: {at_log:?}"
+    );
+    assert!(!data.join("wal").exists(), "a log under the data directory");
+    let mut stored = Vec::new();
+    files_under(&data.join("store"), &mut stored);
+    assert!(
+        !stored
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "parquet")),
+        "rows were committed before the kill: {stored:?}"
+    );
+
+    let server = start(&config);
+    let bodies: HashSet<String> = query_bodies(&server.api, &key).into_iter().collect();
+    let lost = acked.iter().filter(|id| !bodies.contains(*id)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged records lost",
+        acked.len()
+    );
+}

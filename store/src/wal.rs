@@ -149,6 +149,9 @@ pub enum WalError {
     /// The entry cannot be logged (too large); retrying will not help.
     #[error("write-ahead log entry refused: {0}")]
     Invalid(String),
+    /// Another process has the log open (its lock file is held).
+    #[error("the write-ahead log at {} is in use by another process (a server already running with the same wal.path or data_dir?)", .0.parent().unwrap_or(.0).display())]
+    Locked(PathBuf),
 }
 
 impl WalError {
@@ -597,6 +600,8 @@ pub struct Wal {
     /// Each lane's segments.
     segments: Mutex<[Segments; LANES]>,
     stats: WalStats,
+    /// Held (locked) while the log is open: see [`files::lock_dir`].
+    _lock: std::fs::File,
 }
 
 impl Wal {
@@ -609,6 +614,7 @@ impl Wal {
         };
         let dir = config.dir;
         files::create_dir(&dir, &disk)?;
+        let lock = files::lock_dir(&dir)?;
         let lane_dirs: [PathBuf; LANES] = [dir.clone(), dir.join(SIDE_DIR)];
         let lane_segments = |d: &Path| {
             if d.is_dir() {
@@ -695,6 +701,7 @@ impl Wal {
             writers: [Mutex::new(main_writer), Mutex::new(side_writer)],
             stats,
             dir,
+            _lock: lock,
         };
         Ok((wal, entries, report))
     }

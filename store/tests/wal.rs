@@ -659,6 +659,26 @@ fn a_corrupt_entry_cuts_its_segment_and_later_segments_are_still_read() {
 }
 
 #[test]
+fn a_log_open_in_one_place_is_refused_to_a_second_opener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(WalConfig::new(dir.path()));
+    append(&wal, "acme", Signal::Logs, "v1", &[(1, "a")]);
+    let err = Wal::open(WalConfig::new(dir.path())).unwrap_err();
+    assert!(matches!(err, WalError::Locked(_)), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    // the first is untouched, and once it is closed the log opens with its
+    // entry
+    append(&wal, "acme", Signal::Logs, "v1", &[(2, "b")]);
+    drop(wal);
+    let (_, recovered, _) = open(WalConfig::new(dir.path()));
+    assert_eq!(recovered.len(), 2);
+}
+
+#[test]
 fn segments_of_another_wal_or_without_an_id_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();

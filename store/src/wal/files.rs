@@ -13,6 +13,8 @@ use super::{WalError, WriteFaults};
 /// Name of the file holding the WAL id.
 pub(super) const ID_FILE: &str = "wal.id";
 const ID_TEMP: &str = "wal.id.tmp";
+/// Locked (`flock`) while a process has the WAL open.
+const LOCK_FILE: &str = "wal.lock";
 const SEGMENT_SUFFIX: &str = ".wal";
 const SEQ_DIGITS: usize = 20;
 
@@ -106,6 +108,26 @@ pub(super) fn create_dir(dir: &Path, disk: &Disk) -> Result<(), WalError> {
         disk.sync_dir(parent)?;
     }
     Ok(())
+}
+
+/// Locks the WAL directory for this process while the returned file is
+/// open: a second server given the same log (the same `wal.path`, or the
+/// same data directory) would write its segments beside ours and replay
+/// ours as its own after a restart.
+pub(super) fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| WalError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(WalError::Locked(path)),
+        Err(fs::TryLockError::Error(e)) => Err(WalError::io(&path, e)),
+    }
 }
 
 /// Reads the WAL id, or creates a new one when there are no segments: seqs
