@@ -25,6 +25,8 @@ pub fn loopback_config(data_dir: &Path) -> Config {
     config.listen.flight = any;
     // BENCH_ENCRYPTION=off: new data in the clear, to price encryption
     config.encryption.enabled = std::env::var("BENCH_ENCRYPTION").as_deref() != Ok("off");
+    // BENCH_THP=on: let the kernel give the server transparent huge pages
+    config.transparent_huge_pages = std::env::var("BENCH_THP").as_deref() == Ok("on");
     config
 }
 

@@ -85,12 +85,25 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<RunningServ
     start_with(config, clock, StartOptions::default()).await
 }
 
+/// Sets whether the kernel may back this process's memory with transparent
+/// huge pages (`transparent_huge_pages` in the configuration; the flag is
+/// the process's, so the last server started in a process decides).
+fn allow_huge_pages(allow: bool) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(!allow) {
+        tracing::warn!(error = %e, allow, "could not set the process's transparent huge pages flag");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = allow;
+}
+
 /// [`start`] with test hooks.
 pub async fn start_with(
     config: &Config,
     clock: Arc<dyn Clock>,
     options: StartOptions,
 ) -> Result<RunningServer, String> {
+    allow_huge_pages(config.transparent_huge_pages);
     let flush = FlushConfig {
         max_buffer_bytes: config.flush.max_buffer_size.as_usize(),
         max_age: config.flush.max_age.0,

@@ -7,7 +7,7 @@
 //! The cycle count is kept small for CI; `BULKHEAD_CRASH_CYCLES` runs more
 //! (e.g. 100 for a soak run), `BULKHEAD_CRASH_SEED` replays one schedule.
 mod common;
-use common::{files_under, load, query_bodies, start, CLIENTS, RECORDS_PER_REQUEST};
+use common::{files_under, load, query_bodies, start, write_config, CLIENTS, RECORDS_PER_REQUEST};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -234,29 +234,16 @@ fn a_log_at_wal_path_is_replayed_after_sigkill_and_held_by_one_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log-device").join("wal");
-    let write_config = |path: &Path, data: &Path| {
-        std::fs::write(
-            path,
-            format!(
-                r#"data_dir = {data:?}
-[listen]
-grpc = "127.0.0.1:0"
-http = "127.0.0.1:0"
-api = "127.0.0.1:0"
-metrics = "127.0.0.1:0"
-flight = "127.0.0.1:0"
-[flush]
+    let extra = format!(
+        r#"[flush]
 # nothing is committed before the kill: every row comes back from the log
 max_age = "1h"
 [wal]
 path = {log:?}
 "#
-            ),
-        )
-        .unwrap();
-    };
+    );
     let config = dir.path().join("bulkhead.toml");
-    write_config(&config, &data);
+    write_config(&config, &data, &extra);
     let policies = data.join("policies");
     tenants::create_tenant(&policies, "crash").unwrap();
     let key = tenants::create_key(
@@ -284,7 +271,7 @@ path = {log:?}
 
     // a second server on its own data directory but the same log
     let other = dir.path().join("other.toml");
-    write_config(&other, &dir.path().join("other-data"));
+    write_config(&other, &dir.path().join("other-data"), &extra);
     let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args(["serve", "--config"])
         .arg(&other)
@@ -342,4 +329,36 @@ path = {log:?}
         "{lost} of {} acknowledged records lost",
         acked.len()
     );
+}
+
+/// What `/proc/<pid>/status` says of a process's transparent huge pages
+/// flag (`THP_enabled`, Linux 5.0 and later).
+#[cfg(target_os = "linux")]
+fn huge_pages_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("a THP_enabled line");
+    line.trim() == "1"
+}
+
+/// The server turns transparent huge pages off for itself unless its
+/// configuration allows them (docs/configuration.md,
+/// `transparent_huge_pages`).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages_unless_allowed() {
+    for allow in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bulkhead.toml");
+        let extra = format!("transparent_huge_pages = {allow}\n");
+        write_config(&config, &dir.path().join("data"), &extra);
+        let server = start(&config);
+        assert_eq!(
+            huge_pages_enabled(server.child.id()),
+            allow,
+            "allowed: {allow}"
+        );
+    }
 }

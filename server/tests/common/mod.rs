@@ -39,6 +39,23 @@ impl Drop for Server {
     }
 }
 
+/// Writes a configuration file for a test server: `data_dir`, every
+/// listener on a free loopback port, then `extra` (TOML, top-level keys
+/// first).
+pub fn write_config(path: &Path, data: &Path, extra: &str) {
+    let (top, sections) = match extra.find('[') {
+        Some(i) => extra.split_at(i),
+        None => (extra, ""),
+    };
+    std::fs::write(
+        path,
+        format!(
+            "data_dir = {data:?}\n{top}\n[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nflight = \"127.0.0.1:0\"\n{sections}"
+        ),
+    )
+    .unwrap();
+}
+
 /// Starts `bulkhead serve` and waits for its "ready" line.
 pub fn start(config: &Path) -> Server {
     start_with_env(config, &[])
