@@ -32,11 +32,11 @@ pub struct Config {
     pub admin: Vec<crate::admin::AdminGrant>,
     /// Let the kernel back the server's memory with transparent huge pages
     /// (where `/sys/kernel/mm/transparent_hugepage/enabled` allows it; the
-    /// allocator asks for them). Off by default: to make a huge page on a
-    /// page fault the kernel may stop the faulting thread to compact memory,
-    /// and acknowledgements waited for it while buffers grew (small
-    /// tenants' p99 7.3 ms with, 1.7 ms without; docs/performance.md). Linux
-    /// only.
+    /// allocator asks for them). Off by default: a page fault that makes a
+    /// huge page zeroes 2 MiB (or compacts memory first) while the faulting
+    /// request waits, and acknowledgements waited for it while buffers grew
+    /// (small tenants' p99 7.3 ms with, 1.7 ms without; docs/performance.md).
+    /// Linux only.
     pub transparent_huge_pages: bool,
 }
 
@@ -522,6 +522,18 @@ impl Config {
         if self.ingest.max_event_future.0.is_zero() {
             errors.push("ingest.max_event_future: must be more than 0".into());
         }
+        if let Some(p) = &self.wal.path {
+            if p.as_os_str().is_empty() {
+                errors.push("wal.path: must not be empty (leave it out for <data_dir>/wal)".into());
+            } else if p.starts_with(self.policy_dir())
+                || (self.storage.backend == Backend::Local && p.starts_with(self.store_dir()))
+            {
+                errors.push(format!(
+                    "wal.path: {} is inside the policy or store directory; give the log a directory of its own",
+                    p.display()
+                ));
+            }
+        }
         if self.wal.segment_size.0 < 64 << 10 {
             errors.push("wal.segment_size: must be at least 64KiB".into());
         }
@@ -778,6 +790,15 @@ mod tests {
             19
         );
         assert_eq!(Config::parse("").unwrap().ingest.backlog_nice, 0, "off");
+        let e = Config::parse("[wal]\npath = \"\"\n").unwrap_err();
+        assert!(e.contains("wal.path") && e.contains("empty"), "{e}");
+        for inside in ["d/store/log", "d/policies/log"] {
+            let e = Config::parse(&format!("data_dir = \"d\"\n[wal]\npath = {inside:?}\n"))
+                .unwrap_err();
+            assert!(e.contains("wal.path") && e.contains(inside), "{e}");
+        }
+        let c = Config::parse("data_dir = \"d\"\n[wal]\npath = \"/var/log-disk/wal\"\n").unwrap();
+        assert_eq!(c.wal_dir(), PathBuf::from("/var/log-disk/wal"));
         let e = Config::parse("[compaction]\nmax_input_rows = 1\n").unwrap_err();
         assert!(e.contains("compaction.max_input_rows"), "{e}");
         let c = Config::parse("[compaction]\nmax_input_rows = 250_000\n").unwrap();

@@ -99,17 +99,10 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("bulkhead.toml");
-    std::fs::write(
+    write_config(
         &config,
-        format!(
-            r#"data_dir = {data:?}
-[listen]
-grpc = "127.0.0.1:0"
-http = "127.0.0.1:0"
-api = "127.0.0.1:0"
-metrics = "127.0.0.1:0"
-flight = "127.0.0.1:0"
-[flush]
+        &data,
+        r#"[flush]
 # commits (and WAL segment deletions) happen all through the load
 max_age = "200ms"
 [wal]
@@ -120,10 +113,8 @@ interval = "100ms"
 min_files = 2
 [query]
 max_rows = 10000000
-"#
-        ),
-    )
-    .unwrap();
+"#,
+    );
     let policies = data.join("policies");
     tenants::create_tenant(&policies, "crash").unwrap();
     let key = tenants::create_key(
@@ -281,20 +272,20 @@ path = {log:?}
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            second.kill().unwrap();
-            second.wait().unwrap();
-            panic!("a second server ran on the same log for a minute");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // its stderr ends when it exits: wait for that, at most a minute
+    let mut stderr = second.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+        let _ = tx.send(said);
+    });
+    let Ok(said) = rx.recv_timeout(Duration::from_secs(60)) else {
+        second.kill().unwrap();
+        second.wait().unwrap();
+        panic!("a second server ran on the same log for a minute");
     };
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut said).unwrap();
+    let status = second.wait().unwrap();
     assert!(!status.success(), "{said}");
     assert!(said.contains("in use by another process"), "{said}");
 

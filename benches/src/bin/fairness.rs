@@ -103,7 +103,7 @@ struct Args {
     #[arg(long)]
     no_wal: bool,
     /// Put the write-ahead log in a new directory under this one, on
-    /// another file system (`<data_dir>/wal` is a symlink to it): the log
+    /// another file system (`wal.path`): the log
     /// on a device of its own while the Parquet commits stay on the data
     /// directory's. On a tmpfs (`/dev/shm`) its syncs cost nothing: the
     /// bound of what a log device that does not wait for other writes
@@ -280,9 +280,7 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
     let _wal_dir = match &args.wal_dir {
         Some(base) => {
             let wal = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
-            std::os::unix::fs::symlink(wal.path(), config.data_dir.join("wal"))
-                .map_err(|e| e.to_string())?;
+            config.wal.path = Some(wal.path().to_path_buf());
             Some(wal)
         }
         None => None,
