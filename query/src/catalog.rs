@@ -208,16 +208,24 @@ impl EncryptionFactory for TenantDecryption {
     }
 }
 
-/// The tenant's own audit events, read from the audit log at scan time.
+/// The tenant's own audit events, read from the audit log at scan time:
+/// none of an earlier tenant of the same name (entries up to its
+/// offboarding in this node's log, and entries older than the offboarding
+/// mark in the store, which covers an offboarding run by another node).
 #[derive(Debug)]
 pub struct AuditTable {
     tenant: TenantId,
     log: Arc<bulkhead_store::audit::AuditLog>,
+    store: Arc<Store>,
 }
 
 impl AuditTable {
-    pub fn new(tenant: TenantId, log: Arc<bulkhead_store::audit::AuditLog>) -> Self {
-        Self { tenant, log }
+    pub fn new(
+        tenant: TenantId,
+        log: Arc<bulkhead_store::audit::AuditLog>,
+        store: Arc<Store>,
+    ) -> Self {
+        Self { tenant, log, store }
     }
 }
 
@@ -248,11 +256,17 @@ impl TableProvider for AuditTable {
         let external = |e: &dyn std::fmt::Display| {
             datafusion::error::DataFusionError::Execution(format!("audit log: {e}"))
         };
-        let (log, tenant, range) = (self.log.clone(), self.tenant.clone(), time_range(filters));
-        let events = tokio::task::spawn_blocking(move || log.events_for(&tenant, range))
-            .await
-            .map_err(|e| external(&e))?
-            .map_err(|e| external(&e))?;
+        let (log, store) = (self.log.clone(), self.store.clone());
+        let (tenant, range) = (self.tenant.clone(), time_range(filters));
+        let events = tokio::task::spawn_blocking(move || {
+            let mut events = log.events_for(&tenant, range).map_err(|e| external(&e))?;
+            if let Some(before) = store.offboarded_before(&tenant).map_err(|e| external(&e))? {
+                events.retain(|e| e.time_nanos >= before);
+            }
+            Ok::<_, datafusion::error::DataFusionError>(events)
+        })
+        .await
+        .map_err(|e| external(&e))??;
         let batch = bulkhead_store::audit::to_batch(&events).map_err(|e| external(&e))?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],

@@ -185,7 +185,7 @@ impl QueryEngine {
                 .map_err(QueryError::from_datafusion)?;
         }
         if let Some(log) = &self.audit {
-            let table = AuditTable::new(tenant.clone(), log.clone());
+            let table = AuditTable::new(tenant.clone(), log.clone(), self.store.clone());
             ctx.register_table("audit", Arc::new(table))
                 .map_err(QueryError::from_datafusion)?;
         }
@@ -230,7 +230,7 @@ impl QueryEngine {
         if let Some(log) = &self.audit {
             let parts: Vec<Arc<dyn datafusion::catalog::TableProvider>> = tenants
                 .iter()
-                .map(|t| Arc::new(AuditTable::new(t.clone(), log.clone())) as _)
+                .map(|t| Arc::new(AuditTable::new(t.clone(), log.clone(), self.store.clone())) as _)
                 .collect();
             let table = UnionTable::new(parts[0].schema(), parts);
             ctx.register_table("audit", Arc::new(table))

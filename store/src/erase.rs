@@ -473,6 +473,19 @@ impl Store {
         Ok(Some(Some(entry)))
     }
 
+    /// When `tenant` was last offboarded (from any node): what was received
+    /// or recorded of the name before then belongs to the tenant removed,
+    /// not to one created under the same name since. `None`: never.
+    pub fn offboarded_before(&self, tenant: &TenantId) -> Result<Option<i64>> {
+        let path = mark_path(tenant, TIME_MARK);
+        let Some(bytes) = self.storage().get(&path)? else {
+            return Ok(None);
+        };
+        let mark: OffboardTime =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("{path}: {e}")))?;
+        Ok(Some(mark.received_before))
+    }
+
     /// Leaves this node's log a mark: `tenant`'s entries logged so far are
     /// not to be replayed.
     fn mark_log_offboarded(&self, tenant: &TenantId) -> Result<()> {

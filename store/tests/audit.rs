@@ -477,6 +477,34 @@ fn events_for_returns_only_that_tenants_events_in_range() {
     assert_eq!(batch.schema(), audit::audit_schema());
 }
 
+/// A tenant created under the name of one that was offboarded reads none of
+/// the old tenant's entries: not its queries, not its offboarding.
+#[test]
+fn events_for_leaves_out_an_earlier_tenant_of_the_same_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), clock()).unwrap();
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    log.append(NewEvent::query(&acme, "old", "SELECT secret FROM logs", 3))
+        .unwrap();
+    let other = log
+        .append(NewEvent::query(&globex, "g", "SELECT 1", 1))
+        .unwrap();
+    log.append(NewEvent::new(EventKind::TenantOffboarded).tenant(&acme))
+        .unwrap();
+    assert!(log.events_for(&acme, TimeRange::ALL).unwrap().is_empty());
+    let new = log
+        .append(NewEvent::query(&acme, "new", "SELECT 2", 1))
+        .unwrap();
+    assert_eq!(log.events_for(&acme, TimeRange::ALL).unwrap(), vec![new]);
+    // the other tenant's entries are its own whatever happens to acme
+    assert_eq!(
+        log.events_for(&globex, TimeRange::ALL).unwrap(),
+        vec![other]
+    );
+    // and the whole trail still holds everything
+    assert_eq!(log.events_matching(|_| true).unwrap().len(), 4);
+}
+
 #[test]
 fn events_written_after_open_are_read_back() {
     let dir = tempfile::tempdir().unwrap();

@@ -408,8 +408,13 @@ fn an_offboarded_tenant_does_not_come_back_from_any_log_after_a_crash() {
             received_batch("acme", T0 + 5, 5, before),
         )
         .unwrap();
+        assert_eq!(two.offboarded_before(&t).unwrap(), None);
         let stats = one.offboard(&t).unwrap();
         assert_eq!(stats.buffered_rows_dropped, 1);
+        // every node sees when (what the audit table cuts an earlier
+        // tenant of the name at)
+        assert_eq!(two.offboarded_before(&t).unwrap(), Some(T0 + 10 * HOUR));
+        assert_eq!(two.offboarded_before(&other).unwrap(), None);
         // the same name again, after the offboarding
         clock.advance(std::time::Duration::from_secs(1));
         one.append(

@@ -558,3 +558,104 @@ async fn a_job_abandoned_by_its_node_is_taken_over_after_the_lease() {
     );
     srv.shutdown().await;
 }
+
+/// The `audit` table of a tenant created under the name of one that was
+/// offboarded (encryption off, so the name may be given out again) holds
+/// nothing of the tenant that was there before: not its queries, not its
+/// offboarding. The same holds when the offboarding ran on another node,
+/// whose audit log this node does not have: the store's mark of when it ran
+/// cuts the entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_entries() {
+    let operator = ApiKey::from_random([0xae; 8], [0x18; 32]);
+    let srv = TestServer::builder()
+        .tenant("gone", "ingest,query,admin")
+        .tenant("moved", "ingest,query")
+        .admin("ops", &operator)
+        .encryption(false)
+        .start()
+        .await;
+    let api = Api {
+        srv: &srv,
+        http: reqwest::Client::new(),
+    };
+    let (gone, moved) = (
+        srv.key("gone", "ingest,query,admin"),
+        srv.key("moved", "ingest,query"),
+    );
+    let max_seq = |key: String| {
+        let srv = &srv;
+        async move {
+            srv.scalar(&key, "SELECT coalesce(max(seq), 0) AS s FROM audit")
+                .await
+                .as_u64()
+                .unwrap()
+        }
+    };
+
+    // offboarded on another node: only the store's mark says so here
+    srv.post_logs(&moved, records(now_nanos(), 3)).await;
+    count(&srv, &moved, "true").await;
+    let seen = max_seq(moved.clone()).await;
+    assert!(seen > 0, "the tenant's query was audited");
+    let store = srv.server().store().clone();
+    let t = bulkhead_rules::TenantId::new("moved").unwrap();
+    tokio::task::spawn_blocking(move || store.offboard(&t).unwrap())
+        .await
+        .unwrap();
+    let old = srv
+        .scalar(
+            &moved,
+            &format!("SELECT count(*) AS n FROM audit WHERE seq <= {seen}"),
+        )
+        .await;
+    assert_eq!(old, json!(0), "entries from before the offboarding");
+
+    // offboarded here, through the API, and the name given out again
+    srv.post_logs(&gone, records(now_nanos(), 3)).await;
+    count(&srv, &gone, "true").await;
+    let before = max_seq(gone.clone()).await;
+    assert!(before > 0, "the tenant's query was audited");
+    let (status, job) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admin/tenants/gone/offboard",
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    srv.server().run_jobs().await.unwrap();
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admin/tenants",
+            &operator.expose(),
+            Some(json!({"tenant": "gone", "key_scopes": "query"})),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "encryption off: the name is free again: {body}"
+    );
+    let again = body["key"].as_str().unwrap().to_string();
+    let r = srv
+        .query(
+            &again,
+            "SELECT seq, kind, details['job'] AS job FROM audit ORDER BY seq",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job_id = job["id"].as_str().unwrap();
+    for row in r.rows() {
+        assert!(
+            row["seq"].as_u64().unwrap() > before,
+            "the old tenant's: {row}"
+        );
+        assert_ne!(
+            row["job"],
+            json!(job_id),
+            "the old tenant's offboarding: {row}"
+        );
+    }
+}

@@ -239,17 +239,27 @@ impl AuditLog {
     }
 
     /// The events of `tenant` whose time lies in `range` (inclusive), in log
-    /// order. Events without a tenant (e.g. unknown keys) are never returned.
+    /// order. Events without a tenant (e.g. unknown keys) are never returned,
+    /// nor those of an earlier tenant of the same name: everything up to and
+    /// including the name's last `tenant_offboarded` entry belongs to the
+    /// tenant that was offboarded, not to one created under its name later.
     pub fn events_for(
         &self,
         tenant: &TenantId,
         range: TimeRange,
     ) -> Result<Vec<AuditEvent>, AuditError> {
-        self.events_matching(|e| {
-            e.tenant.as_deref() == Some(tenant.as_str())
-                && e.time_nanos >= range.start
-                && e.time_nanos <= range.end
-        })
+        let mut out = Vec::new();
+        self.for_each_event(|e| {
+            if e.tenant.as_deref() != Some(tenant.as_str()) {
+                return;
+            }
+            if e.kind == EventKind::TenantOffboarded {
+                out.clear();
+            } else if e.time_nanos >= range.start && e.time_nanos <= range.end {
+                out.push(e);
+            }
+        })?;
+        Ok(out)
     }
 
     /// Every entry for which `keep` is true, in log order. Reads the file
@@ -260,10 +270,20 @@ impl AuditLog {
         &self,
         mut keep: impl FnMut(&AuditEvent) -> bool,
     ) -> Result<Vec<AuditEvent>, AuditError> {
+        let mut out = Vec::new();
+        self.for_each_event(|e| {
+            if keep(&e) {
+                out.push(e);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every entry durable so far, in log order.
+    fn for_each_event(&self, mut f: impl FnMut(AuditEvent)) -> Result<(), AuditError> {
         let len = lock(&self.state).len;
         let file = File::open(&self.path).map_err(|e| AuditError::io(&self.path, e))?;
         let mut reader = BufReader::new(file.take(len));
-        let mut out = Vec::new();
         let mut buf = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -283,11 +303,9 @@ impl AuditLog {
                 problem,
             })?;
             offset += n as u64;
-            if keep(&e) {
-                out.push(e);
-            }
+            f(e);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
