@@ -93,9 +93,10 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         .into_iter()
         .flatten()
         .flatten()
-        // the keyring's directory is not policies (its writes are no
-        // policy change); `..data` of a ConfigMap is, and stays in
-        .filter(|e| e.file_name() != ".keys")
+        // the keyring's directory and the write lock's file are not
+        // policies (their writes are no policy change); `..data` of a
+        // ConfigMap is, and stays in
+        .filter(|e| e.file_name() != ".keys" && e.file_name() != WRITE_LOCK_FILE)
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             Some((e.path(), m.modified().ok(), m.len()))
@@ -520,6 +521,37 @@ impl Authenticator for TenantDirectory {
             other => other,
         }
     }
+}
+
+/// The file in the policy directory whose lock [`lock_writes`] takes (the
+/// policy loader reads `.toml` files only).
+pub const WRITE_LOCK_FILE: &str = ".write.lock";
+
+/// Held while the policy directory is changed; dropped, the next writer
+/// goes on.
+#[derive(Debug)]
+pub struct WriteLock {
+    _file: std::fs::File,
+}
+
+/// Waits for and takes the policy directory's write lock (`flock` on
+/// [`WRITE_LOCK_FILE`]). The server's admin API and offboarding jobs and the
+/// CLI's tenant and key commands take it around each change, so that two
+/// processes changing one tenant's file (a key created by each, say) cannot
+/// overwrite each other's change: each reads the file, changes it and
+/// writes it whole. A process that dies holding it lets it go.
+pub fn lock_writes(policy_dir: &Path) -> Result<WriteLock, String> {
+    std::fs::create_dir_all(policy_dir).map_err(|e| format!("{}: {e}", policy_dir.display()))?;
+    let path = policy_dir.join(WRITE_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| format!("locking {}: {e}", path.display()))?;
+    Ok(WriteLock { _file: file })
 }
 
 /// Creates a tenant's policy file. Fails if the tenant exists.

@@ -204,6 +204,9 @@ async fn change<T: Send + 'static>(
     tokio::task::spawn_blocking(move || {
         let _one = state.writes.lock();
         let dir = state.policy_dir.clone();
+        // and the CLI's, in another process
+        let _dir = tenants::lock_writes(&dir)
+            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
         // answers name files, not the server's directories
         let within = |m: String| m.replace(&format!("{}/", dir.display()), "");
         let path = bulkhead_rules::PolicySet::path_for(&dir, &tenant);
@@ -518,6 +521,8 @@ async fn swap_defaults(
 ) -> Answer {
     tokio::task::spawn_blocking(move || {
         let _one = state.writes.lock();
+        let _dir = tenants::lock_writes(&state.policy_dir)
+            .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e))?;
         let previous = std::fs::read_to_string(&path).ok();
         let put = |t: Option<&str>| -> Result<(), Refusal> {
             let r = match t {

@@ -165,13 +165,41 @@ async fn list_erasures(State(state): State<ComplianceState>, headers: HeaderMap)
     let s = state.clone();
     let mine = blocking(move || {
         let all = jobs::list(s.store.storage()).map_err(job_error)?;
+        let offboarded = offboarded_before(&s, &p.tenant)?;
         Ok(all
             .into_iter()
-            .filter(|j| j.tenant == p.tenant.as_str() && j.kind() == "erasure")
+            .filter(|j| {
+                j.tenant == p.tenant.as_str()
+                    && j.kind() == "erasure"
+                    && of_current_tenant(j, offboarded)
+            })
             .collect::<Vec<_>>())
     })
     .await?;
     Ok(Json(serde_json::json!({ "jobs": mine })).into_response())
+}
+
+/// When a tenant of `tenant`'s name was last offboarded, if ever.
+fn offboarded_before(state: &ComplianceState, tenant: &TenantId) -> Result<Option<i64>, Refusal> {
+    state.store.offboarded_before(tenant).map_err(|e| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("reading tenant {tenant}'s offboarding mark: {e}"),
+        )
+    })
+}
+
+/// Whether `job` is of the tenant now under its name: one made before the
+/// name's last offboarding (`offboarded`) was an earlier tenant's, whose
+/// erasures (tables, ranges, who asked) are not the new one's to see.
+fn of_current_tenant(job: &Job, offboarded: Option<i64>) -> bool {
+    let Some(before) = offboarded else {
+        return true;
+    };
+    chrono::DateTime::parse_from_rfc3339(&job.created_at)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .is_none_or(|t| t >= before)
 }
 
 /// Erasure job `id` if it is the tenant's (another tenant's job, or an
@@ -181,11 +209,18 @@ async fn tenant_job(
     tenant: &TenantId,
     id: String,
 ) -> Result<Job, Refusal> {
-    let s = state.clone();
-    let job = blocking(move || jobs::get(s.store.storage(), &id).map_err(job_error)).await?;
+    let (s, t) = (state.clone(), tenant.clone());
+    let (job, offboarded) = blocking(move || {
+        let job = jobs::get(s.store.storage(), &id).map_err(job_error)?;
+        Ok((job, offboarded_before(&s, &t)?))
+    })
+    .await?;
     // an operator's offboarding of the tenant is not the tenant's to see
-    // or cancel
-    if job.tenant != tenant.as_str() || job.kind() != "erasure" {
+    // or cancel, nor the jobs of an earlier tenant of the same name
+    if job.tenant != tenant.as_str()
+        || job.kind() != "erasure"
+        || !of_current_tenant(&job, offboarded)
+    {
         return Err(refuse(StatusCode::NOT_FOUND, format!("no job {}", job.id)));
     }
     Ok(job)

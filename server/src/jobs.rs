@@ -749,6 +749,7 @@ impl JobRunner {
                 // its keys stop first, so nothing new arrives
                 let policy_removed = {
                     let _one = self.policy_writes.lock();
+                    let _dir = tenants::lock_writes(&self.policy_dir)?;
                     match tenants::remove_tenant(&self.policy_dir, tenant.as_str()) {
                         Ok(_) => true,
                         Err(e) if e.starts_with("no tenant") => false,

@@ -400,6 +400,7 @@ const SERVER_THREAD_STACK: usize = 64 << 20;
 /// any created now (the only time their secrets are shown).
 fn ensure_demo_tenants(config: &Config) -> Result<usize, String> {
     let dir = config.policy_dir();
+    let _dir = tenants::lock_writes(&dir)?;
     let mut created = 0;
     for name in DEMO_TENANTS {
         let tenant = TenantId::new(name)?;
@@ -525,6 +526,8 @@ fn main() -> ExitCode {
                 },
         } => load_config(config.as_ref()).and_then(|c| {
             let tenant = bulkhead_rules::TenantId::new(&name)?;
+            // held from the check to the write, as the admin API's
+            let _dir = tenants::lock_writes(&c.policy_dir())?;
             let storage = bulkhead_store::objects::Storage::open_beside_server(&c.storage_config())
                 .map_err(|e| format!("opening the store: {e}"))?;
             // an offboarded name: its shred is in the keyring (not opened
@@ -585,7 +588,10 @@ fn main() -> ExitCode {
         Command::Tenant {
             command: TenantCommand::Remove { name, config },
         } => load_config(config.as_ref()).and_then(|c| {
-            let p = tenants::remove_tenant(&c.policy_dir(), &name)?;
+            let p = {
+                let _dir = tenants::lock_writes(&c.policy_dir())?;
+                tenants::remove_tenant(&c.policy_dir(), &name)?
+            };
             audit_offline(&c, NewEvent::new(EventKind::TenantRevoked).tenant(&p.tenant));
             bulkhead::outln!(
                 "removed tenant {}: its {} key(s) stop working at the server's next policy reload; data already stored for it is kept",
@@ -731,7 +737,10 @@ fn main() -> ExitCode {
             command: KeyCommand::Create { tenant, scopes, config },
         } => load_config(config.as_ref()).and_then(|c| {
             let scopes = Scopes::parse_list(&scopes)?;
-            let key = tenants::create_key(&c.policy_dir(), &tenant, scopes)?;
+            let key = {
+                let _dir = tenants::lock_writes(&c.policy_dir())?;
+                tenants::create_key(&c.policy_dir(), &tenant, scopes)?
+            };
             if let Ok(t) = TenantId::new(&tenant) {
                 audit_offline(
                     &c,
@@ -836,7 +845,10 @@ fn main() -> ExitCode {
         Command::Key {
             command: KeyCommand::Revoke { tenant, id, config },
         } => load_config(config.as_ref()).and_then(|c| {
-            tenants::revoke_key(&c.policy_dir(), &tenant, &id)?;
+            {
+                let _dir = tenants::lock_writes(&c.policy_dir())?;
+                tenants::revoke_key(&c.policy_dir(), &tenant, &id)?;
+            }
             if let Ok(t) = TenantId::new(&tenant) {
                 audit_offline(&c, NewEvent::new(EventKind::KeyRevoked).tenant(&t).key_id(id.clone()));
             }

@@ -80,6 +80,47 @@ fn tenant_and_key_creation() {
 /// A server keeps its policies and keys as they were while any policy file
 /// does not load, so a key revoked then would go on working: the command
 /// that wrote the change says so and fails.
+/// Keys created at the same moment by several processes are all kept: each
+/// command changes the tenant's file under the policy directory's write lock
+/// (the admin API and offboarding take it too). Without it two commands
+/// could read the file before either wrote it, and the second write dropped
+/// the first key, whose secret had been shown.
+#[test]
+fn keys_created_by_processes_at_once_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let out = bulkhead(&config, &["tenant", "create", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let children: Vec<_> = (0..12)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+                .args(["key", "create", "--tenant", "acme", "--scopes", "ingest"])
+                .arg("--config")
+                .arg(&config)
+                .env_remove("BULKHEAD_DATA_DIR")
+                .env_remove("BULKHEAD_POLICY_DIR")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            stdout(&out).lines().last().unwrap()[4..20].to_string()
+        })
+        .collect();
+    let policy = std::fs::read_to_string(dir.path().join("data/policies/acme.toml")).unwrap();
+    let lost: Vec<&String> = ids
+        .iter()
+        .filter(|id| !policy.contains(id.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "keys shown but not kept: {lost:?}");
+}
+
 #[test]
 fn changes_a_broken_directory_keeps_from_the_server_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,11 +243,13 @@ fn bad_names_scopes_and_duplicates_are_refused_clearly() {
         "{}",
         stderr(&out)
     );
-    // only the one good tenant file exists
+    // only the one good tenant file exists (beside the write lock's file)
     let files: Vec<_> = std::fs::read_dir(dir.path().join("data/policies"))
         .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != ".write.lock")
         .collect();
-    assert_eq!(files.len(), 1);
+    assert_eq!(files, ["acme.toml"]);
 }
 
 #[test]

@@ -562,7 +562,7 @@ async fn a_job_abandoned_by_its_node_is_taken_over_after_the_lease() {
 /// The `audit` table of a tenant created under the name of one that was
 /// offboarded (encryption off, so the name may be given out again) holds
 /// nothing of the tenant that was there before: not its queries, not its
-/// offboarding. The same holds when the offboarding ran on another node,
+/// offboarding; nor does its list of erasures show the earlier tenant's. The same holds when the offboarding ran on another node,
 /// whose audit log this node does not have: the store's mark of when it ran
 /// cuts the entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,6 +614,21 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
     // offboarded here, through the API, and the name given out again
     srv.post_logs(&gone, records(now_nanos(), 3)).await;
     count(&srv, &gone, "true").await;
+    let (status, erasure) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/erasures",
+            &gone,
+            Some(json!({
+                "table": "logs",
+                "from": rfc3339(now_nanos() - HOUR),
+                "to": rfc3339(now_nanos()),
+                "where": "attr(attributes, 'user.id') = 'u1'",
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{erasure}");
+    srv.server().run_jobs().await.unwrap();
     let before = max_seq(gone.clone()).await;
     assert!(before > 0, "the tenant's query was audited");
     let (status, job) = api
@@ -631,7 +646,7 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
             reqwest::Method::POST,
             "/api/v1/admin/tenants",
             &operator.expose(),
-            Some(json!({"tenant": "gone", "key_scopes": "query"})),
+            Some(json!({"tenant": "gone", "key_scopes": "query,admin"})),
         )
         .await;
     assert_eq!(
@@ -658,4 +673,20 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
             "the old tenant's offboarding: {row}"
         );
     }
+    // nor its erasure jobs: not listed, not found
+    let (status, list) = api
+        .send(reqwest::Method::GET, "/api/v1/erasures", &again, None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["jobs"], json!([]), "the old tenant's erasures");
+    let old_id = erasure["id"].as_str().unwrap();
+    let (status, body) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/erasures/{old_id}"),
+            &again,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
 }

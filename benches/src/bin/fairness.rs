@@ -73,6 +73,11 @@ struct Args {
     /// Concurrent flood clients, each sending back to back.
     #[arg(long, default_value_t = 32)]
     flood_clients: usize,
+    /// Records per second the flood's clients send at most, together
+    /// (each client paced to its share); 0: as fast as they can. For
+    /// telling how the small tenants' tail depends on the flood's volume.
+    #[arg(long, default_value_t = 0)]
+    flood_rate: u64,
     /// `ingest.workers` (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -141,12 +146,24 @@ async fn flood_child(addr: &str, args: &Args) -> Result<(), String> {
     let mut tasks = Vec::new();
     for c in 0..args.flood_clients {
         let (ch, auth, batch) = (ch.clone(), auth.clone(), args.flood_batch);
+        // each client's share of the rate: one request every `every`
+        let every = (args.flood_rate > 0).then(|| {
+            Duration::from_secs_f64((args.flood_clients * batch) as f64 / args.flood_rate as f64)
+        });
         tasks.push(tokio::spawn(async move {
             let mut client = LogsServiceClient::new(ch);
             // built once: the generator shares the cores with the server
             let template = bulkhead_benches::request(c, 0, batch, now_nanos());
             let (mut ok, mut refused) = (0u64, 0u64);
+            let mut pace = every.map(|d| {
+                let mut i = tokio::time::interval(d);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             while Instant::now() < until {
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
                 match client.export(authed(template.clone(), &auth)).await {
                     Ok(_) => ok += 1,
                     Err(_) => refused += 1,
@@ -323,6 +340,8 @@ async fn run(args: &Args, clients: &tokio::runtime::Handle) -> Result<(), String
         args.flood_batch.to_string(),
         "--flood-clients".into(),
         args.flood_clients.to_string(),
+        "--flood-rate".into(),
+        args.flood_rate.to_string(),
     ];
     let flood = spawn_load_child(&child_args, ("FLOOD_KEY", &flood_key.expose())).await?;
     let (loaded_at, r2) = small_load(clients, &grpc, &auths, args, args.seconds).await?;
