@@ -10,6 +10,7 @@
 pub mod bounded;
 pub mod catalog;
 pub mod dashboard;
+pub mod deadline;
 pub mod error;
 pub mod federation;
 pub mod flight;

@@ -65,6 +65,68 @@ pub struct QueryOutput {
     pub rows: usize,
 }
 
+/// The threads queries run on: a runtime of their own, one thread a core.
+/// An operator's single step can be long whatever the yields between
+/// operators do (a nested-loop join compares a batch of one side with all
+/// of the other before it hands anything on); on the server's runtime it
+/// held a thread that every tenant's ingest also needs, and two such
+/// queries held both threads of a two-core server. Here they hold query
+/// threads, which the operating system time-slices with the rest.
+struct QueryThreads(Option<tokio::runtime::Runtime>);
+
+/// Stack of each query thread: the engine walks a statement's expression
+/// tree by recursion, so room for [`crate::nesting::MAX_OPERATORS`] levels
+/// several times over (reserved, not used, until needed).
+pub const QUERY_THREAD_STACK: usize = 64 << 20;
+
+impl QueryThreads {
+    fn new() -> Result<Self, QueryError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("bulkhead-query")
+            .thread_stack_size(QUERY_THREAD_STACK)
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("starting the query threads: {e}")))?;
+        Ok(Self(Some(rt)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle(),
+            None => unreachable!("the runtime lives as long as the engine"),
+        }
+    }
+}
+
+impl Drop for QueryThreads {
+    fn drop(&mut self) {
+        // the engine may be dropped on an async thread, where waiting for
+        // a runtime's threads is not allowed; a step still running ends at
+        // its next yield
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A query's task on the query threads: given up (its joins' filters stop,
+/// see [`crate::deadline`]) and aborted when its answer is no longer
+/// awaited (time limit, or the client went away).
+struct Running<T> {
+    task: tokio::task::JoinHandle<T>,
+    given_up: crate::deadline::GivenUp,
+}
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        self.given_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
 /// Where a tenant's query limits come from (its policy).
 pub type PolicyLimits = Arc<dyn Fn(&TenantId) -> TenantQueryLimits + Send + Sync>;
 
@@ -78,6 +140,7 @@ pub struct QueryEngine {
     limits: EngineLimits,
     tenants: TenantLimits,
     policy: PolicyLimits,
+    threads: Arc<QueryThreads>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -129,7 +192,14 @@ impl QueryEngine {
             limits,
             tenants: TenantLimits::new(pool),
             policy: Arc::new(|_| TenantQueryLimits::default()),
+            threads: Arc::new(QueryThreads::new()?),
         })
+    }
+
+    /// Tasks alive on the query threads (queries running, and their
+    /// operators' tasks).
+    pub fn running_tasks(&self) -> usize {
+        self.threads.handle().metrics().num_alive_tasks()
     }
 
     /// Records every query in `log`, and gives tenants their `audit` table.
@@ -349,12 +419,19 @@ impl QueryEngine {
         max_bytes: usize,
         timeout: Duration,
     ) -> Result<QueryOutput, QueryError> {
-        let run = async {
-            let df = Self::dataframe(ctx, sql).await?;
+        let (ctx, sql) = (ctx.clone(), sql.to_string());
+        let given_up = crate::deadline::GivenUp::default();
+        let stop = given_up.clone();
+        let run = async move {
+            let df = Self::dataframe(&ctx, &sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df
-                .execute_stream()
+            let plan = df
+                .create_physical_plan()
                 .await
+                .map_err(QueryError::from_datafusion)?;
+            let plan = crate::deadline::stoppable_joins(plan, &stop)
+                .map_err(QueryError::from_datafusion)?;
+            let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
                 .map_err(QueryError::from_datafusion)?;
             let mut batches = Vec::new();
             let (mut rows, mut bytes) = (0usize, 0usize);
@@ -376,9 +453,18 @@ impl QueryEngine {
                 rows,
             })
         };
-        tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| QueryError::Timeout(timeout))?
+        // planned and run on the query threads; the operators' own tasks
+        // are spawned there too
+        let mut running = Running {
+            task: self.threads.handle().spawn(run),
+            given_up,
+        };
+        match tokio::time::timeout(timeout, &mut running.task).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => Err(QueryError::Internal(format!("the query's task: {e}"))),
+            // dropping `running` aborts the task
+            Err(_) => Err(QueryError::Timeout(timeout)),
+        }
     }
 }
 #[cfg(test)]
@@ -429,10 +515,10 @@ mod tests {
             let took = started.elapsed();
             // the query's tasks: aborted, they end at their next yield
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while rt.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+            while engine.running_tasks() > 0 && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = tx.send((out.map(|o| o.rows), took, rt.metrics().num_alive_tasks()));
+            let _ = tx.send((out.map(|o| o.rows), took, engine.running_tasks()));
         });
         let (out, took, alive) = rx
             .recv_timeout(Duration::from_secs(60))
@@ -442,6 +528,74 @@ mod tests {
         assert_eq!(
             alive, 0,
             "tasks of the query still running 5 s after its time limit"
+        );
+    }
+
+    /// A nested-loop join whose filter matches nothing hands nothing on,
+    /// so it never yields: two such queries ran on the server's runtime,
+    /// answered their 1.5 s limit after two minutes (debug build) and held
+    /// both of its threads meanwhile, every tenant's ingest waiting. They
+    /// run on the engine's own threads now, so the caller's runtime keeps
+    /// answering, they get their time limit on time, and their joins'
+    /// filters stop at the limit, so nothing of them runs on after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_step_of_a_query_does_not_hold_the_callers_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(dir.path(), FlushConfig::default(), Arc::new(SystemClock)).unwrap(),
+        );
+        let limits = EngineLimits {
+            timeout: Duration::from_millis(1500),
+            ..EngineLimits::default()
+        };
+        let engine = Arc::new(QueryEngine::new(store, limits).unwrap());
+        let queries: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|t| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let out = engine
+                        .execute(
+                            &TenantId::new(t).unwrap(),
+                            "SELECT count(*) FROM generate_series(1, 200000) x \
+                             JOIN generate_series(1, 200000) y ON x.value > y.value + 1000000",
+                        )
+                        .await;
+                    (out.map(|o| o.rows), started.elapsed())
+                })
+            })
+            .collect();
+        // a task of the caller's runtime (as a request's) is started and
+        // finished again and again while the queries run
+        let (probe_until, mut worst) = (
+            std::time::Instant::now() + Duration::from_secs(3),
+            Duration::ZERO,
+        );
+        while std::time::Instant::now() < probe_until {
+            let asked = std::time::Instant::now();
+            tokio::spawn(async {}).await.unwrap();
+            worst = worst.max(asked.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            worst < Duration::from_millis(500),
+            "a task of the caller's runtime waited {worst:?} for a thread"
+        );
+        for q in queries {
+            let (out, took) = q.await.unwrap();
+            assert!(matches!(out, Err(QueryError::Timeout(_))), "{out:?}");
+            assert!(took < Duration::from_secs(3), "answered after {took:?}");
+        }
+        // and the joins stop: nothing of them runs on a little later
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while engine.running_tasks() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            engine.running_tasks(),
+            0,
+            "the queries' joins still run 5 s after their time limit"
         );
     }
 

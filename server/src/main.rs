@@ -393,8 +393,9 @@ fn open_keys_offline(
 
 const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
 
-/// Stack of each of the server's runtime threads.
-const SERVER_THREAD_STACK: usize = 64 << 20;
+/// Stack of each of the server's runtime threads (statements are planned
+/// on them for Flight SQL's schemas), as the query engine's own.
+const SERVER_THREAD_STACK: usize = bulkhead_query::sandbox::QUERY_THREAD_STACK;
 
 /// Try-out mode: make sure the demo tenants exist, printing fresh keys for
 /// any created now (the only time their secrets are shown).
