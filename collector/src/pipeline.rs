@@ -666,8 +666,12 @@ impl Pipeline {
                     // turn goes to someone else meanwhile
                     turn.release();
                     self.store.committed_bytes(&principal.tenant).map_err(|e| {
+                        tracing::warn!(tenant = %principal.tenant, error = %e, "a tenant's stored bytes could not be measured; the client is told to retry");
                         ReceiveError::Unavailable {
-                            message: format!("tenant {}: storage: {e}", principal.tenant),
+                            message: format!(
+                                "measuring the tenant's stored data for its quota: {}",
+                                e.for_client()
+                            ),
                             retry_after: RETRY_AFTER,
                         }
                     })?
@@ -768,10 +772,11 @@ impl Pipeline {
                 Ok(true) => self.flush_wanted.notify_one(),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {
+                    tracing::warn!(tenant = %principal.tenant, error = %e, "a request could not be stored; the client is told to retry");
                     return Err(ReceiveError::Unavailable {
-                        message: format!("{e}"),
+                        message: e.for_client(),
                         retry_after: RETRY_AFTER,
-                    })
+                    });
                 }
                 Err(
                     e @ bulkhead_store::Error::Key(bulkhead_store::crypto::KeyError::Shredded {

@@ -55,6 +55,28 @@ impl Error {
         }
     }
 
+    /// What a client may be told of a transient error: the kind of
+    /// problem, without the server's paths or object names (the operator's
+    /// log has those).
+    pub fn for_client(&self) -> String {
+        match self {
+            // the error's kind: its text may carry a path
+            Error::Io { source, .. } => {
+                format!("storage i/o error: {}; retry later", source.kind())
+            }
+            Error::Wal(crate::wal::WalError::Io { source, .. }) => {
+                format!("write-ahead log i/o error: {}; retry later", source.kind())
+            }
+            Error::Object { .. } | Error::Storage(_) => {
+                "object storage unavailable; retry later".into()
+            }
+            Error::Key(crate::crypto::KeyError::Storage(_)) => {
+                "key storage unavailable; retry later".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// True for conditions a client should retry (the store is busy, not the data bad).
     pub fn is_transient(&self) -> bool {
         match self {

@@ -470,6 +470,17 @@ async fn a_full_disk_gives_retryable_errors_loses_nothing_and_heals() {
     let a = post_pb(&srv, "/v1/logs", &key, &send("while-full")).await;
     assert_eq!(a.status, 503, "{}", a.text());
     assert!(a.retry_after.is_some(), "Retry-After");
+    // the kind of problem, not where the server keeps its data
+    assert!(
+        a.text().contains("write-ahead log i/o error"),
+        "{}",
+        a.text()
+    );
+    assert!(
+        !a.text().contains(&dir.path().display().to_string()),
+        "{}",
+        a.text()
+    );
     let err = LogsServiceClient::new(ch.clone())
         .export(authed(send("while-full-grpc"), &key))
         .await
@@ -477,6 +488,10 @@ async fn a_full_disk_gives_retryable_errors_loses_nothing_and_heals() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let retry = tonic_types::StatusExt::get_details_retry_info(&err);
     assert!(retry.is_some(), "RetryInfo");
+    assert!(
+        !err.message().contains(&dir.path().display().to_string()),
+        "{err:?}"
+    );
     // queries still work
     assert_eq!(count(&srv, &key, "SELECT count(*) FROM logs").await, 1);
 
