@@ -307,14 +307,17 @@ struct NewTenant {
 /// Refuses to create `tenant` when it has no policy but stored data (a
 /// tenant removed with its data kept), unless `restore`: a tenant created
 /// under the name would read that data, which is right when the removed
-/// tenant comes back and a leak when the name goes to someone else.
+/// tenant comes back and a leak when the name goes to someone else. With
+/// `restore`, refuses a name with nothing to restore (a typo would make a
+/// new, empty tenant that its operator takes for the old one).
 pub fn check_data_from_before(
     storage: &bulkhead_store::objects::Storage,
     policy_dir: &std::path::Path,
     tenant: &TenantId,
     restore: bool,
 ) -> Result<(), String> {
-    if restore || bulkhead_rules::PolicySet::path_for(policy_dir, tenant).exists() {
+    if bulkhead_rules::PolicySet::path_for(policy_dir, tenant).exists() {
+        // the tenant exists: creating it is refused as such
         return Ok(());
     }
     // the mark covers data still buffered or only in the log, and audit
@@ -324,7 +327,12 @@ pub fn check_data_from_before(
         || storage
             .holds_tenant(tenant)
             .map_err(|e| format!("looking for tenant {tenant}'s data: {e}"))?;
-    if held {
+    if restore && !held {
+        return Err(format!(
+            "tenant {tenant} has nothing to restore: it was not removed with its data kept and nothing is stored under the name; to create a new tenant, ask without restore"
+        ));
+    }
+    if held && !restore {
         return Err(format!(
             "tenant {tenant} has data from before (it was removed with its data kept), which a tenant created under the name would read, its audit entries and jobs included: to bring the removed tenant back with its data, ask again with restore (\"restore\": true, or --restore); to give the name to someone else, offboard it first, which deletes that data"
         ));

@@ -762,4 +762,14 @@ fn a_name_with_data_from_before_is_only_taken_back_on_purpose() {
             .status
             .success()
     );
+    // restoring a name nothing is known of (a typo) does not quietly make
+    // a new, empty tenant
+    let out = bulkhead(&config, &["tenant", "create", "acmee", "--restore"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("nothing to restore"),
+        "{}",
+        stderr(&out)
+    );
+    let list = bulkhead(&config, &["tenant", "list"]);
+    assert!(!stdout(&list).contains("acmee"), "{}", stdout(&list));
 }
