@@ -360,14 +360,23 @@ impl QueryEngine {
     pub async fn plan_schema(&self, tenant: &TenantId, sql: &str) -> Result<SchemaRef, QueryError> {
         let limits = (self.policy)(tenant);
         let ctx = self.session_with(tenant, &limits)?;
-        let plan = async {
-            let df = Self::dataframe(&ctx, sql).await?;
+        let sql = sql.to_string();
+        let plan = async move {
+            let df = Self::dataframe(&ctx, &sql).await?;
             Ok(Arc::new(df.schema().as_arrow().clone()))
         };
         let timeout = self.timeout(&limits);
-        tokio::time::timeout(timeout, plan)
-            .await
-            .map_err(|_| QueryError::Timeout(timeout))?
+        // planned on the query threads, as a query is (planning a large
+        // statement takes seconds)
+        let mut running = Running {
+            task: self.threads.handle().spawn(plan),
+            given_up: Default::default(),
+        };
+        match tokio::time::timeout(timeout, &mut running.task).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => Err(QueryError::Internal(format!("the query's task: {e}"))),
+            Err(_) => Err(QueryError::Timeout(timeout)),
+        }
     }
 
     /// The tables `tenant`'s session can name, with their schemas, by name.

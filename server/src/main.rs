@@ -393,8 +393,9 @@ fn open_keys_offline(
 
 const DEMO_TENANTS: [&str; 2] = ["demo-a", "demo-b"];
 
-/// Stack of each of the server's runtime threads (statements are planned
-/// on them for Flight SQL's schemas), as the query engine's own.
+/// Stack of each of the server's runtime threads, as the query engine's
+/// own (statements are planned and run there; kept here as well for
+/// anything else that walks a statement).
 const SERVER_THREAD_STACK: usize = bulkhead_query::sandbox::QUERY_THREAD_STACK;
 
 /// Try-out mode: make sure the demo tenants exist, printing fresh keys for
