@@ -666,13 +666,20 @@ impl Pipeline {
                     // turn goes to someone else meanwhile
                     turn.release();
                     self.store.committed_bytes(&principal.tenant).map_err(|e| {
-                        tracing::warn!(tenant = %principal.tenant, error = %e, "a tenant's stored bytes could not be measured; the client is told to retry");
-                        ReceiveError::Unavailable {
-                            message: format!(
-                                "measuring the tenant's stored data for its quota: {}",
-                                e.for_client()
-                            ),
-                            retry_after: RETRY_AFTER,
+                        if e.is_transient() {
+                            warn_storage_failing(&principal.tenant, &e);
+                            ReceiveError::Unavailable {
+                                message: format!(
+                                    "measuring the tenant's stored data for its quota: {}",
+                                    e.for_client()
+                                ),
+                                retry_after: RETRY_AFTER,
+                            }
+                        } else {
+                            ReceiveError::Internal(format!(
+                                "tenant {}: measuring its stored data: {e}",
+                                principal.tenant
+                            ))
                         }
                     })?
                 }
@@ -772,7 +779,7 @@ impl Pipeline {
                 Ok(true) => self.flush_wanted.notify_one(),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(tenant = %principal.tenant, error = %e, "a request could not be stored; the client is told to retry");
+                    warn_storage_failing(&principal.tenant, &e);
                     return Err(ReceiveError::Unavailable {
                         message: e.for_client(),
                         retry_after: RETRY_AFTER,
@@ -841,6 +848,29 @@ pub fn shrink_to_fit(
         columns,
         &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
     )
+}
+
+/// Logs a storage failure that a client was told to retry: the first, then
+/// at most one every ten seconds with how many were not logged (a full disk
+/// fails every request, and the log is often on that disk).
+fn warn_storage_failing(tenant: &bulkhead_rules::TenantId, e: &bulkhead_store::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last.saturating_add(10)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let not_logged = QUIET.swap(0, Ordering::Relaxed);
+        tracing::warn!(%tenant, error = %e, not_logged, "a request could not be stored; the client is told to retry");
+    } else {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -534,24 +534,59 @@ pub struct WriteLock {
     _file: std::fs::File,
 }
 
+/// How long [`lock_writes`] waits for another process's change.
+const WRITE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// Waits for and takes the policy directory's write lock (`flock` on
 /// [`WRITE_LOCK_FILE`]). The server's admin API and offboarding jobs and the
 /// CLI's tenant and key commands take it around each change, so that two
 /// processes changing one tenant's file (a key created by each, say) cannot
 /// overwrite each other's change: each reads the file, changes it and
-/// writes it whole. A process that dies holding it lets it go.
+/// writes it whole. A process that dies holding it lets it go; one that
+/// holds it longer than 10 s makes the others fail, saying so, rather than
+/// wait on.
 pub fn lock_writes(policy_dir: &Path) -> Result<WriteLock, String> {
-    std::fs::create_dir_all(policy_dir).map_err(|e| format!("{}: {e}", policy_dir.display()))?;
+    lock_writes_within(policy_dir, WRITE_LOCK_WAIT)
+}
+
+/// [`lock_writes`], waiting at most `wait`.
+pub fn lock_writes_within(policy_dir: &Path, wait: Duration) -> Result<WriteLock, String> {
     let path = policy_dir.join(WRITE_LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.lock()
-        .map_err(|e| format!("locking {}: {e}", path.display()))?;
-    Ok(WriteLock { _file: file })
+    // read-only is enough for a lock, so a file another user made (the
+    // CLI run as root) serves as well
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(policy_dir)
+                .map_err(|e| format!("{}: {e}", policy_dir.display()))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(WriteLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "the policy directory is being changed by another process, which has held {} for over {} s; try again",
+                    path.display(),
+                    wait.as_secs_f64()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("locking {}: {e}", path.display()))
+            }
+        }
+    }
 }
 
 /// Creates a tenant's policy file. Fails if the tenant exists.
@@ -736,6 +771,31 @@ fn write_policy(policy_dir: &Path, policy: &TenantPolicy) -> Result<(), String> 
 
 #[cfg(test)]
 mod tests {
+    /// The write lock is one holder's at a time (another waiter gives up
+    /// after its wait, naming the lock), and a lock file this process may
+    /// only read serves as well.
+    #[test]
+    fn the_write_lock_is_held_by_one_and_works_on_a_read_only_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_writes(dir.path()).unwrap();
+        let refused = lock_writes_within(dir.path(), Duration::from_millis(50)).unwrap_err();
+        assert!(
+            refused.contains("another process") && refused.contains(WRITE_LOCK_FILE),
+            "{refused}"
+        );
+        drop(held);
+        drop(lock_writes_within(dir.path(), Duration::from_millis(50)).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let file = dir.path().join(WRITE_LOCK_FILE);
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+            let held = lock_writes(dir.path()).unwrap();
+            assert!(lock_writes_within(dir.path(), Duration::from_millis(50)).is_err());
+            drop(held);
+        }
+    }
+
     use super::*;
     use bulkhead_rules::Scope;
 

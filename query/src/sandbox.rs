@@ -324,6 +324,7 @@ impl QueryEngine {
             self.limits.max_rows,
             defaults.max_result_size.as_usize(),
             self.limits.timeout,
+            None,
         )
         .await
     }
@@ -407,7 +408,7 @@ impl QueryEngine {
     /// tenant's limits (and the engine's).
     pub async fn execute(&self, tenant: &TenantId, sql: &str) -> Result<QueryOutput, QueryError> {
         let limits = (self.policy)(tenant);
-        let Some(_slot) = self.tenants.enter(tenant, limits.max_concurrent) else {
+        let Some(slot) = self.tenants.enter(tenant, limits.max_concurrent) else {
             return Err(QueryError::Busy(limits.max_concurrent));
         };
         let ctx = self.session_with(tenant, &limits)?;
@@ -415,8 +416,15 @@ impl QueryEngine {
             .unwrap_or(usize::MAX)
             .min(self.limits.max_rows);
         let max_bytes = limits.max_result_size.as_usize();
-        self.collect(&ctx, sql, max_rows, max_bytes, self.timeout(&limits))
-            .await
+        self.collect(
+            &ctx,
+            sql,
+            max_rows,
+            max_bytes,
+            self.timeout(&limits),
+            Some(slot),
+        )
+        .await
     }
 
     /// Plans and runs `sql` in `ctx`, bounded in rows, bytes and time.
@@ -427,11 +435,15 @@ impl QueryEngine {
         max_rows: usize,
         max_bytes: usize,
         timeout: Duration,
+        slot: Option<crate::limits::Slot>,
     ) -> Result<QueryOutput, QueryError> {
         let (ctx, sql) = (ctx.clone(), sql.to_string());
         let given_up = crate::deadline::GivenUp::default();
         let stop = given_up.clone();
         let run = async move {
+            // the tenant's slot is held until the work ends, not only until
+            // the answer is given (an aborted task ends at its next turn)
+            let _slot = slot;
             let df = Self::dataframe(&ctx, &sql).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let plan = df

@@ -199,7 +199,7 @@ fn of_current_tenant(job: &Job, offboarded: Option<i64>) -> bool {
     chrono::DateTime::parse_from_rfc3339(&job.created_at)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-        .is_none_or(|t| t >= before)
+        .is_some_and(|t| t >= before)
 }
 
 /// Erasure job `id` if it is the tenant's (another tenant's job, or an

@@ -656,6 +656,20 @@ impl JobRunner {
                 };
                 tracing::info!(job = %j.id, tenant = %j.tenant, status = j.status.as_str(), reason = ?j.reason, counts = ?j.counts, "job ended");
                 self.audit(j.event(kind).detail("kind", j.kind()));
+                if matches!(j.work, Work::Offboard) && j.status == Status::Done {
+                    // its data is gone: no mark of a removal with data kept
+                    // (see tenants::removed_marker) is left to ask for
+                    // restore. Only now, after the entry the audit table
+                    // cuts at: until then the name is not free
+                    if let Ok(t) = TenantId::new(&j.tenant) {
+                        let marker = tenants::removed_marker(&self.policy_dir, &t);
+                        if let Err(e) = std::fs::remove_file(&marker) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::error!(job = %j.id, error = %e, "removing the mark of the tenant's removal");
+                            }
+                        }
+                    }
+                }
                 ended += 1;
             }
         }
@@ -746,8 +760,11 @@ impl JobRunner {
                 ]))
             }
             Work::Offboard => {
-                // its keys stop first, so nothing new arrives
-                let policy_removed = {
+                // its keys stop first, so nothing new arrives (a policy
+                // already gone needs no lock: the directory may be
+                // read-only)
+                let policy = bulkhead_rules::PolicySet::path_for(&self.policy_dir, &tenant);
+                let policy_removed = policy.exists() && {
                     let _one = self.policy_writes.lock();
                     let _dir = tenants::lock_writes(&self.policy_dir)?;
                     match tenants::remove_tenant(&self.policy_dir, tenant.as_str()) {
@@ -760,17 +777,43 @@ impl JobRunner {
                     self.tenants
                         .refresh(&tenant, &format!("offboarding job {}", job.id))
                         .map_err(|e| format!("taking the policy removal in: {e}"))?;
-                }
-                let stats = self.store.offboard(&tenant).map_err(|e| e.to_string())?;
-                // its data is gone: no mark of a removal with data kept
-                // (see tenants::removed_marker) is left to ask for restore
-                let marker = tenants::removed_marker(&self.policy_dir, &tenant);
-                if let Err(e) = std::fs::remove_file(&marker) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(format!("removing the mark of the tenant's removal: {e}"));
+                    // the removal of its policy and keys is the old
+                    // tenant's: audited now, before the job's end, which
+                    // the audit table cuts a later tenant of the name at
+                    let events: Vec<_> = self
+                        .tenants
+                        .take_unaudited()
+                        .iter()
+                        .flat_map(bulkhead_collector::audit::policy_events)
+                        .collect();
+                    if !events.is_empty() {
+                        if let Err(e) = self.audit.append_all(events) {
+                            tracing::error!(error = %e, "audit trail: an offboarding's policy removal was not written");
+                        }
                     }
                 }
+                // erasures it asked for and that have not started would run
+                // on whatever a later tenant of the name sends
+                let mut erasures_cancelled = 0u64;
+                for pending in list(self.store.storage())
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|j| {
+                        j.tenant == tenant.as_str()
+                            && matches!(j.work, Work::Erasure { .. })
+                            && j.status == Status::Pending
+                    })
+                {
+                    match cancel(self.store.storage(), &pending.id, self.clock.now_nanos()) {
+                        Ok(_) => erasures_cancelled += 1,
+                        // started meanwhile: it ends on the data as it is
+                        Err(JobError::Conflict(_)) => {}
+                        Err(e) => return Err(format!("cancelling erasure {}: {e}", pending.id)),
+                    }
+                }
+                let stats = self.store.offboard(&tenant).map_err(|e| e.to_string())?;
                 Ok(BTreeMap::from([
+                    ("erasures_cancelled".to_string(), erasures_cancelled),
                     ("objects_deleted".to_string(), stats.objects_deleted as u64),
                     ("bytes_deleted".to_string(), stats.bytes_deleted),
                     (

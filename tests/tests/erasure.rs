@@ -640,7 +640,41 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
         )
         .await;
     assert_eq!(status, 202, "{job}");
+    // an erasure asked for after the offboarding (its keys still work until
+    // the job runs) is cancelled by it: it would run on the next tenant's data
+    let (status, late) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/erasures",
+            &gone,
+            Some(json!({
+                "table": "logs",
+                "from": rfc3339(now_nanos() - HOUR),
+                "to": rfc3339(now_nanos() + HOUR),
+                "where": "true",
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{late}");
     srv.server().run_jobs().await.unwrap();
+    let (_, done) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/admin/jobs/{}", job["id"].as_str().unwrap()),
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(done["counts"]["erasures_cancelled"], 1, "{done}");
+    let (_, late) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/admin/jobs/{}", late["id"].as_str().unwrap()),
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(late["status"], "cancelled", "{late}");
     let (status, body) = api
         .send(
             reqwest::Method::POST,
@@ -657,12 +691,18 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
     let r = srv
         .query(
             &again,
-            "SELECT seq, kind, details['job'] AS job FROM audit ORDER BY seq",
+            "SELECT seq, kind, key_id, details['job'] AS job FROM audit ORDER BY seq",
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let job_id = job["id"].as_str().unwrap();
+    let old_key_id = &gone[4..20];
     for row in r.rows() {
+        assert_ne!(
+            row["key_id"],
+            json!(old_key_id),
+            "the old tenant's key: {row}"
+        );
         assert!(
             row["seq"].as_u64().unwrap() > before,
             "the old tenant's: {row}"
