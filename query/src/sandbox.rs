@@ -196,6 +196,12 @@ impl QueryEngine {
         })
     }
 
+    /// The query threads' runtime, for other work that runs the engine's
+    /// plans (forensic extracts).
+    pub fn query_threads(&self) -> tokio::runtime::Handle {
+        self.threads.handle().clone()
+    }
+
     /// Tasks alive on the query threads (queries running, and their
     /// operators' tasks).
     pub fn running_tasks(&self) -> usize {

@@ -368,9 +368,10 @@ async fn create_extract(
         now_nanos: state.clock.now_nanos(),
     };
     // encoding and file writes are blocking work: on a thread of the
-    // blocking pool, driving the query's stream from there
+    // blocking pool, driving the query's stream from there, its operators'
+    // tasks on the query threads (as a query's)
     let (tenant, key_id, path) = (p.tenant.clone(), p.key_id.clone(), dir.path().to_path_buf());
-    let runtime = tokio::runtime::Handle::current();
+    let runtime = state.engine.query_threads();
     let manifest = tokio::task::spawn_blocking(move || {
         runtime.block_on(extract::build(
             sources,

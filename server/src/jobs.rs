@@ -731,6 +731,23 @@ impl JobRunner {
                 let predicate = predicate.as_deref().ok_or(
                     "the job's predicate is gone (the job ended once already); make a new request",
                 )?;
+                // asked for by a tenant offboarded since (its request came
+                // in while the offboarding ran): not to be run on whatever
+                // a later tenant of the name sends
+                let made = chrono::DateTime::parse_from_rfc3339(&job.created_at)
+                    .ok()
+                    .and_then(|t| t.timestamp_nanos_opt());
+                if let Some(mark) = self
+                    .store
+                    .offboarded_before(&tenant)
+                    .map_err(|e| e.to_string())?
+                {
+                    if made.is_none_or(|m| m < mark) {
+                        return Err(format!(
+                            "tenant {tenant} was offboarded after this erasure was asked for: nothing of that tenant is left to erase"
+                        ));
+                    }
+                }
                 let signal = erasable(table)?;
                 let compiled = RowPredicate::compile(signal, predicate)?;
                 let range = TimeRange {

@@ -131,7 +131,15 @@ impl Storage {
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
                     .with_allow_http(s3.allow_http)
-                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+                    // every request's I/O on the storage runtime, whoever
+                    // asks: the query engine reads through this store from
+                    // its own threads, and a connection it opened would
+                    // otherwise be driven by those threads (busy with a
+                    // query) when the store's own writes reuse it
+                    .with_http_connector(object_store::client::SpawnedReqwestConnector::new(
+                        io.handle().clone(),
+                    ));
                 if let Some(e) = &s3.endpoint {
                     b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
                 }

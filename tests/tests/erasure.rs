@@ -631,6 +631,8 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
     srv.server().run_jobs().await.unwrap();
     let before = max_seq(gone.clone()).await;
     assert!(before > 0, "the tenant's query was audited");
+    // the server's own job loop waits, so the two jobs below run in order
+    let paused = srv.server().pause_jobs();
     let (status, job) = api
         .send(
             reqwest::Method::POST,
@@ -656,6 +658,7 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
         )
         .await;
     assert_eq!(status, 202, "{late}");
+    drop(paused);
     srv.server().run_jobs().await.unwrap();
     let (_, done) = api
         .send(
