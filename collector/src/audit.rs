@@ -25,6 +25,16 @@ pub fn record_later(log: &Arc<AuditLog>, event: NewEvent) {
     }
 }
 
+/// The events of every policy change `tenants` took in and nobody has
+/// audited yet (each is taken once).
+pub fn unaudited_policy_events(tenants: &crate::tenants::TenantDirectory) -> Vec<NewEvent> {
+    tenants
+        .take_unaudited()
+        .iter()
+        .flat_map(policy_events)
+        .collect()
+}
+
 /// The events a policy reload stands for.
 pub fn policy_events(change: &PolicyChange) -> Vec<NewEvent> {
     let t = &change.tenant;

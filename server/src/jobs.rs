@@ -797,12 +797,7 @@ impl JobRunner {
                     // the removal of its policy and keys is the old
                     // tenant's: audited now, before the job's end, which
                     // the audit table cuts a later tenant of the name at
-                    let events: Vec<_> = self
-                        .tenants
-                        .take_unaudited()
-                        .iter()
-                        .flat_map(bulkhead_collector::audit::policy_events)
-                        .collect();
+                    let events = bulkhead_collector::audit::unaudited_policy_events(&self.tenants);
                     if !events.is_empty() {
                         if let Err(e) = self.audit.append_all(events) {
                             tracing::error!(error = %e, "audit trail: an offboarding's policy removal was not written");

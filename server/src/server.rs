@@ -677,12 +677,7 @@ impl PolicyWatch {
         // seconds after its creation reloads on the spot): audited once, in
         // one append (a default policy changes thousands of tenants at
         // once; a task and an fsync each would flood the blocking pool)
-        let events: Vec<_> = self
-            .tenants
-            .take_unaudited()
-            .iter()
-            .flat_map(bulkhead_collector::audit::policy_events)
-            .collect();
+        let events = bulkhead_collector::audit::unaudited_policy_events(&self.tenants);
         if events.is_empty() {
             return;
         }
@@ -1093,11 +1088,7 @@ impl RunningServer {
         let (t, log) = (self.tenants.clone(), self.audit.clone());
         let _ = tokio::task::spawn_blocking(move || {
             t.reload_if_changed();
-            let events: Vec<_> = t
-                .take_unaudited()
-                .iter()
-                .flat_map(bulkhead_collector::audit::policy_events)
-                .collect();
+            let events = bulkhead_collector::audit::unaudited_policy_events(&t);
             if let Err(e) = log.append_all(events) {
                 tracing::error!(error = %e, "audit append at shutdown failed");
             }
