@@ -731,22 +731,38 @@ impl JobRunner {
                 let predicate = predicate.as_deref().ok_or(
                     "the job's predicate is gone (the job ended once already); make a new request",
                 )?;
-                // asked for by a tenant offboarded since (its request came
-                // in while the offboarding ran): not to be run on whatever
-                // a later tenant of the name sends
-                let made = chrono::DateTime::parse_from_rfc3339(&job.created_at)
-                    .ok()
-                    .and_then(|t| t.timestamp_nanos_opt());
-                if let Some(mark) = self
+                // asked for by a tenant offboarded since (before the
+                // offboarding's mark, or while it ran: before its end): not
+                // to be run on whatever a later tenant of the name sends
+                let nanos = |t: &str| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .ok()
+                        .and_then(|t| t.timestamp_nanos_opt())
+                };
+                let made = nanos(&job.created_at);
+                let before_mark = self
                     .store
                     .offboarded_before(&tenant)
                     .map_err(|e| e.to_string())?
-                {
-                    if made.is_none_or(|m| m < mark) {
-                        return Err(format!(
-                            "tenant {tenant} was offboarded after this erasure was asked for: nothing of that tenant is left to erase"
-                        ));
-                    }
+                    .is_some_and(|mark| made.is_none_or(|m| m < mark));
+                let before_an_end = || -> Result<bool, String> {
+                    Ok(list(self.storage())
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .any(|o| {
+                            o.tenant == job.tenant
+                                && matches!(o.work, Work::Offboard)
+                                && o.status == Status::Done
+                                && o.finished_at
+                                    .as_deref()
+                                    .and_then(nanos)
+                                    .is_some_and(|end| made.is_none_or(|m| m <= end))
+                        }))
+                };
+                if before_mark || before_an_end()? {
+                    return Err(format!(
+                        "tenant {tenant} was offboarded after this erasure was asked for: nothing of that tenant is left to erase"
+                    ));
                 }
                 let signal = erasable(table)?;
                 let compiled = RowPredicate::compile(signal, predicate)?;

@@ -732,4 +732,40 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
         )
         .await;
     assert_eq!(status, 404, "{body}");
+    // an erasure of the old tenant that came in while the offboarding ran
+    // (made after its mark, before its end) fails when it comes to run: it
+    // would run on what the new tenant sends
+    let store = srv.server().store().clone();
+    let racing = tokio::task::spawn_blocking(move || {
+        let t = bulkhead_rules::TenantId::new("gone").unwrap();
+        let mark = store.offboarded_before(&t).unwrap().unwrap();
+        let request = bulkhead::jobs::ErasureRequest {
+            table: "logs".into(),
+            from: rfc3339(now_nanos() - HOUR),
+            to: rfc3339(now_nanos() + HOUR),
+            predicate: "true".into(),
+        };
+        let job = bulkhead::jobs::Job::erasure(&t, &request, "old-key", "api", mark + 1).unwrap();
+        bulkhead::jobs::submit(store.storage(), &job).unwrap();
+        job.id
+    })
+    .await
+    .unwrap();
+    srv.server().run_jobs().await.unwrap();
+    let (_, ended) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/admin/jobs/{racing}"),
+            &operator.expose(),
+            None,
+        )
+        .await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offboarded"),
+        "{ended}"
+    );
 }
