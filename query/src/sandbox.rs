@@ -372,16 +372,28 @@ impl QueryEngine {
             let df = Self::dataframe(&ctx, &sql).await?;
             Ok(Arc::new(df.schema().as_arrow().clone()))
         };
-        let timeout = self.timeout(&limits);
         // planned on the query threads, as a query is (planning a large
         // statement takes seconds)
+        self.on_query_threads(plan, Default::default(), self.timeout(&limits))
+            .await
+    }
+
+    /// Runs `work` on the query threads within `timeout`; past it, or when
+    /// the caller stops waiting, `given_up` is raised and the task aborted.
+    async fn on_query_threads<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
+        given_up: crate::deadline::GivenUp,
+        timeout: Duration,
+    ) -> Result<T, QueryError> {
         let mut running = Running {
-            task: self.threads.handle().spawn(plan),
-            given_up: Default::default(),
+            task: self.threads.handle().spawn(work),
+            given_up,
         };
         match tokio::time::timeout(timeout, &mut running.task).await {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => Err(QueryError::Internal(format!("the query's task: {e}"))),
+            // dropping `running` aborts the task
             Err(_) => Err(QueryError::Timeout(timeout)),
         }
     }
@@ -482,16 +494,7 @@ impl QueryEngine {
         };
         // planned and run on the query threads; the operators' own tasks
         // are spawned there too
-        let mut running = Running {
-            task: self.threads.handle().spawn(run),
-            given_up,
-        };
-        match tokio::time::timeout(timeout, &mut running.task).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => Err(QueryError::Internal(format!("the query's task: {e}"))),
-            // dropping `running` aborts the task
-            Err(_) => Err(QueryError::Timeout(timeout)),
-        }
+        self.on_query_threads(run, given_up, timeout).await
     }
 }
 #[cfg(test)]

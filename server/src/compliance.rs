@@ -193,13 +193,7 @@ fn offboarded_before(state: &ComplianceState, tenant: &TenantId) -> Result<Optio
 /// name's last offboarding (`offboarded`) was an earlier tenant's, whose
 /// erasures (tables, ranges, who asked) are not the new one's to see.
 fn of_current_tenant(job: &Job, offboarded: Option<i64>) -> bool {
-    let Some(before) = offboarded else {
-        return true;
-    };
-    chrono::DateTime::parse_from_rfc3339(&job.created_at)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .is_some_and(|t| t >= before)
+    !offboarded.is_some_and(|mark| job.made_before(mark))
 }
 
 /// Erasure job `id` if it is the tenant's (another tenant's job, or an

@@ -123,6 +123,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether the job was made before `nanos` (one whose creation time
+    /// does not parse counts as made before anything).
+    pub fn made_before(&self, nanos: i64) -> bool {
+        rfc3339_nanos(&self.created_at).is_none_or(|made| made < nanos)
+    }
+
     /// The first state of an erasure `request` of `tenant`, checked: the
     /// table exists, the range is a range, the predicate compiles.
     pub fn erasure(
@@ -270,6 +276,14 @@ fn parse_time(what: &str, text: &str) -> Result<i64, String> {
     })?;
     t.timestamp_nanos_opt()
         .ok_or_else(|| format!("{what}: {text} is outside the years 1677 to 2262"))
+}
+
+/// Nanoseconds of a time as a job records it (RFC 3339); `None` when it
+/// does not parse or lies outside what nanoseconds hold.
+pub fn rfc3339_nanos(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
 }
 
 fn rfc3339(nanos: i64) -> String {
@@ -575,8 +589,7 @@ impl JobRunner {
                 let started = job
                     .started_at
                     .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .and_then(|t| t.timestamp_nanos_opt())
+                    .and_then(rfc3339_nanos)
                     .unwrap_or(i64::MIN);
                 let lease = i64::try_from(JOB_LEASE.as_nanos()).unwrap_or(i64::MAX);
                 self.clock.now_nanos() >= started.saturating_add(lease)
@@ -601,10 +614,7 @@ impl JobRunner {
             }
             if job.status == Status::Pending && matches!(job.work, Work::Erasure { .. }) {
                 let settle = i64::try_from(self.settle.as_nanos()).unwrap_or(i64::MAX);
-                let made = chrono::DateTime::parse_from_rfc3339(&job.created_at)
-                    .ok()
-                    .and_then(|t| t.timestamp_nanos_opt())
-                    .unwrap_or(i64::MIN);
+                let made = rfc3339_nanos(&job.created_at).unwrap_or(i64::MIN);
                 if self.clock.now_nanos() < made.saturating_add(settle) {
                     // other nodes may still buffer rows it covers
                     continue;
@@ -687,8 +697,7 @@ impl JobRunner {
         let finished = job
             .finished_at
             .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .and_then(|t| t.timestamp_nanos_opt())
+            .and_then(rfc3339_nanos)
             .unwrap_or(i64::MIN);
         if finished < self.started_at {
             return;
@@ -734,17 +743,11 @@ impl JobRunner {
                 // asked for by a tenant offboarded since (before the
                 // offboarding's mark, or while it ran: before its end): not
                 // to be run on whatever a later tenant of the name sends
-                let nanos = |t: &str| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .ok()
-                        .and_then(|t| t.timestamp_nanos_opt())
-                };
-                let made = nanos(&job.created_at);
                 let before_mark = self
                     .store
                     .offboarded_before(&tenant)
                     .map_err(|e| e.to_string())?
-                    .is_some_and(|mark| made.is_none_or(|m| m < mark));
+                    .is_some_and(|mark| job.made_before(mark));
                 let before_an_end = || -> Result<bool, String> {
                     Ok(list(self.storage())
                         .map_err(|e| e.to_string())?
@@ -755,8 +758,8 @@ impl JobRunner {
                                 && o.status == Status::Done
                                 && o.finished_at
                                     .as_deref()
-                                    .and_then(nanos)
-                                    .is_some_and(|end| made.is_none_or(|m| m <= end))
+                                    .and_then(rfc3339_nanos)
+                                    .is_some_and(|end| job.made_before(end.saturating_add(1)))
                         }))
                 };
                 if before_mark || before_an_end()? {

@@ -83,6 +83,18 @@ fn check_store(config: &Path, store: &Path, leftovers: &[PathBuf]) {
     }
 }
 
+/// Tenant `crash` in `policies`, and its key (ingest and query).
+fn crash_tenant(policies: &std::path::Path) -> String {
+    tenants::create_tenant(policies, "crash").unwrap();
+    tenants::create_key(
+        policies,
+        "crash",
+        Scopes::parse_list("ingest,query").unwrap(),
+    )
+    .unwrap()
+    .expose()
+}
+
 #[test]
 fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     let cycles: usize = std::env::var("BULKHEAD_CRASH_CYCLES")
@@ -116,14 +128,7 @@ max_rows = 10000000
 "#,
     );
     let policies = data.join("policies");
-    tenants::create_tenant(&policies, "crash").unwrap();
-    let key = tenants::create_key(
-        &policies,
-        "crash",
-        Scopes::parse_list("ingest,query").unwrap(),
-    )
-    .unwrap()
-    .expose();
+    let key = crash_tenant(&policies);
 
     let next = Arc::new(Mutex::new(HashMap::new()));
     let mut acked: HashSet<String> = HashSet::new();
@@ -236,14 +241,7 @@ path = {log:?}
     let config = dir.path().join("bulkhead.toml");
     write_config(&config, &data, &extra);
     let policies = data.join("policies");
-    tenants::create_tenant(&policies, "crash").unwrap();
-    let key = tenants::create_key(
-        &policies,
-        "crash",
-        Scopes::parse_list("ingest,query").unwrap(),
-    )
-    .unwrap()
-    .expose();
+    let key = crash_tenant(&policies);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut server = start(&config);

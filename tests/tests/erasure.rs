@@ -93,6 +93,12 @@ impl Api<'_> {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
+
+    /// Job `id` as the operator of `key` sees it.
+    async fn job(&self, key: &str, id: &str) -> Value {
+        let path = format!("/api/v1/admin/jobs/{id}");
+        self.send(reqwest::Method::GET, &path, key, None).await.1
+    }
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -660,22 +666,12 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
     assert_eq!(status, 202, "{late}");
     drop(paused);
     srv.server().run_jobs().await.unwrap();
-    let (_, done) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/api/v1/admin/jobs/{}", job["id"].as_str().unwrap()),
-            &operator.expose(),
-            None,
-        )
+    let done = api
+        .job(&operator.expose(), job["id"].as_str().unwrap())
         .await;
     assert_eq!(done["counts"]["erasures_cancelled"], 1, "{done}");
-    let (_, late) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/api/v1/admin/jobs/{}", late["id"].as_str().unwrap()),
-            &operator.expose(),
-            None,
-        )
+    let late = api
+        .job(&operator.expose(), late["id"].as_str().unwrap())
         .await;
     assert_eq!(late["status"], "cancelled", "{late}");
     let (status, body) = api
@@ -752,14 +748,7 @@ async fn a_tenant_under_an_offboarded_name_reads_none_of_the_old_tenants_audit_e
     .await
     .unwrap();
     srv.server().run_jobs().await.unwrap();
-    let (_, ended) = api
-        .send(
-            reqwest::Method::GET,
-            &format!("/api/v1/admin/jobs/{racing}"),
-            &operator.expose(),
-            None,
-        )
-        .await;
+    let ended = api.job(&operator.expose(), &racing).await;
     assert_eq!(ended["status"], "failed", "{ended}");
     assert!(
         ended["reason"]
